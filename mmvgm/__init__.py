@@ -1,0 +1,10 @@
+"""mmvgm: forensics for video generative models."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from mmvgm.errors import (CheckpointError, ConfigError, DecodeError, DependencyError, InputError,
+                          LimitError, MMVGMError)
+
+__all__ = ["__version__", "MMVGMError", "InputError", "DecodeError", "LimitError", "ConfigError",
+           "CheckpointError", "DependencyError"]

@@ -1,0 +1,89 @@
+"""The ``mmvgm`` command: a click group whose verbs live one per module in this package.
+
+Verbs are listed in ``VERBS`` (name -> module); each module defines ``command``. Adding a
+verb is one new module plus one line here. Errors become one line on stderr and an exit
+code; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import click
+
+from mmvgm.errors import MMVGMError
+
+VERBS = {
+    "info": "mmvgm.cli.info",
+}
+
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
+
+
+def register_verb(name: str, module: str) -> None:
+    """Add a verb from another package (plugins); ``module`` must define ``command``."""
+    VERBS[name] = module
+
+
+class VerbGroup(click.Group):
+    """Loads verb modules lazily and turns every exception into one line."""
+
+    def list_commands(self, ctx: click.Context) -> list:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, name: str) -> Optional[click.Command]:
+        module = VERBS.get(name)
+        if module is None:
+            return None
+        return importlib.import_module(module).command
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except MMVGMError as exc:
+            if _debug(ctx):
+                raise
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+            if _debug(ctx):
+                raise
+            fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                 INTERNAL_ERROR_EXIT)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().params.get("debug"))
+
+
+def fail(message: str, code: int = 1) -> None:
+    message = " ".join(str(message).split())  # always exactly one line
+    click.echo(f"mmvgm: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="mmvgm", prog_name="mmvgm")
+def cli(debug: bool) -> None:
+    """mmvgm: forensics for video generative models.
+
+    \b
+    Detect AI-generated video, trace it to its source model, protect images
+    against image-to-video misuse, and stop unsafe generation early (LVD).
+
+    \b
+    Examples:
+      mmvgm demo
+      mmvgm info clip.mp4
+      mmvgm trace clip.mp4 --checkpoint ckpt/
+      mmvgm protect img.png --eps 4/255 --target t.png --encoder svd --model-path ~/weights/svd
+    """
+
+
+def main(argv: Optional[list] = None) -> None:
+    cli.main(args=argv, prog_name="mmvgm")

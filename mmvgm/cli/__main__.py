@@ -1,0 +1,3 @@
+from mmvgm.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""YAML configs: find them (in the repo or the installed package), load, override, validate."""
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import yaml
+
+from mmvgm.errors import ConfigError, InputError, PathLike
+
+
+def configs_dir() -> Path:
+    """The shipped ``configs/`` folder: inside the wheel, or at the repository root in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("the shipped configs/ folder is missing; reinstall mmvgm")
+
+
+def resolve_config(name_or_path: PathLike, group: str) -> Path:
+    """A path to a YAML file, or a bare name looked up in ``configs/<group>/<name>.yaml``."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise InputError("config file not found", path)
+        return path
+    shipped = configs_dir() / group / f"{path.name}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = sorted(p.stem for p in (configs_dir() / group).glob("*.yaml"))
+    hint = _did_you_mean(str(name_or_path), known)
+    raise ConfigError(f"no {group} config named '{name_or_path}'{hint}; known: {', '.join(known)}")
+
+
+def load_yaml(path: PathLike) -> dict:
+    path = Path(path)
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}".splitlines()[0], path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping at the top level", path)
+    return data
+
+
+def load_config(name_or_path: PathLike, group: str) -> dict:
+    """Load ``configs/<group>/<name>.yaml`` (or a file path), following ``base:`` inheritance."""
+    path = resolve_config(name_or_path, group)
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is not None:
+        parent = load_config(base, group)
+        data = merge(parent, data)
+    return data
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
+    """Deep merge: mappings merge recursively, anything else in ``override`` replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_overrides(cfg: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict:
+    """Apply ``{"a.b.c": value}`` overrides; ``None`` values are ignored (an unset CLI option)."""
+    out = copy.deepcopy(dict(cfg))
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set '{dotted}': '{key}' is not a mapping")
+        node[leaf] = value
+    return out
+
+
+def check_keys(cfg: Mapping[str, Any], allowed: Iterable[str], where: str = "config",
+               path: Optional[PathLike] = None) -> None:
+    """Refuse unknown keys, suggesting the closest known one (a typo must not pass silently)."""
+    allowed = list(allowed)
+    for key in cfg:
+        if key not in allowed:
+            hint = _did_you_mean(key, allowed)
+            raise ConfigError(f"unknown key '{key}' in {where}{hint}", path)
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""

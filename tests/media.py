@@ -1,0 +1,100 @@
+"""Synthetic media for tests: every clip is made here, nothing is downloaded."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+# (container extension, writer, codec) for every format the readers must handle.
+FORMATS = {
+    "mp4-h264": ("mp4", "av", "libx264"),
+    "mp4-mpeg4": ("mp4", "av", "mpeg4"),
+    "mkv-h264": ("mkv", "av", "libx264"),
+    "webm-vp8": ("webm", "av", "libvpx"),
+    "webm-vp9": ("webm", "av", "libvpx-vp9"),
+    "avi-mjpeg": ("avi", "cv", "MJPG"),
+    "avi-xvid": ("avi", "cv", "XVID"),
+    "mov-h264": ("mov", "av", "libx264"),
+    "flv": ("flv", "av", "flv"),
+    "gif": ("gif", "av", "gif"),
+}
+
+
+def make_frames(n: int, height: int = 48, width: int = 64, seed: int = 0,
+                color: Sequence[int] | None = None) -> np.ndarray:
+    """``n`` RGB uint8 frames; frame i carries its index as a bright bar position (easy to check).
+
+    With ``color`` the background is that RGB colour (distinct "sources" for training tests).
+    """
+    rng = np.random.default_rng(seed)
+    frames = np.empty((n, height, width, 3), np.uint8)
+    base = rng.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+    if color is not None:
+        base = np.clip(base.astype(int) + np.array(color, int), 0, 255).astype(np.uint8)
+    for i in range(n):
+        frame = base.copy()
+        x = (i * 4) % max(width - 8, 1)
+        frame[:, x:x + 8] = 255
+        frames[i] = frame
+    return frames
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Recover the index written by ``make_frames`` (bar position / 4), tolerant to compression."""
+    column_brightness = frame.astype(np.float32).mean(axis=(0, 2))
+    x = int(np.argmax(np.convolve(column_brightness, np.ones(8), mode="valid")))
+    return round(x / 4)
+
+
+def write_video(path: Path, frames: np.ndarray, fmt: str = "mp4-h264", fps: int = 10) -> Path:
+    """Write ``frames`` (T,H,W,3 RGB uint8) in one of ``FORMATS``; returns the path."""
+    ext, writer, codec = FORMATS[fmt]
+    path = Path(path)
+    if path.suffix != f".{ext}":
+        path = path.with_suffix(f".{ext}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if writer == "av":
+        _write_av(path, frames, codec, fps)
+    else:
+        _write_cv(path, frames, codec, fps)
+    return path
+
+
+def _write_av(path: Path, frames: np.ndarray, codec: str, fps: int) -> None:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = {"gif": "rgb8"}.get(codec, "yuv420p")
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "ultrafast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_cv(path: Path, frames: np.ndarray, fourcc: str, fps: int) -> None:
+    import cv2
+
+    height, width = frames.shape[1:3]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {fourcc} here")
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+    writer.release()
+
+
+def write_frame_dir(folder: Path, frames: np.ndarray, ext: str = "png") -> Path:
+    """Frames as ``frame_1.png, frame_2.png, ..., frame_10.png`` (natural sort matters)."""
+    import cv2
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames, start=1):
+        cv2.imwrite(str(folder / f"frame_{i}.{ext}"), np.ascontiguousarray(frame[:, :, ::-1]))
+    return folder
