@@ -1,0 +1,33 @@
+import json
+
+import pytest
+
+from mmvgm.errors import InputError
+from mmvgm.io.atomic import atomic_path, write_json_atomic
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    dest = tmp_path / "sub" / "out.json"
+    write_json_atomic(dest, {"a": 1})
+    assert json.loads(dest.read_text()) == {"a": 1}
+    assert [p.name for p in dest.parent.iterdir()] == ["out.json"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    dest = tmp_path / "out.txt"
+    dest.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert dest.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_refuses_to_overwrite_the_protected_input(tmp_path):
+    src = tmp_path / "img.png"
+    src.write_bytes(b"original")
+    with pytest.raises(InputError, match="overwrite the input"):
+        with atomic_path(tmp_path / "." / "img.png", protect=src):
+            pass
+    assert src.read_bytes() == b"original"

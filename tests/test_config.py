@@ -1,0 +1,46 @@
+import pytest
+
+from mmvgm.config import apply_overrides, check_keys, configs_dir, load_config, merge, resolve_config
+from mmvgm.errors import ConfigError, InputError
+
+
+def test_shipped_label_configs_resolve_by_name():
+    assert resolve_config("vgmshield9", "labels") == configs_dir() / "labels" / "vgmshield9.yaml"
+    cfg = load_config("vgmshield9", "labels")
+    assert [c["name"] for c in cfg["classes"]][0] == "hotshot-xl"
+    assert len(cfg["classes"]) == 9
+
+
+def test_unknown_config_name_suggests_the_closest():
+    with pytest.raises(ConfigError, match="did you mean 'vgmshield9'"):
+        resolve_config("vgmshield", "labels")
+
+
+def test_missing_config_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError):
+        resolve_config(tmp_path / "nope.yaml", "labels")
+
+
+def test_base_inheritance_and_deep_merge(tmp_path):
+    (tmp_path / "parent.yaml").write_text("a: {x: 1, y: 2}\nb: 3\n")
+    (tmp_path / "child.yaml").write_text(f"base: {tmp_path / 'parent.yaml'}\na: {{y: 20}}\n")
+    assert load_config(tmp_path / "child.yaml", "train") == {"a": {"x": 1, "y": 20}, "b": 3}
+    assert merge({"a": [1]}, {"a": [2]}) == {"a": [2]}
+
+
+def test_invalid_yaml_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML") as info:
+        load_config(bad, "train")
+    assert "\n" not in str(info.value)
+
+
+def test_overrides_skip_unset_values_and_create_nesting():
+    cfg = apply_overrides({"train": {"lr": 1e-5}}, {"train.lr": 3e-4, "train.epochs": None, "x.y": 1})
+    assert cfg == {"train": {"lr": 3e-4}, "x": {"y": 1}}
+
+
+def test_typo_in_keys_is_refused_with_a_hint():
+    with pytest.raises(ConfigError, match="unknown key 'epochz'.*did you mean 'epochs'"):
+        check_keys({"epochz": 3}, ["epochs", "lr"], where="train config")

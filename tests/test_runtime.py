@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from mmvgm.errors import InputError
+from mmvgm.runtime import autocast_dtype, package_versions, pick_device, seed_everything
+
+
+def test_auto_device_matches_cuda_availability():
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert autocast_dtype(torch.device("cpu")) is None
+
+
+def test_bad_device_names_are_input_errors():
+    with pytest.raises(InputError):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            pick_device("cuda")
+
+
+def test_versions_record_the_result_deciding_packages():
+    versions = package_versions()
+    assert {"python", "torch", "numpy"} <= set(versions)
+
+
+def test_seeding_is_reproducible():
+    seed_everything(7)
+    a = torch.rand(3)
+    seed_everything(7)
+    assert torch.equal(a, torch.rand(3))
