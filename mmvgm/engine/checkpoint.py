@@ -1,0 +1,213 @@
+"""Checkpoint directories: ``mmvgm.yaml`` + ``model.safetensors`` (+ resumable training state).
+
+``save_checkpoint(dir, model, meta)`` and ``load_checkpoint(dir)`` are symmetric: the YAML
+alone rebuilds the model (``mmvgm.models.build_model(meta["model_cfg"])``), the safetensors
+file fills it strictly. Nothing is pickled: optimizer, scheduler and RNG state for
+``--resume`` are split into tensors (``train_state.safetensors``) and JSON
+(``train_state.json``) by ``pack_state``.
+
+A directory is written into a temporary sibling and renamed into place; the previous
+version is renamed aside first and deleted after, so a kill leaves either the old or the
+new checkpoint complete (and at worst a ``.<name>.old-*`` folder behind).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from mmvgm.errors import CheckpointError, PathLike
+
+CONFIG_NAME = "mmvgm.yaml"
+WEIGHTS_NAME = "model.safetensors"
+STATE_TENSORS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- save / load
+
+def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: Dict[str, Any],
+                    train_state: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``directory`` atomically. ``meta`` must hold ``model_cfg``; ``train_state`` is any
+    nesting of dicts/lists/tensors/arrays/scalars (see ``pack_state``)."""
+    if "model_cfg" not in meta:
+        raise CheckpointError("checkpoint meta needs 'model_cfg' to rebuild the model", directory)
+    dest = Path(directory)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        meta = {"format_version": FORMAT_VERSION, **_plain(meta)}
+        (tmp / CONFIG_NAME).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+        save_file(_state_tensors(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        if train_state is not None:
+            tensors, skeleton = pack_state(train_state)
+            save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "pt"})
+            (tmp / STATE_JSON).write_text(json.dumps(skeleton), encoding="utf-8")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _swap_into_place(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _swap_into_place(tmp: Path, dest: Path) -> None:
+    old = None
+    if dest.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+        old.rmdir()
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _state_tensors(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage (tied weights, views)
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def read_meta(directory: PathLike) -> dict:
+    """The checkpoint's ``mmvgm.yaml`` (checks the directory is complete)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError("checkpoint directory not found", directory)
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"not an mmvgm checkpoint: {CONFIG_NAME} is missing", directory)
+    if not (directory / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"incomplete checkpoint: {WEIGHTS_NAME} is missing", directory)
+    try:
+        meta = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"invalid {CONFIG_NAME}: {str(exc).splitlines()[0]}", cfg_path) from None
+    if not isinstance(meta, dict) or "model_cfg" not in meta:
+        raise CheckpointError(f"{CONFIG_NAME} has no 'model_cfg'", cfg_path)
+    return meta
+
+
+def load_checkpoint(directory: PathLike, device: Any = "cpu",
+                    builder: Optional[Callable[[dict], torch.nn.Module]] = None
+                    ) -> Tuple[torch.nn.Module, dict]:
+    """Rebuild the model from ``mmvgm.yaml`` and load ``model.safetensors`` strictly."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if builder is None:
+        from mmvgm.models import build_model as builder
+    model_cfg = copy.deepcopy(meta["model_cfg"])
+    if isinstance(model_cfg.get("backbone"), dict):
+        model_cfg["backbone"]["weights"] = None  # the checkpoint replaces any pretrained weights
+    model = builder(model_cfg)
+    try:
+        state = load_file(str(directory / WEIGHTS_NAME))
+    except Exception as exc:  # safetensors raises its own types for truncated/corrupt files
+        raise CheckpointError(f"cannot read {WEIGHTS_NAME}: {exc}", directory / WEIGHTS_NAME) from None
+    missing, unexpected = _key_diff(model, state)
+    if missing or unexpected:
+        raise CheckpointError(f"weights do not match the model in {CONFIG_NAME}: missing "
+                              f"{_few(missing)}, unexpected {_few(unexpected)}", directory)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights do not fit the model: {str(exc).splitlines()[0]}",
+                              directory) from None
+    model.to(device).eval()
+    return model, meta
+
+
+def load_train_state(directory: PathLike) -> Optional[dict]:
+    """The resumable state saved beside a checkpoint, or None when there is none."""
+    directory = Path(directory)
+    if not (directory / STATE_JSON).is_file() or not (directory / STATE_TENSORS).is_file():
+        return None
+    skeleton = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
+    return unpack_state(load_file(str(directory / STATE_TENSORS)), skeleton)
+
+
+def _key_diff(model: torch.nn.Module, state: Dict[str, torch.Tensor]):
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def _few(keys, n: int = 5) -> str:
+    if not keys:
+        return "none"
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _plain(obj: Any) -> Any:
+    """YAML-safe copy: tuples -> lists, numpy scalars -> Python, Paths -> str."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------- state packing
+
+def pack_state(obj: Any) -> Tuple[Dict[str, torch.Tensor], Any]:
+    """Split nested state into ``{key: tensor}`` and a JSON skeleton that references the keys.
+
+    Handles dicts (any hashable scalar keys), lists, tuples, torch tensors, numpy arrays
+    and JSON scalars: enough for optimizer/scheduler ``state_dict()`` and RNG states.
+    """
+    tensors: Dict[str, torch.Tensor] = {}
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            key = str(len(tensors))
+            tensors[key] = x.detach().to("cpu").contiguous().clone()
+            return {"__tensor__": key}
+        if isinstance(x, np.ndarray):
+            key = str(len(tensors))
+            tensors[key] = torch.from_numpy(np.ascontiguousarray(x).copy())
+            return {"__ndarray__": key}
+        if isinstance(x, dict):
+            return {"__dict__": [[walk(k), walk(v)] for k, v in x.items()]}
+        if isinstance(x, tuple):
+            return {"__tuple__": [walk(v) for v in x]}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if isinstance(x, np.generic):
+            return x.item()
+        if x is None or isinstance(x, (bool, int, float, str)):
+            return x
+        raise CheckpointError(f"cannot store training state of type {type(x).__name__}")
+
+    return tensors, walk(obj)
+
+
+def unpack_state(tensors: Dict[str, torch.Tensor], skeleton: Any) -> Any:
+    def walk(x: Any) -> Any:
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if isinstance(x, dict):
+            if "__tensor__" in x:
+                return tensors[x["__tensor__"]]
+            if "__ndarray__" in x:
+                return tensors[x["__ndarray__"]].numpy()
+            if "__tuple__" in x:
+                return tuple(walk(v) for v in x["__tuple__"])
+            if "__dict__" in x:
+                return {walk(k): walk(v) for k, v in x["__dict__"]}
+        return x
+
+    return walk(skeleton)
