@@ -16,6 +16,7 @@ from mmvgm.errors import MMVGMError
 
 VERBS = {
     "info": "mmvgm.cli.info",
+    "lvd-eval": "mmvgm.cli.lvd_eval",
 }
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
