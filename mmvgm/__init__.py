@@ -7,4 +7,13 @@ from mmvgm.errors import (CheckpointError, ConfigError, DecodeError, DependencyE
                           LimitError, MMVGMError)
 
 __all__ = ["__version__", "MMVGMError", "InputError", "DecodeError", "LimitError", "ConfigError",
-           "CheckpointError", "DependencyError"]
+           "CheckpointError", "DependencyError", "Predictor"]
+
+
+def __getattr__(name: str):
+    # Lazy: ``import mmvgm`` stays light; torch loads only when Predictor is used.
+    if name == "Predictor":
+        from mmvgm.inference import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'mmvgm' has no attribute {name!r}")

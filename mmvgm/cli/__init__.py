@@ -16,6 +16,8 @@ from mmvgm.errors import MMVGMError
 
 VERBS = {
     "info": "mmvgm.cli.info",
+    "trace": "mmvgm.cli.trace",
+    "scan": "mmvgm.cli.scan",
     "lvd-eval": "mmvgm.cli.lvd_eval",
 }
 

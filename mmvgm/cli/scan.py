@@ -1,0 +1,91 @@
+"""``mmvgm scan``: score a folder or manifest into a resumable JSONL/CSV (over ``mmvgm.scan``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from mmvgm.cli.trace import _sampling
+from mmvgm.errors import InputError
+
+
+@click.command(name="scan")
+@click.argument("path", required=False, type=click.Path())
+@click.option("--checkpoint", "-c", type=click.Path(), envvar="MMVGM_CHECKPOINT", show_envvar=True,
+              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="Results file: .jsonl (one JSON object per line) or .csv.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--workers", "-j", type=click.IntRange(min=0), default=2, show_default=True,
+              help="DataLoader processes decoding ahead of the model (0: decode in-process).")
+@click.option("--resume", is_flag=True, help="Continue an existing output: skip files already in it.")
+@click.option("--retry-errors", is_flag=True, help="With --resume: score files that failed before again.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Scan only shard I of N (0-based) into OUT.rankI.<ext>; merge with --merge.")
+@click.option("--merge", "merge_only", is_flag=True,
+              help="Only join OUT.rank*.<ext> (from --shard or torchrun) into OUT, then exit.")
+@click.option("--frames", "-t", type=click.IntRange(min=1), default=None,
+              help="Frames per clip [default: the checkpoint's].")
+@click.option("--sampling", callback=_sampling, default=None,
+              help="consecutive | uniform | stride:K [default: the checkpoint's].")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size: int, workers: int,
+            resume: bool, retry_errors: bool, shard: Optional[str], merge_only: bool,
+            frames: Optional[int], sampling: Optional[str], device: str, quiet: bool) -> None:
+    """Score every video under PATH (a folder, recursive, or a .csv/.jsonl/.txt manifest).
+
+    \b
+    One line per file, written and fsync'd per batch; a bad file gets a line with
+    "error" and the scan goes on. After a crash or kill, rerun with --resume: files
+    already in the output are skipped and a half-written last line is repaired.
+    An existing output is never overwritten without --resume.
+
+    \b
+    Several machines: run `--shard I/N` on each (files are split by a hash of their
+    path relative to PATH), then `mmvgm scan --merge --out OUT`.
+    Several GPUs: `torchrun --nproc-per-node 4 -m mmvgm scan PATH -c ckpt/ --out OUT`
+    (or `accelerate launch -m mmvgm scan ...`): each rank writes OUT.rankK.<ext>,
+    rank 0 waits for the others and merges them into OUT.
+
+    \b
+    Examples:
+      mmvgm scan uploads/ --checkpoint ckpt/ --out results.jsonl
+      mmvgm scan uploads/ --checkpoint ckpt/ --out results.jsonl --resume
+      mmvgm scan list.csv -c ckpt/ --out results.csv --batch-size 16 --workers 4
+      mmvgm scan uploads/ -c ckpt/ --out r.jsonl --shard 0/2   # machine 1 (and 1/2 on machine 2)
+      mmvgm scan --merge --out r.jsonl
+    """
+    from mmvgm.scan import merge_outputs, output_format, parse_shard
+
+    output_format(out)
+    if merge_only:
+        merged, lines = merge_outputs(out)
+        click.echo(f"merged {lines} results into {merged}")
+        return
+    if path is None:
+        raise InputError("give the folder or manifest to scan (or --merge to join shard outputs)")
+    if retry_errors and not resume:
+        raise InputError("--retry-errors only makes sense with --resume")
+    from mmvgm.inference import Predictor
+    from mmvgm.scan import run_scan
+
+    predictor = Predictor.from_checkpoint(checkpoint, device=None if device == "auto" else device)
+    if frames is not None or sampling is not None:
+        predictor.frames = frames or predictor.frames
+        predictor.sampling = sampling or predictor.sampling
+    summary = run_scan(predictor, path, out, batch_size=batch_size, workers=workers, resume=resume,
+                       shard=parse_shard(shard) if shard else None, retry_errors=retry_errors,
+                       progress=not quiet)
+    parts = [f"{summary.scored} scored", f"{summary.errors} errors"]
+    if summary.skipped:
+        parts.append(f"{summary.skipped} already done")
+    if summary.repaired_bytes:
+        parts.append(f"repaired a torn last line ({summary.repaired_bytes} bytes)")
+    where = f" (shard {summary.shard})" if summary.shard else ""
+    click.echo(f"{summary.out}{where}: {', '.join(parts)}; {summary.files_per_second:.1f} files/s",
+               err=True)
+    if summary.merged is not None:
+        click.echo(f"merged all shards into {summary.merged}", err=True)
+    elif summary.shard is not None:
+        click.echo(f"when every shard is done: mmvgm scan --merge --out {out}", err=True)

@@ -1,0 +1,152 @@
+"""``mmvgm trace``: real/fake verdict and source ranking for each video (over ``mmvgm.inference``)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional, Tuple
+
+import click
+
+from mmvgm.errors import InputError, MMVGMError
+
+SAMPLINGS = ("consecutive", "uniform")
+
+
+def _sampling(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    if value is None or value in SAMPLINGS or (value.startswith("stride:") and value[7:].isdigit()
+                                               and int(value[7:]) > 0):
+        return value
+    raise click.BadParameter("use consecutive, uniform or stride:K")
+
+
+@click.command(name="trace")
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@click.option("--checkpoint", "-c", type=click.Path(), envvar="MMVGM_CHECKPOINT", show_envvar=True,
+              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per video per line on stdout.")
+@click.option("--frames", "-t", type=click.IntRange(min=1), default=None,
+              help="Frames per clip [default: the checkpoint's].")
+@click.option("--sampling", callback=_sampling, default=None,
+              help="consecutive | uniform | stride:K [default: the checkpoint's].")
+@click.option("--windows", "-w", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Score N clips spread over the video; report each and their mean.")
+@click.option("--explain", "explain_png", type=click.Path(dir_okay=False), default=None,
+              help="Write a saliency PNG (gradient x input over the sampled frames). With several "
+                   "videos, '{stem}' in the name is replaced by each video's name.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, frames: Optional[int],
+            sampling: Optional[str], windows: int, explain_png: Optional[str], device: str) -> None:
+    """Say whether each video is real or AI-generated, and which model made it.
+
+    \b
+    Probabilities are calibrated on the checkpoint's validation split. The source is
+    "unknown" when no known generator is likely enough (the open-set threshold).
+    A bad video gives one error line; the others still run; the exit code is then 1.
+
+    \b
+    Examples:
+      mmvgm trace clip.mp4 --checkpoint ckpt/
+      mmvgm trace a.mp4 b.webm --json > verdicts.jsonl
+      mmvgm trace long.mp4 --windows 4 --explain saliency.png
+    """
+    from mmvgm.cli import fail
+    from mmvgm.inference import Predictor
+
+    if explain_png and len(videos) > 1 and "{stem}" not in explain_png:
+        raise InputError("--explain with several videos needs '{stem}' in the file name, "
+                         "e.g. --explain 'saliency-{stem}.png'")
+    predictor = Predictor.from_checkpoint(checkpoint, device=None if device == "auto" else device)
+    failures = 0
+    for video in videos:
+        try:
+            result = predictor.predict(video, frames=frames, sampling=sampling, windows=windows)
+            if explain_png:
+                from pathlib import Path
+
+                from mmvgm.explain import explain
+
+                out = explain_png.replace("{stem}", Path(video).stem)
+                result["explanation"] = str(explain(predictor, video, out, frames=frames,
+                                                    sampling=sampling).path)
+        except MMVGMError as exc:
+            failures += 1
+            if as_json:
+                click.echo(json.dumps({"path": video, "error": exc.message}))
+            click.echo(f"mmvgm: error: {video}: {' '.join(exc.message.split())}", err=True)
+            continue
+        if as_json:
+            click.echo(json.dumps(result))
+        else:
+            _print_table(predictor, result)
+    if failures:
+        fail(f"{failures} of {len(videos)} video(s) failed", 1)
+
+
+def _pct(p: Optional[float]) -> str:
+    return "-" if p is None else f"{100 * p:.1f}%"
+
+
+def _print_table(predictor: Any, result: Dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cal = predictor.calibration
+    verdict = result["verdict"]
+    style = {"fake": "bold red", "real": "bold green"}.get(verdict, "bold yellow")
+    title = f"{result['path']}"
+    table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+    table.add_column("", style="dim")
+    table.add_column("value")
+    if "fake_probability" in result:
+        table.add_row("verdict", f"[{style}]{verdict}[/] (P(fake) = {_pct(result['fake_probability'])}, "
+                                 f"threshold {_pct(cal.threshold)})")
+    elif verdict == "not-assessed":
+        table.add_row("verdict", "[yellow]not assessed[/] (trace-only checkpoint: assumes the video is "
+                                 "generated)")
+    else:
+        table.add_row("verdict", f"[{style}]{verdict}[/]")
+    if "source" in result:
+        source = result["source"]
+        qualifier = " (if generated)" if predictor.task == "joint" and verdict == "real" else ""
+        if source == "unknown":
+            top = next(iter(result["sources"].values()))
+            table.add_row("source", f"[yellow]unknown[/]{qualifier}: no known source fits "
+                                    f"(best {_pct(top)} < open-set threshold {_pct(cal.open_set_threshold)})")
+        else:
+            label = predictor.display.get(source["label"], source["label"])
+            table.add_row("source", f"[bold]{label}[/] {_pct(source['probability'])}{qualifier}")
+    clip = f"{result['frames']} frames, {result['sampling']}"
+    if result.get("padded"):
+        clip += f", [yellow]{result['padded']} padded[/] (short video: last frame repeated)"
+    if "windows" in result:
+        clip += f", mean of {len(result['windows'])} windows"
+    table.add_row("clip", clip)
+    if result.get("explanation"):
+        table.add_row("saliency", result["explanation"])
+    console = Console()
+    console.print(table)
+    if "sources" in result:
+        ranking = Table(show_header=True, header_style="bold", title="source ranking", title_justify="left")
+        ranking.add_column("#", justify="right")
+        ranking.add_column("source")
+        ranking.add_column("probability", justify="right")
+        for rank, (label, p) in enumerate(result["sources"].items(), start=1):
+            ranking.add_row(str(rank), predictor.display.get(label, label), _pct(p))
+        console.print(ranking)
+    if "windows" in result:
+        per = Table(show_header=True, header_style="bold", title="windows", title_justify="left")
+        per.add_column("start", justify="right")
+        per.add_column("end", justify="right")
+        per.add_column("verdict")
+        if "fake_probability" in result:
+            per.add_column("P(fake)", justify="right")
+        if "source" in result:
+            per.add_column("source")
+        for w in result["windows"]:
+            row = [str(w["start"]), str(w.get("end", "")), w["verdict"]]
+            if "fake_probability" in result:
+                row.append(_pct(w.get("fake_probability")))
+            if "source" in result:
+                s = w["source"]
+                row.append("unknown" if s == "unknown" else f"{s['label']} {_pct(s['probability'])}")
+            per.add_row(*row)
+        console.print(per)

@@ -1,0 +1,517 @@
+"""Resumable, sharded scanning of many videos: one result line per file, written as it goes.
+
+The output file is the only state. Every batch of results is appended, flushed and fsync'd;
+``resume=True`` repairs a torn last line (left by ``kill -9`` mid-write), drops duplicate lines
+and skips every path already present, so after any number of kills and resumes each input
+appears exactly once.
+
+Distribution: each process scans one shard, chosen by a stable hash of the path relative to the
+scanned root (so machines that mount the data at different places agree). Under ``torchrun`` /
+``accelerate launch`` the shard is the process rank (``RANK``/``WORLD_SIZE``); by hand it is
+``--shard I/N``. Shard ``I`` writes ``OUT.rankI.<ext>``; :func:`merge_outputs` (``mmvgm scan
+--merge OUT``) joins them into ``OUT``. Under torchrun, rank 0 waits for the others on a
+``torch.distributed`` barrier (gloo, 24 h timeout) and merges by itself.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from mmvgm.errors import InputError, PathLike
+
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".gif", ".mpg", ".mpeg", ".wmv",
+    ".ts", ".3gp", ".ogv",
+})
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".txt"})
+OUTPUT_FORMATS = ("jsonl", "csv")
+
+# CSV columns before the per-source probability columns ("p:<label>").
+CSV_BASE_COLUMNS = ("path", "verdict", "fake_probability", "source", "source_probability",
+                    "frames", "sampling", "padded", "error")
+
+
+# --------------------------------------------------------------------------- inputs
+
+def list_inputs(path: PathLike) -> Tuple[List[str], Path]:
+    """The videos to scan and the root their shard hash is relative to.
+
+    ``path`` is a folder (searched recursively; a sub-folder holding only images is one
+    frame-directory video) or a manifest: ``.csv`` with a ``path`` column (or the first
+    column), ``.jsonl`` with a ``path`` key, or ``.txt`` with one path per line. Manifest paths
+    are relative to the manifest's folder. The order is sorted and deterministic.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir():
+        files = sorted(_walk_videos(path))
+        if not files:
+            raise InputError(f"no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))} "
+                             "and folders of frames)", path)
+        return files, path
+    if path.suffix.lower() in MANIFEST_EXTENSIONS:
+        entries = _read_manifest(path)
+        if not entries:
+            raise InputError("the manifest lists no files", path)
+        return entries, path.parent
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return [str(path)], path.parent
+    raise InputError("expected a folder of videos or a manifest (.csv, .jsonl, .txt)", path)
+
+
+def _walk_videos(root: Path) -> Iterator[str]:
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        videos = [n for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS and not n.startswith(".")]
+        images = [n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+        for name in videos:
+            yield str(Path(folder) / name)
+        if images and not videos and not dirs and Path(folder) != root:
+            yield folder  # a folder of frames is one video
+
+
+def _read_manifest(path: Path) -> List[str]:
+    base = path.parent
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the manifest: {exc}", path) from None
+    raw: List[str] = []
+    if suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                raise InputError(f"line {number} is not JSON", path) from None
+            if not isinstance(item, dict) or "path" not in item:
+                raise InputError(f"line {number} has no 'path' key", path)
+            raw.append(str(item["path"]))
+    elif suffix == ".csv":
+        rows = list(csv.reader(io.StringIO(text)))
+        rows = [r for r in rows if r and any(c.strip() for c in r)]
+        if rows:
+            header = [c.strip().lower() for c in rows[0]]
+            column = header.index("path") if "path" in header else 0
+            body = rows[1:] if "path" in header else rows
+            raw.extend(r[column].strip() for r in body if len(r) > column and r[column].strip())
+    else:
+        raw.extend(line.strip() for line in text.splitlines()
+                   if line.strip() and not line.lstrip().startswith("#"))
+    return [p if os.path.isabs(p) else str(base / p) for p in raw]
+
+
+# --------------------------------------------------------------------------- shards and ranks
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InputError(f"invalid shard {self.index}/{self.count}: need 0 <= I < N")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"I/N"`` (0-based ``I``) -> :class:`Shard`."""
+    try:
+        index, count = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise InputError(f"--shard expects I/N with integers, e.g. 0/4 (got '{text}')") from None
+    return Shard(index, count)
+
+
+def rank_from_env(env: Optional[Dict[str, str]] = None) -> Optional[Shard]:
+    """The shard of this process under torchrun / accelerate launch (``RANK``, ``WORLD_SIZE``).
+
+    ``None`` for a single process. ``LOCAL_RANK`` alone (one node, no ``RANK``) also counts.
+    """
+    env = os.environ if env is None else env
+    world = env.get("WORLD_SIZE")
+    rank = env.get("RANK", env.get("LOCAL_RANK"))
+    if world is None or rank is None:
+        return None
+    try:
+        shard = Shard(int(rank), int(world))
+    except ValueError:
+        raise InputError(f"cannot read RANK={rank!r} / WORLD_SIZE={world!r} from the environment") from None
+    return shard if shard.count > 1 else None
+
+
+def shard_of(path: str, root: Path, count: int) -> int:
+    """Stable shard index of ``path``: a hash of its path relative to ``root``."""
+    try:
+        key = os.path.relpath(path, root)
+    except ValueError:  # different drive on Windows
+        key = path
+    digest = hashlib.sha1(key.replace(os.sep, "/").encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+def select_shard(paths: Sequence[str], root: Path, shard: Optional[Shard]) -> List[str]:
+    if shard is None or shard.count == 1:
+        return list(paths)
+    return [p for p in paths if shard_of(p, root, shard.count) == shard.index]
+
+
+def rank_output(out: PathLike, rank: int) -> Path:
+    """``results.jsonl`` -> ``results.rank3.jsonl``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
+
+
+# --------------------------------------------------------------------------- output
+
+def output_format(out: PathLike) -> str:
+    suffix = Path(out).suffix.lower().lstrip(".")
+    if suffix not in OUTPUT_FORMATS:
+        raise InputError("the output must end in .jsonl or .csv", out)
+    return suffix
+
+
+def csv_columns(source_labels: Sequence[str]) -> List[str]:
+    return list(CSV_BASE_COLUMNS) + [f"p:{label}" for label in source_labels]
+
+
+def _path_key(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _repair_tail(path: Path) -> int:
+    """Cut a torn (unterminated) last line; returns the number of bytes removed."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as fh:
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return 0
+        # Scan backwards for the last newline.
+        pos, chunk = size, 1 << 16
+        cut = 0
+        while pos > 0:
+            start = max(0, pos - chunk)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                cut = start + idx + 1
+                break
+            pos = start
+        fh.truncate(cut)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return size - cut
+
+
+def read_results(path: PathLike) -> List[Dict[str, Any]]:
+    """Parse a scan output (JSONL or CSV) into records; a torn last line is ignored."""
+    path = Path(path)
+    fmt = output_format(path)
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+    text = data.decode("utf-8", errors="replace")
+    if fmt == "jsonl":
+        records = []
+        lines = text.splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):
+                    continue  # a final line cut by a crash between write and newline
+                raise InputError(f"line {number} is not JSON: this is not a scan output", path) from None
+            if not isinstance(record, dict) or "path" not in record:
+                raise InputError(f"line {number} has no 'path': this is not a scan output", path)
+            records.append(record)
+        return records
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if rows and "path" not in rows[0]:
+        raise InputError("no 'path' column: this is not a scan output", path)
+    return [dict(r) for r in rows if r.get("path")]
+
+
+class ResultWriter:
+    """Appends result records to a JSONL or CSV file; flush + fsync per :meth:`write` call."""
+
+    def __init__(self, path: PathLike, source_labels: Sequence[str] = (), resume: bool = False,
+                 retry_errors: bool = False, protect: Iterable[PathLike] = ()) -> None:
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        self.columns = csv_columns(source_labels)
+        for item in protect:
+            if self.path.exists() and Path(item).exists() and os.path.samefile(self.path, item):
+                raise InputError("refusing to write results over an input file", self.path)
+        self.done: Dict[str, Dict[str, Any]] = {}
+        self.repaired_bytes = 0
+        if self.path.exists() and self.path.stat().st_size > 0:
+            if not resume:
+                raise InputError("output exists; add --resume to continue it, or choose another --out",
+                                 self.path)
+            self._load_existing(retry_errors)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8", newline="")
+        if self.format == "csv" and self._fh.tell() == 0:
+            self._write_text(self._csv_line(dict(zip(self.columns, self.columns))))
+
+    # -- resume
+    def _load_existing(self, retry_errors: bool) -> None:
+        self.repaired_bytes = _repair_tail(self.path)
+        records = read_results(self.path)
+        if self.format == "csv":
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+            if header and header != self.columns:
+                raise InputError("the existing CSV has other columns (another checkpoint's labels?); "
+                                 "choose another --out", self.path)
+        kept: Dict[str, Dict[str, Any]] = {}
+        dropped = 0
+        for record in records:
+            key = _path_key(str(record["path"]))
+            if key in kept or (retry_errors and record.get("error")):
+                dropped += 1
+                continue
+            kept[key] = record
+        self.done = kept
+        if dropped:
+            self._rewrite(list(kept.values()))
+
+    def _rewrite(self, records: List[Dict[str, Any]]) -> None:
+        from mmvgm.io.atomic import atomic_path
+
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                if self.format == "csv":
+                    fh.write(self._csv_line(dict(zip(self.columns, self.columns))))
+                for record in records:
+                    fh.write(self._line(record, raw=True))
+
+    def is_done(self, path: str) -> bool:
+        return _path_key(path) in self.done
+
+    # -- writing
+    def _line(self, record: Dict[str, Any], raw: bool = False) -> str:
+        if self.format == "jsonl":
+            return json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n"
+        return self._csv_line(record if raw else flatten_for_csv(record))
+
+    def _csv_line(self, row: Dict[str, Any]) -> str:
+        buffer = io.StringIO()
+        csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore",
+                       lineterminator="\n").writerow(row)
+        return buffer.getvalue()
+
+    def _write_text(self, text: str) -> None:
+        self._fh.write(text)
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def write(self, records: Iterable[Dict[str, Any]]) -> int:
+        """Append records (one line each) and make them durable; returns how many."""
+        lines = []
+        for record in records:
+            key = _path_key(str(record["path"]))
+            if key in self.done:
+                continue
+            self.done[key] = record
+            lines.append(self._line(record))
+        if lines:
+            self._write_text("".join(lines))
+        return len(lines)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def flatten_for_csv(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A result record as one CSV row: ``source`` split in label + probability, ``p:<label>``."""
+    row = {k: v for k, v in record.items() if k in CSV_BASE_COLUMNS}
+    source = record.get("source")
+    if isinstance(source, dict):
+        row["source"] = source.get("label")
+        row["source_probability"] = source.get("probability")
+    for label, probability in (record.get("sources") or {}).items():
+        row[f"p:{label}"] = probability
+    return row
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+# --------------------------------------------------------------------------- merging
+
+def shard_outputs(out: PathLike) -> List[Path]:
+    """The ``OUT.rankK.<ext>`` files beside ``out``, ordered by K."""
+    out = Path(out)
+    found = []
+    for candidate in out.parent.glob(f"{out.stem}.rank*{out.suffix}"):
+        middle = candidate.name[len(out.stem) + len(".rank"): len(candidate.name) - len(out.suffix)]
+        if middle.isdigit():
+            found.append((int(middle), candidate))
+    return [p for _, p in sorted(found)]
+
+
+def merge_outputs(out: PathLike, expected: Optional[int] = None) -> Tuple[Path, int]:
+    """Join ``OUT.rank*.<ext>`` into ``OUT`` (atomically), each path once; returns (OUT, lines).
+
+    ``expected``: the number of shards that must be present (all ranks 0..N-1).
+    """
+    out = Path(out)
+    fmt = output_format(out)
+    parts = shard_outputs(out)
+    if not parts:
+        raise InputError(f"no shard outputs to merge (looked for {out.stem}.rank*{out.suffix})", out)
+    ranks = sorted(int(p.name[len(out.stem) + 5: len(p.name) - len(out.suffix)]) for p in parts)
+    count = expected if expected is not None else ranks[-1] + 1
+    missing = sorted(set(range(count)) - set(ranks))
+    if missing:
+        raise InputError(f"shard outputs missing for rank(s) {', '.join(map(str, missing))}; "
+                         "finish those shards first", out)
+    header: Optional[List[str]] = None
+    seen: Dict[str, Dict[str, Any]] = {}
+    for part in parts:
+        if fmt == "csv":
+            with open(part, newline="", encoding="utf-8") as fh:
+                part_header = next(csv.reader(fh), [])
+            if header is None:
+                header = part_header
+            elif part_header and part_header != header:
+                raise InputError("shard outputs have different columns; were they made by the same "
+                                 "checkpoint?", part)
+        for record in read_results(part):
+            seen.setdefault(_path_key(str(record["path"])), record)
+    from mmvgm.io.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            if fmt == "jsonl":
+                for record in seen.values():
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                writer = csv.DictWriter(fh, fieldnames=header or [], extrasaction="ignore",
+                                        lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(seen.values())
+    return out, len(seen)
+
+
+# --------------------------------------------------------------------------- the scan
+
+@dataclass
+class ScanSummary:
+    out: Path                   # the file this process wrote
+    total: int                  # inputs in this process's shard
+    skipped: int                # already in the output (resume)
+    scored: int                 # newly scored
+    errors: int                 # newly written error lines
+    seconds: float
+    shard: Optional[Shard] = None
+    merged: Optional[Path] = None   # the merged OUT (rank 0 under torch.distributed)
+    repaired_bytes: int = 0     # bytes of a torn last line removed on resume
+
+    @property
+    def files_per_second(self) -> float:
+        return (self.scored + self.errors) / self.seconds if self.seconds > 0 else 0.0
+
+
+def _barrier() -> bool:
+    """Wait for every rank (torch.distributed, gloo); False when no process group can be had."""
+    try:
+        import datetime
+
+        import torch.distributed as dist
+    except ImportError:
+        return False
+    if not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        if not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
+            return False
+        # Ranks finish their shards at different times: allow a long wait.
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
+    dist.barrier()
+    return True
+
+
+def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8, workers: int = 2,
+             resume: bool = False, shard: Optional[Shard] = None, retry_errors: bool = False,
+             progress: bool = True, merge: bool = True,
+             on_batch: Optional[Callable[[List[Dict[str, Any]]], None]] = None) -> ScanSummary:
+    """Scan ``path`` (folder or manifest) with ``predictor`` into ``out`` (.jsonl or .csv).
+
+    ``predictor`` needs ``source_labels`` and ``stream(paths, batch_size, workers)`` (see
+    :class:`mmvgm.inference.Predictor`). With ``shard`` (or RANK/WORLD_SIZE in the
+    environment) only that shard is scanned, into ``OUT.rankI.<ext>``; under an initialised or
+    initialisable torch.distributed group rank 0 then merges all shards into ``out``.
+    """
+    output_format(out)
+    inputs, root = list_inputs(path)
+    env_shard = rank_from_env()
+    if shard is not None and env_shard is not None:
+        raise InputError("--shard cannot be combined with torchrun/accelerate ranks "
+                         "(RANK/WORLD_SIZE are set); use one or the other")
+    active = shard or env_shard
+    target = rank_output(out, active.index) if active is not None and active.count > 1 else Path(out)
+    if _path_key(str(target)) in {_path_key(p) for p in inputs}:
+        raise InputError("refusing to write results over an input file", target)
+    mine = select_shard(inputs, root, active)
+    started = time.perf_counter()
+    scored = errors = 0
+    with ResultWriter(target, predictor.source_labels, resume=resume,
+                      retry_errors=retry_errors) as writer:
+        todo = [p for p in mine if not writer.is_done(p)]
+        skipped = len(mine) - len(todo)
+        from rich.progress import TextColumn
+
+        from mmvgm.progress import make_progress
+
+        with make_progress(TextColumn("{task.fields[rate]:.1f} files/s"),
+                           TextColumn("[red]{task.fields[errors]} errors"),
+                           disable=not progress) as bar:
+            task = bar.add_task("scan", total=len(todo), rate=0.0, errors=0)
+            for batch in predictor.stream(todo, batch_size=batch_size, workers=workers):
+                writer.write(batch)
+                bad = sum(1 for r in batch if r.get("error"))
+                errors += bad
+                scored += len(batch) - bad
+                elapsed = time.perf_counter() - started
+                bar.update(task, advance=len(batch), errors=errors,
+                           rate=(scored + errors) / elapsed if elapsed > 0 else 0.0)
+                if on_batch is not None:
+                    on_batch(batch)
+        repaired = writer.repaired_bytes
+    summary = ScanSummary(out=target, total=len(mine), skipped=skipped, scored=scored, errors=errors,
+                          seconds=time.perf_counter() - started, shard=active, repaired_bytes=repaired)
+    if env_shard is not None and merge and _barrier() and env_shard.index == 0:
+        summary.merged, _ = merge_outputs(out, expected=env_shard.count)
+    return summary
