@@ -1,0 +1,404 @@
+"""Image encoders of image-to-video models, as differentiable [0,1]-pixel -> embeddings maps.
+
+An :class:`ImageEncoder` takes a float image batch (B,3,H,W) in [0,1] of any size and
+returns ``{name: embedding (B, ...)}``. Its preprocessing (resize, normalisation) is inside
+and differentiable, so attacks run in pixel space. Images are resized (never cropped) to what
+the model needs, so every pixel of the user's image gets a gradient.
+
+Built-ins, looked up by :func:`build_encoder` through a registry:
+
+* ``svd``  - a local diffusers Stable Video Diffusion folder (``image_encoder/``,
+  ``feature_extractor/``, ``vae/``): CLIP image embedding at 224 + VAE latent with the
+  pipeline's sigma=0.02 conditioning noise.
+* ``clip`` - any Hugging Face CLIP vision folder.
+* ``vae``  - any diffusers ``AutoencoderKL`` folder (or a pipeline folder with ``vae/``).
+* ``timm:NAME`` - a timm model with a local checkpoint (``model_path``).
+* any ``torch.nn.Module`` from Python (:class:`ModuleEncoder`).
+
+Add one with ``@register_encoder("name")`` on a factory ``(model_path, **options) -> ImageEncoder``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmvgm.errors import CheckpointError, InputError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SVD_REPO = "stabilityai/stable-video-diffusion-img2vid-xt"
+SVD_DOWNLOAD_HINT = (
+    f"download the image_encoder/, feature_extractor/ and vae/ folders of the Stable Video Diffusion "
+    f"repository ({SVD_REPO}), e.g. `huggingface-cli download {SVD_REPO} --include 'image_encoder/*' "
+    f"'feature_extractor/*' 'vae/*' --local-dir ~/weights/svd`, and pass --model-path ~/weights/svd"
+)
+
+EncoderFactory = Callable[..., "ImageEncoder"]
+_ENCODERS: Dict[str, EncoderFactory] = {}
+
+
+def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Decorator: make ``factory(model_path, **options)`` available as ``build_encoder(name)``."""
+    def deco(factory: EncoderFactory) -> EncoderFactory:
+        _ENCODERS[name] = factory
+        return factory
+    return deco
+
+
+def list_encoders() -> list:
+    return sorted(_ENCODERS)
+
+
+class ImageEncoder(nn.Module):
+    """Base class: [0,1] images (B,3,H,W) -> ``{name: embedding}``.
+
+    ``weights`` (name -> float) weighs each embedding in the attack objective. ``stochastic``
+    turns on randomness that the real pipeline applies (SVD's conditioning noise); reports
+    switch it off so before/after cosines are comparable.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: Dict[str, float] = {}
+        self.stochastic = True
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def encode(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"encoder input must be (B,3,H,W), got {tuple(images.shape)}")
+        with _autocast(images.device):
+            out = self.encode(images)
+        return {k: v.float().flatten(1) for k, v in out.items()}
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def resize(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Differentiable antialiased bilinear resize to (H, W) (what SVD's pipeline does for CLIP)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    m = images.new_tensor(mean).view(1, -1, 1, 1)
+    s = images.new_tensor(std).view(1, -1, 1, 1)
+    return (images - m) / s
+
+
+def vae_size(height: int, width: int, multiple: int = 8, max_side: int = 1024) -> Tuple[int, int]:
+    """Keep the aspect ratio, cap the long side at ``max_side``, round to the VAE's multiple."""
+    scale = min(1.0, max_side / max(height, width))
+    return (max(multiple, round(height * scale / multiple) * multiple),
+            max(multiple, round(width * scale / multiple) * multiple))
+
+
+class CLIPVisionEncoder(ImageEncoder):
+    """A HF CLIP vision model: resize the whole image to size x size, CLIP mean/std, embeds."""
+
+    def __init__(self, model: nn.Module, size: int = 224, mean: Sequence[float] = CLIP_MEAN,
+                 std: Sequence[float] = CLIP_STD, name: str = "clip") -> None:
+        super().__init__()
+        self.model, self.size, self.mean, self.std, self.name = model, int(size), tuple(mean), tuple(std), name
+        self.weights = {name: 1.0}
+
+    def encode(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        pixels = normalize(resize(images, (self.size, self.size)), self.mean, self.std)
+        out = self.model(pixel_values=pixels)
+        emb = getattr(out, "image_embeds", None)
+        if emb is None:
+            emb = out.pooler_output
+        return {self.name: emb}
+
+
+class VAEEncoder(ImageEncoder):
+    """A diffusers VAE encoder in [-1,1]; optional conditioning noise (SVD: sigma=0.02)."""
+
+    def __init__(self, vae: nn.Module, noise_sigma: float = 0.0, max_side: int = 1024,
+                 name: str = "vae") -> None:
+        super().__init__()
+        self.vae, self.noise_sigma, self.max_side, self.name = vae, float(noise_sigma), int(max_side), name
+        blocks = len(getattr(vae.config, "block_out_channels", (0,) * 4))
+        self.multiple = 2 ** max(0, blocks - 1)
+        self.weights = {name: 1.0}
+
+    def encode(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = resize(images, vae_size(*images.shape[-2:], multiple=self.multiple, max_side=self.max_side))
+        x = x * 2.0 - 1.0
+        if self.stochastic and self.noise_sigma > 0:
+            x = x + self.noise_sigma * torch.randn_like(x)
+        return {self.name: self.vae.encode(x).latent_dist.mode()}
+
+
+class MultiEncoder(ImageEncoder):
+    """Several encoders as one: the union of their embeddings (SVD = CLIP + VAE)."""
+
+    def __init__(self, parts: Mapping[str, ImageEncoder]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleDict(dict(parts))
+        self.weights = {k: w for p in self.parts.values() for k, w in p.weights.items()}
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return all(p.stochastic for p in self.parts.values()) if "parts" in self._modules else True
+
+    @stochastic.setter
+    def stochastic(self, value: bool) -> None:
+        if "parts" in self._modules:
+            for p in self.parts.values():
+                p.stochastic = value
+
+    def encode(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out: Dict[str, torch.Tensor] = {}
+        for part in self.parts.values():
+            out.update(part.encode(images))
+        return out
+
+
+class TimmEncoder(ImageEncoder):
+    """A timm model without its classifier: pooled features at the model's input size."""
+
+    def __init__(self, model: nn.Module, name: str = "timm") -> None:
+        super().__init__()
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=model)
+        self.model, self.name = model, name
+        self.size = tuple(cfg["input_size"][-2:])
+        self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
+        self.weights = {name: 1.0}
+
+    def encode(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {self.name: self.model(normalize(resize(images, self.size), self.mean, self.std))}
+
+
+class ModuleEncoder(ImageEncoder):
+    """Any ``nn.Module`` that maps [0,1] images to a tensor, a dict of tensors or a HF output."""
+
+    def __init__(self, module: nn.Module, name: str = "module",
+                 size: Optional[Tuple[int, int]] = None) -> None:
+        super().__init__()
+        self.module, self.name, self.size = module, name, size
+        self.weights = {name: 1.0}
+
+    def encode(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = self.module(resize(images, self.size) if self.size else images)
+        if isinstance(out, torch.Tensor):
+            return {self.name: out}
+        if isinstance(out, Mapping):
+            tensors = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+            if tensors:
+                if "image_embeds" in tensors:
+                    return {self.name: tensors["image_embeds"]}
+                return tensors if len(tensors) > 1 else {self.name: next(iter(tensors.values()))}
+        for attr in ("image_embeds", "pooler_output", "last_hidden_state"):
+            if getattr(out, attr, None) is not None:
+                return {self.name: getattr(out, attr)}
+        raise InputError(f"encoder module returned {type(out).__name__}; expected a tensor or a dict of tensors")
+
+
+def build_encoder(spec: Union[str, nn.Module, None] = "svd", model_path: Optional[Union[str, Path]] = None,
+                  device: Optional[Union[str, torch.device]] = None, **options) -> ImageEncoder:
+    """An :class:`ImageEncoder` from a registry name (``svd``, ``clip``, ``vae``, ``timm:NAME``),
+    a ``torch.nn.Module``, or ``None`` (guess from ``model_path``'s layout). Frozen, eval mode."""
+    if isinstance(spec, ImageEncoder):
+        encoder = spec
+    elif isinstance(spec, nn.Module):
+        encoder = ModuleEncoder(spec)
+    else:
+        name = spec or guess_encoder(model_path)
+        key, _, arg = name.partition(":")
+        factory = _ENCODERS.get(key)
+        if factory is None:
+            raise InputError(f"unknown encoder '{name}'; known: {', '.join(list_encoders())} "
+                             "(timm models as timm:NAME)")
+        if arg:
+            options["name"] = arg
+        encoder = factory(model_path, **options)
+    encoder.eval().requires_grad_(False)
+    if device is not None:
+        encoder.to(device)
+    return encoder
+
+
+def guess_encoder(model_path: Optional[Union[str, Path]]) -> str:
+    """``svd`` for an SVD folder (and as the default), ``clip``/``vae`` from a config.json."""
+    if model_path is None:
+        return "svd"
+    path = Path(model_path).expanduser()
+    if (path / "image_encoder").is_dir() or (path / "vae").is_dir() and (path / "feature_extractor").is_dir():
+        return "svd"
+    config = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
+    if str(config.get("model_type", "")).startswith("clip"):
+        return "clip"
+    if "AutoencoderKL" in str(config.get("_class_name", "")) or (path / "vae").is_dir():
+        return "vae"
+    return "svd"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise CheckpointError("cannot read JSON config", path) from None
+
+
+def _need_dir(model_path, what: str, hint: str) -> Path:
+    if model_path is None:
+        raise CheckpointError(f"the {what} encoder needs local weights: {hint}")
+    path = Path(model_path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"model folder not found; {hint}", path)
+    return path
+
+
+def _clip_preprocess(folder: Optional[Path]) -> Tuple[int, Tuple[float, ...], Tuple[float, ...]]:
+    """Size, mean and std from a CLIPImageProcessor config (preprocessor_config.json)."""
+    if folder is None:
+        return 224, CLIP_MEAN, CLIP_STD
+    cfg_path = folder / "preprocessor_config.json"
+    if not cfg_path.is_file():
+        return 224, CLIP_MEAN, CLIP_STD
+    cfg = _read_json(cfg_path)
+    crop = cfg.get("crop_size") or cfg.get("size") or 224
+    if isinstance(crop, Mapping):
+        crop = crop.get("height") or crop.get("shortest_edge") or 224
+    return int(crop), tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD))
+
+
+def _load_clip_vision(folder: Path) -> nn.Module:
+    from transformers import CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one progress bar per run is ours to show
+    try:
+        return CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load a CLIP vision model: {str(exc).splitlines()[0]}", folder) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+@register_encoder("svd")
+def _svd(model_path=None, noise_sigma: float = 0.02, vae_max_side: int = 1024, **_) -> ImageEncoder:
+    root = _need_dir(model_path, "svd", SVD_DOWNLOAD_HINT)
+    missing = [d for d in ("image_encoder", "vae") if not (root / d).is_dir()]
+    if missing:
+        raise CheckpointError(f"not a Stable Video Diffusion folder (missing {', '.join(d + '/' for d in missing)}); "
+                              f"{SVD_DOWNLOAD_HINT}", root)
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    fe = root / "feature_extractor"
+    size, mean, std = _clip_preprocess(fe if fe.is_dir() else None)
+    clip = _load_clip_vision(root / "image_encoder")
+    try:
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(root / "vae", local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise CheckpointError(f"cannot load the SVD VAE: {str(exc).splitlines()[0]}", root / "vae") from None
+    return MultiEncoder({"clip": CLIPVisionEncoder(clip, size, mean, std, name="clip"),
+                         "vae": VAEEncoder(vae, noise_sigma=noise_sigma, max_side=vae_max_side, name="vae")})
+
+
+@register_encoder("clip")
+def _clip(model_path=None, **_) -> ImageEncoder:
+    folder = _need_dir(model_path, "clip", "pass --model-path to a local Hugging Face CLIP (vision) folder "
+                                           "with config.json and model.safetensors")
+    if (folder / "image_encoder").is_dir():  # an SVD / I2V pipeline folder
+        fe = folder / "feature_extractor"
+        size, mean, std = _clip_preprocess(fe if fe.is_dir() else None)
+        folder = folder / "image_encoder"
+    else:
+        size, mean, std = _clip_preprocess(folder)
+    return CLIPVisionEncoder(_load_clip_vision(folder), size, mean, std, name="clip")
+
+
+@register_encoder("vae")
+def _vae(model_path=None, vae_max_side: int = 1024, **_) -> ImageEncoder:
+    folder = _need_dir(model_path, "vae", "pass --model-path to a local diffusers AutoencoderKL folder "
+                                          "(config.json + diffusion_pytorch_model.safetensors)")
+    if (folder / "vae").is_dir():
+        folder = folder / "vae"
+    config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    import diffusers
+
+    cls_name = str(config.get("_class_name", "AutoencoderKL"))
+    cls = getattr(diffusers, cls_name, None) if cls_name.startswith("AutoencoderKL") else None
+    if cls is None:
+        raise CheckpointError(f"not a diffusers AutoencoderKL folder (class '{cls_name}')", folder)
+    try:
+        vae = cls.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise CheckpointError(f"cannot load the VAE: {str(exc).splitlines()[0]}", folder) from None
+    return VAEEncoder(vae, noise_sigma=0.0, max_side=vae_max_side, name="vae")
+
+
+@register_encoder("timm")
+def _timm(model_path=None, name: Optional[str] = None, **_) -> ImageEncoder:
+    if not name:
+        raise InputError("name the timm model as timm:NAME, e.g. timm:resnet50")
+    hint = (f"timm:{name} needs --model-path to a local checkpoint (.safetensors, or a .pth/.bin state dict); "
+            "mmvgm never downloads weights")
+    if model_path is None:
+        raise CheckpointError(hint)
+    path = Path(model_path).expanduser()
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + sorted(path.glob("*.pth"))
+        if not found:
+            raise CheckpointError(f"no checkpoint file in folder; {hint}", path)
+        path = found[0]
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found; {hint}", path)
+    import timm
+
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as exc:
+        raise InputError(f"unknown timm model '{name}': {exc}") from None
+    state = _load_state_dict(path)
+    result = model.load_state_dict(state, strict=False)
+    head = str(getattr(model, "pretrained_cfg", {}).get("classifier", "") or "")
+    unexpected = [k for k in result.unexpected_keys if not (head and k.startswith(head + "."))]
+    if result.missing_keys or unexpected:
+        raise CheckpointError(f"checkpoint does not match timm:{name} (missing {len(result.missing_keys)} keys, "
+                              f"e.g. {result.missing_keys[:3]}; unexpected {unexpected[:3]})", path)
+    return TimmEncoder(model, name=f"timm:{name}")
+
+
+def _load_state_dict(path: Path) -> dict:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the user's file problem
+        raise CheckpointError(f"cannot read checkpoint: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                              path) from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise CheckpointError("checkpoint is not a state dict", path)
+    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}

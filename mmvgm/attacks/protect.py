@@ -1,0 +1,368 @@
+"""Protection of images against image-to-video misuse: L-inf PGD on the I2V model's encoders.
+
+``EmbeddingPGD`` moves the embeddings of an image (CLIP image embedding, VAE latent, ...)
+inside an L-inf ball of radius ``eps`` in [0,1] pixel space:
+
+* directed (a target image):  minimise  sum_k w_k (1 - cos(E_k(x), E_k(target))) + w_p LPIPS(x, x0)
+* undirected (no target):     minimise -sum_k w_k (1 - cos(E_k(x), E_k(x0)))     + w_p LPIPS(x, x0)
+
+so the perceptual term is always a *penalty* (the research code ascended it in undirected mode).
+The default schedule is Adam-normalised steps with a cosine-decayed step size; ``sign`` is the
+research schedule (fixed-step sign-PGD). ``protect()`` is the one-call API on arrays/tensors.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmvgm.attacks.budget import parse_eps, parse_fraction, parse_positive_int
+from mmvgm.attacks.encoders import ImageEncoder, build_encoder
+from mmvgm.attacks.quality import image_metrics, json_number, lpips_distance
+from mmvgm.errors import InputError
+
+Image = Union[np.ndarray, torch.Tensor]
+
+# ---------------------------------------------------------------- EOT (expectation over transforms)
+
+
+def _jpeg_straight_through(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Real JPEG in the forward pass, identity gradient in the backward pass."""
+    import cv2
+
+    quality = int(torch.randint(50, 96, (1,), generator=gen))
+    out = torch.empty_like(x)
+    u8 = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    for i, img in enumerate(u8):
+        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
+        out[i] = torch.from_numpy(dec).to(x.device).permute(2, 0, 1).float() / 255
+    return x + (out - x).detach()
+
+
+def _random_resize(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Down-scale by a random factor in [0.5, 1) and back (differentiable)."""
+    scale = 0.5 + 0.5 * float(torch.rand((1,), generator=gen))
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))),
+                          mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+EOT_TRANSFORMS: Dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "jpeg": _jpeg_straight_through,
+    "resize": _random_resize,
+}
+
+
+def parse_eot(value: Union[str, Sequence[str], None]) -> Tuple[str, ...]:
+    """``"jpeg,resize"`` -> ("jpeg", "resize"); unknown names raise InputError."""
+    if not value:
+        return ()
+    names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    bad = [n for n in names if n not in EOT_TRANSFORMS]
+    if bad:
+        raise InputError(f"unknown EOT transform '{bad[0]}'; known: {', '.join(EOT_TRANSFORMS)}")
+    return tuple(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------- update rules (schedules)
+
+
+def _adam(grad, state, t, beta1):
+    m = state["m"] = beta1 * state.get("m", 0) + (1 - beta1) * grad
+    v = state["v"] = 0.999 * state.get("v", 0) + 0.001 * grad * grad
+    m_hat, v_hat = m / (1 - beta1 ** (t + 1)), v / (1 - 0.999 ** (t + 1))
+    return m_hat / (v_hat.sqrt() + 1e-12)
+
+
+def _momentum(grad, state, t, mu):
+    norm = grad.abs().flatten(1).mean(1).clamp_min(1e-20).view(-1, 1, 1, 1)
+    m = state["m"] = mu * state.get("m", 0) + grad / norm
+    return m.sign()
+
+
+def _sign(grad, state, t, mu):
+    return grad.sign()
+
+
+SCHEDULES = {"adam": _adam, "momentum": _momentum, "sign": _sign}
+DECAYED = {"adam", "momentum"}  # the research schedule keeps a fixed step
+
+
+def default_step_size(schedule: str, eps: float) -> float:
+    return 0.5 / 255 if schedule == "sign" else eps / 4
+
+
+# ---------------------------------------------------------------- the attack
+
+
+class EmbeddingPGD:
+    """L-inf PGD on an image encoder's embeddings (torchattacks-style: ``attack(images, target)``).
+
+    ``images``/``target``: float (B,3,H,W) in [0,1] (a target of another size is resized).
+    Returns the adversarial batch (float, in the eps ball, in [0,1]); keeps the per-image
+    best iterate. ``callback(step, loss)`` is called after every step (progress bars).
+    """
+
+    def __init__(self, encoder: ImageEncoder, eps: float = 4 / 255, steps: int = 200,
+                 step_size: Optional[float] = None, schedule: str = "adam", momentum: float = 0.9,
+                 random_start: bool = True, eot: Sequence[str] = (), lpips: Optional[nn.Module] = None,
+                 lpips_weight: float = 1.0, weights: Optional[Dict[str, float]] = None, seed: int = 0,
+                 callback: Optional[Callable[[int, float], None]] = None) -> None:
+        if schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
+        self.encoder, self.eps, self.steps = encoder, float(eps), int(steps)
+        self.schedule, self.momentum, self.random_start = schedule, float(momentum), bool(random_start)
+        self.step_size = float(step_size) if step_size else default_step_size(schedule, self.eps)
+        self.eot, self.lpips, self.lpips_weight = parse_eot(eot), lpips, float(lpips_weight)
+        self.weights = {**encoder.weights, **(weights or {})}
+        self.seed, self.callback = int(seed), callback
+
+    def __call__(self, images: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.forward(images, target)
+
+    def forward(self, images: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)  # the encoder's own noise (SVD conditioning noise)
+        x0 = images.detach()
+        ref = self.embed(x0 if target is None else match_size(target, x0))
+        sign = 1.0 if target is not None else -1.0  # directed: toward the target; undirected: away
+        delta = torch.zeros_like(x0)
+        if self.random_start:
+            delta = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(x0) * self.eps
+        delta = (x0 + delta).clamp(0, 1) - x0
+        best, best_loss, state = delta.clone(), torch.full((x0.shape[0],), math.inf), {}
+        for t in range(self.steps):
+            delta.requires_grad_(True)
+            loss = self.objective(x0 + delta, x0, ref, sign, gen)
+            grad, = torch.autograd.grad(loss.sum(), delta)
+            with torch.no_grad():
+                better = loss.detach().cpu() < best_loss
+                best_loss = torch.where(better, loss.detach().cpu(), best_loss)
+                best[better.to(best.device)] = delta[better.to(delta.device)]
+                step = SCHEDULES[self.schedule](grad, state, t, self.momentum)
+                alpha = self.step_size * (0.5 * (1 + math.cos(math.pi * t / self.steps))
+                                          if self.schedule in DECAYED else 1.0)
+                delta = (delta - alpha * step).clamp(-self.eps, self.eps)
+                delta = (x0 + delta).clamp(0, 1) - x0
+            if self.callback is not None:
+                self.callback(t, float(loss.detach().mean()))
+        with torch.no_grad():  # the last iterate has not been scored yet
+            last = self.objective(x0 + delta, x0, ref, sign, gen).cpu()
+            best[(last < best_loss).to(best.device)] = delta[(last < best_loss).to(delta.device)]
+        return (x0 + best).clamp(0, 1).detach()
+
+    def objective(self, x, x0, ref, sign, gen) -> torch.Tensor:
+        """Per-image loss to minimise."""
+        for name in self.eot_choice(gen):
+            x = EOT_TRANSFORMS[name](x, gen)
+        emb = self.encoder(x)
+        dist = sum(self.weights.get(k, 1.0) * (1 - F.cosine_similarity(emb[k], ref[k], dim=1)) for k in ref)
+        loss = sign * dist
+        if self.lpips is not None and self.lpips_weight > 0:
+            loss = loss + self.lpips_weight * lpips_distance(self.lpips, x, x0)
+        return loss
+
+    def eot_choice(self, gen: torch.Generator) -> Tuple[str, ...]:
+        """One random transform per step (or none), so EOT costs no extra encoder passes."""
+        if not self.eot:
+            return ()
+        pick = int(torch.randint(0, len(self.eot) + 1, (1,), generator=gen))
+        return () if pick == len(self.eot) else (self.eot[pick],)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Deterministic embeddings (the encoder's noise off): references and reports."""
+        return embed(self.encoder, images)
+
+
+def _with_torchattacks(cls):
+    """Make ``cls`` a torchattacks ``Attack`` when that optional package is installed."""
+    try:
+        from torchattacks.attack import Attack
+    except Exception:  # noqa: BLE001 - absent or broken optional extra: the core path stays plain
+        return cls
+
+    class TorchattacksEmbeddingPGD(cls, Attack):
+        __doc__ = cls.__doc__
+
+        def __init__(self, encoder, **kwargs):
+            cls.__init__(self, encoder, **kwargs)
+            try:
+                Attack.__init__(self, "EmbeddingPGD", encoder)
+            except Exception:  # noqa: BLE001 - version differences of the base's bookkeeping
+                pass
+
+        def __call__(self, images, target=None):
+            return cls.forward(self, images, target)
+
+    TorchattacksEmbeddingPGD.__name__ = TorchattacksEmbeddingPGD.__qualname__ = cls.__name__
+    return TorchattacksEmbeddingPGD
+
+
+EmbeddingPGD = _with_torchattacks(EmbeddingPGD)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@torch.no_grad()
+def embed(encoder: ImageEncoder, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    stochastic, encoder.stochastic = encoder.stochastic, False
+    try:
+        return {k: v.detach() for k, v in encoder(images).items()}
+    finally:
+        encoder.stochastic = stochastic
+
+
+def cosines(encoder: ImageEncoder, images: torch.Tensor, ref: Dict[str, torch.Tensor]) -> Dict[str, List[float]]:
+    emb = embed(encoder, images)
+    return {k: F.cosine_similarity(emb[k], ref[k], dim=1).cpu().tolist() for k in ref}
+
+
+def match_size(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The target resized to the input's size (and batch-broadcast)."""
+    target = target.to(like)
+    if tuple(target.shape[-2:]) != tuple(like.shape[-2:]):
+        target = F.interpolate(target, size=like.shape[-2:], mode="bilinear", align_corners=False,
+                               antialias=True).clamp(0, 1)
+    if target.shape[0] == 1 and like.shape[0] > 1:
+        target = target.expand(like.shape[0], -1, -1, -1)
+    if target.shape[0] != like.shape[0]:
+        raise InputError(f"target batch {target.shape[0]} does not match image batch {like.shape[0]}")
+    return target
+
+
+def quantize_to_ball(adv: torch.Tensor, original_u8: torch.Tensor, eps: float) -> torch.Tensor:
+    """Round to 8 bits, then clip into the eps ball around the 8-bit original (so L-inf <= eps)."""
+    levels = math.floor(eps * 255 + 1e-6)
+    q = (adv * 255).round()
+    lo, hi = original_u8.float() - levels, original_u8.float() + levels
+    return torch.minimum(torch.maximum(q, lo), hi).clamp(0, 255).to(torch.uint8)
+
+
+def _to_batch(image: Image, what: str) -> Tuple[torch.Tensor, bool]:
+    """(float (B,3,H,W) in [0,1], was_uint8_hwc)."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"{what} array must be uint8 (H,W,3) RGB, got {image.dtype} {image.shape}")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255, True
+    if isinstance(image, torch.Tensor):
+        if image.ndim == 3:
+            image = image[None]
+        if image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
+            raise InputError(f"{what} tensor must be float (B,3,H,W) in [0,1], got {image.dtype} {tuple(image.shape)}")
+        if image.numel() and (image.min() < 0 or image.max() > 1):
+            raise InputError(f"{what} tensor values must be in [0,1]")
+        return image.float(), False
+    raise InputError(f"{what} must be a uint8 (H,W,3) array or a float (B,3,H,W) tensor, got {type(image).__name__}")
+
+
+@dataclass
+class ProtectOptions:
+    """Validated attack options (from the config file, CLI or keyword arguments)."""
+    eps: float = 4 / 255
+    steps: int = 200
+    step_size: Optional[float] = None
+    schedule: str = "adam"
+    momentum: float = 0.9
+    random_start: bool = True
+    eot: Tuple[str, ...] = ()
+    lpips_weight: float = 1.0
+    encoder_weights: Dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Dict) -> "ProtectOptions":
+        from mmvgm.attacks.budget import parse_bool
+        from mmvgm.config import check_keys
+
+        check_keys(cfg, list(cls.__dataclass_fields__) + ["encoder"], "protect config")
+        schedule = str(cfg.get("schedule", "adam"))
+        if schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
+        step = cfg.get("step_size")
+        step_size = None if step in (None, "", "auto") else parse_fraction(step, "step size")
+        if step_size is not None and step_size <= 0:
+            raise InputError(f"step size must be > 0, got {step}")
+        weight = parse_fraction(cfg.get("lpips_weight", 1.0), "lpips weight")
+        if weight < 0:
+            raise InputError(f"lpips weight must be >= 0, got {weight}")
+        return cls(eps=parse_eps(cfg.get("eps", "4/255")), steps=parse_positive_int(cfg.get("steps", 200), "steps"),
+                   step_size=step_size, schedule=schedule,
+                   momentum=parse_fraction(cfg.get("momentum", 0.9), "momentum"),
+                   random_start=parse_bool(cfg.get("random_start", True), "random_start"),
+                   eot=parse_eot(cfg.get("eot")), lpips_weight=weight,
+                   encoder_weights={str(k): float(v) for k, v in (cfg.get("encoder_weights") or {}).items()},
+                   seed=parse_positive_int(cfg.get("seed", 0), "seed", allow_zero=True))
+
+
+def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", eps: Union[str, float] = 4 / 255,
+            steps: Optional[int] = None, target: Optional[Image] = None, *, model_path=None,
+            lpips: Optional[nn.Module] = None, device=None, callback=None, config: str = "default",
+            **options) -> Tuple[Image, Union[dict, List[dict]]]:
+    """Protect ``image`` against image-to-video misuse; returns ``(protected, report)``.
+
+    ``image``: uint8 (H,W,3) RGB array -> a uint8 array back (rounded into the eps ball, so its
+    8-bit L-inf distance is <= eps); or float (B,3,H,W) in [0,1] -> a float tensor back.
+    ``encoder``: ``"svd"``, ``"clip"``, ``"vae"``, ``"timm:NAME"`` (with ``model_path``) or any
+    ``nn.Module``. ``target``: directed mode (resized to the image). ``options``: any key of
+    ``configs/protect/default.yaml`` (``step_size``, ``schedule``, ``eot``, ``seed``, ...).
+    The report is a dict (one image) or a list of dicts (a batch).
+    """
+    from mmvgm.config import load_config, merge
+
+    cfg = merge(load_config(config, "protect"), {k: v for k, v in options.items() if v is not None})
+    cfg["eps"] = eps if eps is not None else cfg.get("eps")
+    if steps is not None:
+        cfg["steps"] = steps
+    opts = ProtectOptions.from_config(cfg)
+    if not isinstance(encoder, ImageEncoder):
+        from mmvgm.runtime import pick_device
+
+        encoder = build_encoder(encoder, model_path=model_path, device=pick_device(device))
+    dev = encoder.device
+    x0, was_u8 = _to_batch(image, "image")
+    x0 = x0.to(dev)
+    tgt = match_size(_to_batch(target, "target")[0], x0) if target is not None else None
+    if was_u8 and math.floor(opts.eps * 255 + 1e-6) < 1:
+        raise InputError(f"eps {opts.eps:.5f} is below one 8-bit level (1/255): the image cannot change")
+    attack = EmbeddingPGD(encoder, eps=opts.eps, steps=opts.steps, step_size=opts.step_size,
+                          schedule=opts.schedule, momentum=opts.momentum, random_start=opts.random_start,
+                          eot=opts.eot, lpips=lpips, lpips_weight=opts.lpips_weight,
+                          weights=opts.encoder_weights, seed=opts.seed, callback=callback)
+    start = time.perf_counter()
+    adv = attack(x0, tgt)
+    seconds = time.perf_counter() - start
+    if was_u8:
+        original_u8 = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(dev)
+        adv_u8 = quantize_to_ball(adv, original_u8, opts.eps)
+        adv = adv_u8.float() / 255
+    ref = embed(encoder, tgt if tgt is not None else x0)
+    before, after = cosines(encoder, x0, ref), cosines(encoder, adv, ref)
+    lp = lpips_distance(lpips, adv, x0).cpu().tolist() if lpips is not None else None
+    reports = []
+    for i in range(x0.shape[0]):
+        if was_u8:  # measured on the 8-bit values that get saved
+            m = image_metrics(np.asarray(image), adv_u8[0].permute(1, 2, 0).cpu().numpy())
+        else:
+            m = image_metrics(x0[i].permute(1, 2, 0).cpu().numpy(), adv[i].permute(1, 2, 0).cpu().numpy())
+        reports.append({
+            "mode": "directed" if tgt is not None else "undirected", "eps": opts.eps, "steps": opts.steps,
+            "schedule": opts.schedule, "step_size": attack.step_size, "seed": opts.seed,
+            "seconds": round(seconds / x0.shape[0], 3), "linf": m["linf"], "l2": json_number(m["l2"]),
+            "psnr": json_number(m["psnr"]), "ssim": json_number(m["ssim"]),
+            "lpips": None if lp is None else json_number(lp[i]),
+            "encoders": {k: {"cos_before": json_number(before[k][i]), "cos_after": json_number(after[k][i])}
+                         for k in ref},
+        })
+    if was_u8:
+        return adv_u8[0].permute(1, 2, 0).cpu().numpy(), reports[0]
+    return adv.to(image.device), (reports[0] if len(reports) == 1 else reports)
