@@ -1,0 +1,242 @@
+"""mmvgm.scan: inputs, shards, the resumable writer, merging, and whole scans with a tiny model."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mmvgm.errors import InputError
+from mmvgm.scan import (ResultWriter, Shard, list_inputs, merge_outputs, parse_shard, rank_from_env,
+                        rank_output, read_results, run_scan, select_shard, shard_of)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- inputs
+
+def test_list_inputs_folder_is_recursive_and_sorted(tmp_path):
+    for rel in ["b/2.mp4", "a/1.webm", "a/deep/3.MOV", "notes.txt", ".hidden/x.mp4", "a/.x.mp4"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    frames = tmp_path / "c" / "frames_clip"
+    frames.mkdir(parents=True)
+    for i in range(3):
+        (frames / f"frame_{i}.png").write_bytes(b"x")
+    files, root = list_inputs(tmp_path)
+    rel = [os.path.relpath(f, tmp_path) for f in files]
+    assert rel == sorted(rel)
+    assert set(rel) == {"a/1.webm", "a/deep/3.MOV", "b/2.mp4", "c/frames_clip"}
+    assert root == tmp_path
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "txt"])
+def test_list_inputs_manifest_relative_to_manifest(tmp_path, kind):
+    m = tmp_path / f"list.{kind}"
+    if kind == "csv":
+        m.write_text("label,path\nfake,v/a.mp4\nreal,/abs/b.mp4\n")
+    elif kind == "jsonl":
+        m.write_text('{"path": "v/a.mp4"}\n\n{"path": "/abs/b.mp4", "label": "x"}\n')
+    else:
+        m.write_text("# comment\nv/a.mp4\n/abs/b.mp4\n")
+    files, root = list_inputs(m)
+    assert files == [str(tmp_path / "v/a.mp4"), "/abs/b.mp4"]
+    assert root == tmp_path
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p / "missing", "no such file"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", "no videos found"),
+    (lambda p: (p / "x.doc").write_text("x") and p / "x.doc", "expected a folder"),
+    (lambda p: (p / "m.jsonl").write_text("{bad\n") and p / "m.jsonl", "not JSON"),
+    (lambda p: (p / "m.txt").write_text("\n") and p / "m.txt", "lists no files"),
+])
+def test_list_inputs_bad(tmp_path, setup, message):
+    with pytest.raises(InputError, match=message):
+        list_inputs(setup(tmp_path))
+
+
+# --------------------------------------------------------------------------- shards
+
+def test_parse_shard():
+    assert parse_shard("1/4") == Shard(1, 4)
+    for bad in ["4/4", "-1/2", "a/b", "1", "0/0"]:
+        with pytest.raises(InputError):
+            parse_shard(bad)
+
+
+def test_rank_from_env():
+    assert rank_from_env({}) is None
+    assert rank_from_env({"RANK": "0", "WORLD_SIZE": "1"}) is None
+    assert rank_from_env({"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0"}) == Shard(2, 4)
+    assert rank_from_env({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}) == Shard(1, 2)
+    with pytest.raises(InputError):
+        rank_from_env({"RANK": "x", "WORLD_SIZE": "2"})
+
+
+def test_shards_cover_every_file_exactly_once(tmp_path):
+    files = [str(tmp_path / f"d{i % 7}" / f"v{i}.mp4") for i in range(200)]
+    for n in (1, 2, 3, 8):
+        parts = [select_shard(files, tmp_path, Shard(i, n)) for i in range(n)]
+        flat = [f for p in parts for f in p]
+        assert sorted(flat) == sorted(files) and len(flat) == len(set(flat))
+        if n > 1:
+            assert all(len(p) > 0 for p in parts)
+
+
+def test_shard_is_independent_of_mount_point(tmp_path):
+    assert shard_of("/mnt/a/x/v.mp4", Path("/mnt/a"), 5) == shard_of("/data/x/v.mp4", Path("/data"), 5)
+
+
+def test_rank_output_name():
+    assert rank_output("out/res.jsonl", 3) == Path("out/res.rank3.jsonl")
+
+
+# --------------------------------------------------------------------------- the writer
+
+def _rec(name, **extra):
+    return {"path": name, "verdict": "fake", "fake_probability": 0.9,
+            "source": {"label": "a", "probability": 0.7}, "sources": {"a": 0.7, "b": 0.3},
+            "frames": 8, "sampling": "consecutive", "padded": 0, **extra}
+
+
+def test_writer_refuses_to_clobber_without_resume(tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text(json.dumps(_rec("x")) + "\n")
+    with pytest.raises(InputError, match="--resume"):
+        ResultWriter(out, ["a", "b"])
+    assert out.read_text() == json.dumps(_rec("x")) + "\n"
+
+
+def test_writer_resume_repairs_torn_line_and_skips_done(tmp_path):
+    out = tmp_path / "r.jsonl"
+    with ResultWriter(out, ["a", "b"]) as w:
+        assert w.write([_rec("v1"), _rec("v2")]) == 2
+    with open(out, "a") as fh:
+        fh.write('{"path": "v3", "verd')  # a kill -9 in the middle of a line
+    with ResultWriter(out, ["a", "b"], resume=True) as w:
+        assert w.repaired_bytes > 0
+        assert w.is_done("v1") and w.is_done("v2") and not w.is_done("v3")
+        assert w.write([_rec("v2"), _rec("v3")]) == 1  # v2 again is ignored
+    lines = out.read_text().splitlines()
+    assert [json.loads(l)["path"] for l in lines] == ["v1", "v2", "v3"]
+
+
+def test_writer_resume_dedupes_and_retries_errors(tmp_path):
+    out = tmp_path / "r.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in
+                           [_rec("v1"), _rec("v1"), {"path": "bad", "error": "corrupt"}]))
+    with ResultWriter(out, ["a", "b"], resume=True) as w:
+        assert w.is_done("bad")
+    assert [r["path"] for r in read_results(out)] == ["v1", "bad"]
+    with ResultWriter(out, ["a", "b"], resume=True, retry_errors=True) as w:
+        assert not w.is_done("bad")
+    assert [r["path"] for r in read_results(out)] == ["v1"]
+
+
+def test_writer_csv_roundtrip_and_resume(tmp_path):
+    out = tmp_path / "r.csv"
+    with ResultWriter(out, ["a", "b"]) as w:
+        w.write([_rec("v,1"), {"path": "bad", "error": "DecodeError: x"}])
+    rows = list(csv.DictReader(open(out)))
+    assert rows[0]["path"] == "v,1" and rows[0]["source"] == "a" and rows[0]["p:b"] == "0.3"
+    assert rows[1]["error"] == "DecodeError: x"
+    with open(out, "a") as fh:
+        fh.write("v2,fa")
+    with ResultWriter(out, ["a", "b"], resume=True) as w:
+        assert w.is_done("v,1") and not w.is_done("v2")
+        w.write([_rec("v2")])
+    assert [r["path"] for r in read_results(out)] == ["v,1", "bad", "v2"]
+    with pytest.raises(InputError, match="other columns"):
+        ResultWriter(out, ["a", "c"], resume=True)
+
+
+def test_writer_rejects_unknown_extension(tmp_path):
+    with pytest.raises(InputError, match=".jsonl or .csv"):
+        ResultWriter(tmp_path / "r.txt")
+
+
+def test_merge_outputs(tmp_path):
+    out = tmp_path / "r.jsonl"
+    for rank, names in enumerate([["a", "b"], ["c"], ["b", "d"]]):
+        with ResultWriter(rank_output(out, rank), ["a", "b"]) as w:
+            w.write([_rec(n) for n in names])
+    with open(rank_output(out, 1), "a") as fh:
+        fh.write('{"path": "tor')
+    merged, n = merge_outputs(out)
+    assert merged == out and n == 4
+    assert sorted(r["path"] for r in read_results(out)) == ["a", "b", "c", "d"]
+    with pytest.raises(InputError, match="missing for rank"):
+        merge_outputs(out, expected=4)
+    with pytest.raises(InputError, match="no shard outputs"):
+        merge_outputs(tmp_path / "other.jsonl")
+
+
+def test_merge_csv(tmp_path):
+    out = tmp_path / "r.csv"
+    for rank, names in enumerate([["a"], ["b"]]):
+        with ResultWriter(rank_output(out, rank), ["a", "b"]) as w:
+            w.write([_rec(n) for n in names])
+    merge_outputs(out)
+    rows = list(csv.DictReader(open(out)))
+    assert [r["path"] for r in rows] == ["a", "b"] and rows[0]["p:a"] == "0.7"
+
+
+# --------------------------------------------------------------------------- whole scans
+
+class FakePredictor:
+    """Scores by file name, raises nothing: stands in for the model in bookkeeping tests."""
+    source_labels = ["a", "b"]
+
+    def __init__(self):
+        self.seen = []
+
+    def stream(self, paths, batch_size=8, workers=0):
+        for i in range(0, len(paths), batch_size):
+            batch = paths[i:i + batch_size]
+            self.seen.extend(batch)
+            yield [_rec(p) if "bad" not in p else {"path": p, "error": "DecodeError"} for p in batch]
+
+
+def test_run_scan_shards_then_merge_cover_all(tmp_path):
+    data = tmp_path / "data"
+    for i in range(30):
+        (data / f"s{i % 3}").mkdir(parents=True, exist_ok=True)
+        (data / f"s{i % 3}" / (f"bad{i}.mp4" if i % 10 == 0 else f"v{i}.mp4")).write_bytes(b"x")
+    out = tmp_path / "res.jsonl"
+    seen = []
+    for i in range(3):
+        fake = FakePredictor()
+        summary = run_scan(fake, data, out, batch_size=4, shard=Shard(i, 3), progress=False)
+        assert summary.out == rank_output(out, i)
+        seen.extend(fake.seen)
+    assert len(seen) == 30 and len(set(seen)) == 30
+    merged, n = merge_outputs(out)
+    records = read_results(merged)
+    assert n == 30 and len({r["path"] for r in records}) == 30
+    assert sum(1 for r in records if "error" in r) == 3
+
+
+def test_run_scan_resume_skips_done(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(10):
+        (data / f"v{i}.mp4").write_bytes(b"x")
+    out = tmp_path / "res.jsonl"
+    first = run_scan(FakePredictor(), data, out, batch_size=3, progress=False)
+    assert first.scored == 10
+    with pytest.raises(InputError, match="--resume"):
+        run_scan(FakePredictor(), data, out, progress=False)
+    fake = FakePredictor()
+    again = run_scan(fake, data, out, resume=True, progress=False)
+    assert again.skipped == 10 and fake.seen == []
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("data/v1.mp4\nres.jsonl\n")
+    with pytest.raises(InputError, match="over an input"):
+        run_scan(FakePredictor(), manifest, out, resume=True, progress=False)
