@@ -1,0 +1,107 @@
+"""``VideoClassifier`` (backbone + task heads) and ``build_model``, the one door to it."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+from torch import nn
+
+from mmvgm.config import check_keys
+from mmvgm.errors import ConfigError, PathLike
+from mmvgm.models import heads as H
+from mmvgm.models.registry import Backbone, build_backbone
+
+MODEL_KEYS = ("backbone", "task", "num_classes", "real_index", "dropout")
+
+
+class VideoClassifier(nn.Module):
+    """A backbone with the heads of one task (see ``models.heads`` for the label encoding).
+
+    ``forward(pixel_values (B,T,C,H,W) float)`` -> ``{"features": (B,D), "detect": (B,),
+    "trace": (B,N)}`` (the heads of the task), plus ``frame_features``/``frame_detect``/
+    ``frame_trace`` for per-frame backbones. ``config`` rebuilds the same architecture with
+    ``build_model`` (pretrained ``weights`` are not repeated there: the model's own
+    state dict supersedes them; ``pretrained`` remembers where they came from).
+    """
+
+    def __init__(self, backbone: Backbone, task: str, num_classes: Optional[int] = None,
+                 real_index: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.task = task
+        self.num_classes = H.check_task(task, num_classes) or None
+        self.real_index = int(real_index)
+        if task == "joint" and not 0 <= self.real_index <= self.num_classes:
+            raise ConfigError(f"real_index {real_index} is outside the joint label set of "
+                              f"{self.num_classes + 1} classes")
+        self.dropout = float(dropout)
+        self.heads = H.make_heads(task, backbone.num_features, num_classes, dropout)
+        self.pretrained: Optional[str] = backbone.cfg.get("weights")
+
+    @property
+    def backbone_config(self) -> dict:
+        cfg = copy.deepcopy(self.backbone.cfg)
+        cfg["weights"] = None
+        return cfg
+
+    @property
+    def config(self) -> dict:
+        """The ``build_model`` config of this model (JSON/YAML-safe)."""
+        cfg: Dict[str, Any] = {"backbone": self.backbone_config, "task": self.task,
+                               "num_classes": self.num_classes, "dropout": self.dropout}
+        if self.task == "joint":
+            cfg["real_index"] = self.real_index
+        return cfg
+
+    @property
+    def preprocess(self) -> Optional[dict]:
+        return copy.deepcopy(self.backbone.cfg.get("preprocess"))
+
+    @property
+    def frames(self) -> int:
+        return self.backbone.frames
+
+    @property
+    def num_labels(self) -> int:
+        """Size of the task's label set (2 detect, N trace, N+1 joint)."""
+        return H.label_space_size(self.task, self.num_classes)
+
+    def forward(self, pixel_values: torch.Tensor) -> Dict[str, torch.Tensor]:
+        self.backbone.check_input(pixel_values)
+        out = dict(self.backbone(pixel_values))
+        frame_features = out.get("frame_features")
+        for name, head in self.heads.items():
+            out[name] = head(out["features"])
+            if frame_features is not None:
+                out[f"frame_{name}"] = head(frame_features)
+        return out
+
+    def loss_terms(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return H.loss_terms(outputs, labels, self.task, self.real_index)
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The task's training loss (joint: BCE on every video + CE on generated ones)."""
+        return self.loss_terms(outputs, labels)["loss"]
+
+    def probabilities(self, outputs: Mapping[str, torch.Tensor], temperature: H.Temperature = 1.0) -> torch.Tensor:
+        """(B, num_labels) probabilities over the task's label set."""
+        return H.probabilities(outputs, self.task, self.real_index, temperature)
+
+
+def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -> VideoClassifier:
+    """Build a ``VideoClassifier`` from ``{"backbone", "task", "num_classes"[, "real_index",
+    "dropout"]}``; ``backbone`` is a config name/path/dict (see ``models.registry``).
+
+    ``weights`` (or the backbone config's ``weights:``) loads local pretrained backbone weights.
+    """
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"model config must be a mapping, got {type(cfg).__name__}")
+    check_keys(cfg, MODEL_KEYS, "model config")
+    if "backbone" not in cfg:
+        raise ConfigError("model config is missing 'backbone'")
+    task = cfg.get("task", "detect")
+    H.check_task(task, cfg.get("num_classes"))
+    backbone = build_backbone(cfg["backbone"], weights=weights)
+    return VideoClassifier(backbone, task, cfg.get("num_classes"), real_index=cfg.get("real_index", 0),
+                           dropout=cfg.get("dropout", 0.0))

@@ -1,0 +1,70 @@
+"""VideoMAE (transformers ``VideoMAEModel``): tubelet patches, mean-pooled (or first-token) features.
+
+Pooling follows ``VideoMAEForVideoClassification`` exactly (``use_mean_pooling``: mean of the
+tokens + ``fc_norm``; otherwise the model's final layernorm + token 0), so a fine-tuned HF
+classification checkpoint loads with only its ``classifier`` dropped.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import nn
+
+from mmvgm.config import check_keys
+from mmvgm.models.registry import Backbone, register_backbone
+
+# HF config fields that are not architecture or are set from frames/size/channels.
+_HF_BOOKKEEPING = {"transformers_version", "architectures", "output_hidden_states", "return_dict", "dtype",
+                   "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id", "problem_type",
+                   "_name_or_path", "model_type", "output_attentions", "image_size", "num_frames",
+                   "num_channels"}
+
+
+def hf_model_keys(config_cls) -> list:
+    return [k for k in config_cls().to_dict() if k not in _HF_BOOKKEEPING]
+
+
+def complete_videomae(cfg: dict) -> dict:
+    from transformers import VideoMAEConfig
+
+    check_keys(cfg["model"], hf_model_keys(VideoMAEConfig), "videomae 'model'")
+    return cfg
+
+
+class VideoMAE(Backbone):
+    """VideoMAE encoder -> (B, hidden_size) video features."""
+
+    fixed_frames = True
+    fixed_size = True
+    # Pretraining decoders, classification heads and the pooling norm of the other pooling mode.
+    ignore_unexpected = ("classifier.", "decoder.", "encoder_to_decoder.", "mask_token", "fc_norm.",
+                         "videomae.layernorm.")
+    allow_missing = ("fc_norm.", "videomae.layernorm.")
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__(cfg)
+        from transformers import VideoMAEConfig, VideoMAEModel
+
+        self.hf_config = VideoMAEConfig(image_size=self.size, num_frames=self.frames,
+                                        num_channels=self.channels, **cfg["model"])
+        self.videomae = VideoMAEModel(self.hf_config)
+        hidden = self.hf_config.hidden_size
+        self.fc_norm = nn.LayerNorm(hidden, eps=self.hf_config.layer_norm_eps) if self.hf_config.use_mean_pooling else None
+        self.num_features = hidden
+
+    def adapt_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        if any(k.startswith("videomae.") for k in state):  # *ForVideoClassification / *ForPreTraining
+            return state
+        return {f"videomae.{k}": v for k, v in state.items()}  # a bare VideoMAEModel
+
+    def forward(self, pixel_values: torch.Tensor) -> Dict[str, torch.Tensor]:
+        tokens = self.videomae(pixel_values=pixel_values).last_hidden_state
+        features = self.fc_norm(tokens.mean(1)) if self.fc_norm is not None else tokens[:, 0]
+        return {"features": features}
+
+
+@register_backbone("videomae", default_config="videomae", complete=complete_videomae)
+def build_videomae(cfg: dict) -> VideoMAE:
+    """VideoMAE (transformers), tubelet patches, mean-pooled features."""
+    return VideoMAE(cfg)
