@@ -47,12 +47,14 @@ class TrajectoryRecorder:
         self.timesteps: List[int] = []
         self.last_x0: Optional[torch.Tensor] = None
         self._original = None
+        self._shadowed = None  # an instance-level step() someone installed before us
         self._index = 0
 
     # -- hooking
     def attach(self) -> "TrajectoryRecorder":
         if self._original is not None:
             return self
+        self._shadowed = self.scheduler.__dict__.get("step")
         self._original = self.scheduler.step
         original = self._original
 
@@ -73,7 +75,9 @@ class TrajectoryRecorder:
         if self._original is not None:
             # the wrapper lives in the instance dict: removing it restores the class method
             self.scheduler.__dict__.pop("step", None)
-            self._original = None
+            if self._shadowed is not None:
+                self.scheduler.step = self._shadowed
+            self._original = self._shadowed = None
 
     def __enter__(self) -> "TrajectoryRecorder":
         self.reset()
