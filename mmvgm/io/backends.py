@@ -1,0 +1,264 @@
+"""Video decoders behind one small interface, in a registry (``opencv``, ``pyav``).
+
+A ``FrameReader`` opens a file (refusing a header larger than the pixel budget), then
+``read(wanted)`` decodes forward from the first frame, converting to RGB only the frames
+asked for, and stops after the last one. It reports the decoded count when the stream
+ended first, which is how short, truncated or lying files are measured.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, ClassVar, Dict, Iterable, Optional, Tuple, Type
+
+import numpy as np
+
+from mmvgm.errors import DecodeError, MMVGMError
+from mmvgm.io.limits import check_frames, check_pixels
+
+#: The order ``backend="auto"`` tries: OpenCV decodes fastest here; PyAV opens more files.
+AUTO_ORDER = ("opencv", "pyav")
+
+BACKENDS: Dict[str, Type["FrameReader"]] = {}
+
+
+def register_backend(name: str) -> Callable[[Type["FrameReader"]], Type["FrameReader"]]:
+    def add(cls: Type["FrameReader"]) -> Type["FrameReader"]:
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+    return add
+
+
+_cv2_module = None
+
+
+def _cv2():
+    """cv2, with FFmpeg's and OpenCV's own console chatter off (our errors say it in one
+    line). Users who set OPENCV_FFMPEG_LOGLEVEL / OPENCV_LOG_LEVEL keep their choice."""
+    global _cv2_module
+    if _cv2_module is None:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+        import cv2
+
+        if "OPENCV_LOG_LEVEL" not in os.environ:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        _cv2_module = cv2
+    return _cv2_module
+
+
+def _url(path: Path) -> str:
+    # "file:" stops FFmpeg reading "a:b.mp4" as protocol "a".
+    return "file:" + str(path.resolve())
+
+
+class FrameReader:
+    """One open video. Subclasses set ``width``, ``height``, ``fps``, ``codec`` in ``__init__``."""
+
+    name: ClassVar[str] = ""
+    width: int = 0
+    height: int = 0
+    fps: Optional[float] = None
+    codec: str = "unknown"
+
+    def __init__(self, path: Path, max_pixels: int) -> None:
+        self.path = path
+        self.max_pixels = max_pixels
+
+    def frames(self) -> Iterable[Tuple[Callable[[], np.ndarray], Tuple[int, int]]]:
+        """Yield, for each decoded frame, (a function giving its RGB array, (width, height))."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, wanted: Iterable[int]) -> Tuple[Dict[int, np.ndarray], Optional[int]]:
+        """Decode up to max(wanted); return ({index: RGB frame}, decoded count if the stream
+        ended before the last wanted frame, else None)."""
+        wanted = set(int(i) for i in wanted)
+        last = max(wanted)
+        got: Dict[int, np.ndarray] = {}
+        for index, (retrieve, size) in enumerate(self._safe_frames()):
+            if index == 0:
+                check_pixels(*size, self.max_pixels, self.path)
+            if index in wanted:
+                got[index] = retrieve()
+            if index >= last:
+                return got, None
+        return got, self._decoded
+
+    def count(self, max_frames: int) -> int:
+        """Decode every frame (no colour conversion) and count them, within the frame budget."""
+        count = 0
+        for count, (_, size) in enumerate(self._safe_frames(), start=1):
+            if count == 1:
+                check_pixels(*size, self.max_pixels, self.path)
+            check_frames(count, max_frames, self.path)
+        return count
+
+    def _safe_frames(self):
+        """``frames()``, where a decoder error after the first frame ends the stream (truncated
+        files yield what they hold); ``self._decoded`` is the count when it ends."""
+        self._decoded = 0
+        try:
+            for item in self.frames():
+                yield item
+                self._decoded += 1
+        except MMVGMError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoder libraries raise many types
+            if self._decoded == 0:
+                raise DecodeError(f"{self.name} cannot decode it ({_short(exc)})", self.path) from None
+
+
+@register_backend("opencv")
+class OpenCVReader(FrameReader):
+    def __init__(self, path: Path, max_pixels: int) -> None:
+        cv2 = _cv2()
+        super().__init__(path, max_pixels)
+        self._cv2 = cv2
+        self.cap = cv2.VideoCapture(_url(path), cv2.CAP_FFMPEG)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise DecodeError("OpenCV cannot open it", path)
+        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and fps > 0 else None
+        fourcc = int(self.cap.get(cv2.CAP_PROP_FOURCC))
+        self.codec = "".join(chr((fourcc >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ").lower()
+        try:
+            check_pixels(self.width, self.height, max_pixels, path)
+        except MMVGMError:
+            self.cap.release()
+            raise
+
+    def frames(self):
+        cap, cv2 = self.cap, self._cv2
+
+        def retrieve() -> np.ndarray:
+            ok, bgr = cap.retrieve()
+            if not ok or bgr is None:
+                raise DecodeError("OpenCV could not retrieve a decoded frame", self.path)
+            if bgr.ndim == 2:
+                return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+        while cap.grab():  # grab() decodes; retrieve() converts only frames we keep
+            yield retrieve, (self.width, self.height)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+@register_backend("pyav")
+class PyAVReader(FrameReader):
+    def __init__(self, path: Path, max_pixels: int) -> None:
+        super().__init__(path, max_pixels)
+        self.container, self.stream = _open_av(path)
+        ctx = self.stream.codec_context
+        self.width, self.height = int(ctx.width or 0), int(ctx.height or 0)
+        self.fps = _rate(self.stream)
+        self.codec = ctx.name or "unknown"
+        try:
+            check_pixels(self.width, self.height, max_pixels, path)
+        except MMVGMError:
+            self.container.close()
+            raise
+        self.stream.thread_type = "AUTO"
+
+    def frames(self):
+        for frame in self.container.decode(self.stream):
+            yield (lambda f=frame: _rotate(f.to_ndarray(format="rgb24"), f.rotation)), \
+                (frame.width, frame.height)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _rotate(rgb: np.ndarray, degrees) -> np.ndarray:
+    """Apply the display matrix rotation (counter-clockwise degrees), as OpenCV does."""
+    turns = int(round((degrees or 0) / 90)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def _open_av(path: Path):
+    import av
+
+    try:
+        container = av.open(_url(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DecodeError(f"PyAV cannot open it ({_short(exc)})", path) from None
+    if not container.streams.video:
+        container.close()
+        raise DecodeError("no video stream (audio-only or not a video)", path)
+    return container, container.streams.video[0]
+
+
+def _rate(stream) -> Optional[float]:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    # PyAV appends ": 'file:/abs/path'" to FFmpeg errors; the path is printed elsewhere.
+    return text.split(": 'file:")[0].split("; last error log:")[0]
+
+
+@dataclass
+class DemuxInfo:
+    frames: int
+    fps: Optional[float]
+    width: int
+    height: int
+    codec: str
+    duration: Optional[float]
+
+
+def demux_info(path: Path, max_frames: Optional[int] = None) -> DemuxInfo:
+    """Header fields and the frame count from the demuxed packets (no decoding).
+
+    Packets, not header metadata: containers routinely lie about their frame count.
+    Stops and raises LimitError as soon as the count passes ``max_frames``.
+    """
+    container, stream = _open_av(path)
+    try:
+        ctx = stream.codec_context
+        count, first, end, timed = 0, None, None, False
+        try:
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue  # the flush packet at the end
+                count += 1
+                if max_frames is not None:
+                    check_frames(count, max_frames, path)
+                if packet.pts is not None:
+                    first = packet.pts if first is None else min(first, packet.pts)
+                    timed = timed or bool(packet.duration)
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
+        except MMVGMError:
+            raise
+        except Exception:  # noqa: BLE001 - a damaged tail: keep the packets read so far
+            pass
+        fps = _rate(stream)
+        duration = None
+        if first is not None and end is not None and end > first and stream.time_base:
+            duration = float((end - first) * Fraction(stream.time_base))
+            if not timed and fps:  # packets without durations (FLV): count the last frame too
+                duration += 1 / fps
+        elif fps and count:
+            duration = count / fps
+        return DemuxInfo(count, fps, int(ctx.width or 0), int(ctx.height or 0),
+                         ctx.name or "unknown", duration)
+    finally:
+        container.close()

@@ -1,0 +1,128 @@
+"""Input checks shared by the readers: does the path exist, what kind of media is it, and
+why a file that will not decode fails (empty, text, truncated container, unknown bytes)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from mmvgm.errors import DecodeError, InputError, PathLike
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".gif", ".mpg", ".mpeg",
+                    ".ts", ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".y4m")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def existing_path(path: PathLike) -> Path:
+    """The path as ``Path``; a missing one -> InputError."""
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise InputError("no such file or directory", p)
+    return p
+
+
+def check_media_file(path: Path, extensions: tuple, kind: str) -> None:
+    """Refuse unreadable, empty and unsupported files before any decoder sees them.
+
+    A file with an unknown extension is accepted when its first bytes are a known video
+    container (uploads often lose their extension).
+    """
+    if not path.is_file():
+        raise InputError(f"not a regular file (expected a {kind})", path)
+    if not os.access(path, os.R_OK):
+        raise InputError("permission denied", path)
+    size = path.stat().st_size
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)", path)
+    if path.suffix.lower() in extensions:
+        return
+    if kind == "video" and sniff_container(read_head(path)) is not None:
+        return
+    shown = f"'{path.suffix}'" if path.suffix else "(no extension)"
+    hint = ""
+    if kind == "video" and path.suffix.lower() in IMAGE_EXTENSIONS:
+        hint = "; this is an image: use read_image, or put frames in a directory"
+    raise InputError(f"unsupported file type {shown} (supported {kind} types: "
+                     f"{', '.join(extensions)}{hint})", path)
+
+
+def read_head(path: Path, size: int = 4096) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+def sniff_container(head: bytes) -> Optional[str]:
+    """Name of the video container the first bytes announce, or None."""
+    if len(head) >= 12 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "MP4/QuickTime"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "Matroska/WebM"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "AVI"
+    if head.startswith(b"FLV"):
+        return "FLV"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "GIF"
+    if head.startswith(b"\x00\x00\x01\xba") or head.startswith(b"\x00\x00\x01\xb3"):
+        return "MPEG program stream"
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        return "MPEG transport stream"
+    if head.startswith(b"OggS"):
+        return "Ogg"
+    if head.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "ASF/WMV"
+    if head.startswith(b"YUV4MPEG2"):
+        return "Y4M"
+    return None
+
+
+def looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end is still text
+        return exc.start >= len(head) - 3
+    return True
+
+
+def explain_undecodable(path: Path, detail: str) -> DecodeError:
+    """The clearest DecodeError for a video file no backend could decode."""
+    head = read_head(path)
+    container = sniff_container(head)
+    if container is None:
+        if looks_like_text(head):
+            return DecodeError("not a video: the file contains text", path)
+        return DecodeError(f"not a video: unrecognised content that no decoder could open ({detail})",
+                           path)
+    truncated = _mp4_truncation(path) if container == "MP4/QuickTime" else None
+    if truncated:
+        return DecodeError(f"truncated {container} file: {truncated}", path)
+    return DecodeError(f"truncated or corrupt {container} file ({detail})", path)
+
+
+def _mp4_truncation(path: Path) -> Optional[str]:
+    """Walk the top-level MP4 boxes; say where the file ends early, if it does."""
+    size = path.stat().st_size
+    names = []
+    with open(path, "rb") as fh:
+        offset = 0
+        while offset + 8 <= size:
+            fh.seek(offset)
+            header = fh.read(16)
+            box_size = int.from_bytes(header[:4], "big")
+            name = header[4:8].decode("latin-1")
+            if box_size == 1 and len(header) >= 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            elif box_size == 0:
+                box_size = size - offset
+            if box_size < 8:
+                return None
+            names.append(name)
+            if offset + box_size > size:
+                return (f"it ends inside its '{name}' box ({size - offset} of {box_size} bytes present)"
+                        + ("" if "moov" in names else "; the 'moov' index is missing"))
+            offset += box_size
+    if "moov" not in names:
+        return "the 'moov' index box is missing"
+    return None

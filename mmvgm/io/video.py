@@ -1,0 +1,173 @@
+"""``probe`` and ``read_clip``: one API over OpenCV, PyAV and frame directories."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
+from mmvgm.io.backends import AUTO_ORDER, BACKENDS, DemuxInfo, FrameReader, demux_info
+from mmvgm.io.clip import Clip, VideoInfo
+from mmvgm.io.frames_dir import probe_frames, read_frames_clip
+from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels
+from mmvgm.io.paths import VIDEO_EXTENSIONS, check_media_file, existing_path, explain_undecodable
+from mmvgm.io.sampling import Sampling, StartPastEndError, parse_sampling
+
+
+def read_clip(path: PathLike, num_frames: int = 16, sampling: "str | Sampling" = "consecutive",
+              start: int = 0, backend: str = "auto", max_pixels: Optional[int] = None,
+              max_frames: Optional[int] = None) -> Clip:
+    """Read ``num_frames`` frames of a video (or a directory of frames) as uint8 (T, H, W, 3) RGB.
+
+    ``sampling``: ``consecutive`` (frames ``start, start+1, ...``), ``uniform`` (evenly spaced
+    over ``[start, end]``, first and last included) or ``stride:K`` (every K-th from ``start``).
+    A video too short for the request is padded by repeating its last sampled frame;
+    ``clip.padded`` says how many rows are padding and ``clip.indices`` which source frame
+    each row is.
+
+    ``backend``: ``auto`` tries OpenCV, then PyAV when OpenCV fails; ``opencv`` or ``pyav``
+    use only that decoder. Frame directories are read with Pillow whatever the backend.
+
+    Budgets (``None`` = the module defaults, see ``mmvgm.io.limits``): a frame larger than
+    ``max_pixels`` (checked on the header before decoding) or a video longer than
+    ``max_frames`` (counted from demuxed packets, before decoding) raises LimitError.
+    Frame counts come from the packet stream and decoding, never from header metadata.
+
+    Example::
+
+        clip = read_clip("clip.mp4", num_frames=16, sampling="uniform")
+        clip.shape, clip.padded, clip.indices
+    """
+    num_frames = _positive_int("num_frames", num_frames)
+    start = _non_negative_int("start", start)
+    plan = parse_sampling(sampling)
+    pixels, frames_budget = resolve_max_pixels(max_pixels), resolve_max_frames(max_frames)
+    order = _backend_order(backend)
+    path = existing_path(path)
+    if path.is_dir():
+        return read_frames_clip(path, num_frames, plan, start, pixels, frames_budget)
+    check_media_file(path, VIDEO_EXTENSIONS, "video")
+
+    info = _demux_or_none(path, frames_budget)
+    if info is not None:
+        check_pixels(info.width, info.height, pixels, path)
+    failures: List[str] = []
+    for name in order:
+        try:
+            return _read_with(BACKENDS[name], path, num_frames, plan, start, pixels, frames_budget,
+                              None if info is None else info.frames)
+        except (LimitError, StartPastEndError):
+            raise
+        except InputError as exc:
+            failures.append(exc.message)
+    raise _undecodable(path, failures)
+
+
+def probe(path: PathLike, backend: str = "auto", exact: bool = False,
+          max_pixels: Optional[int] = None, max_frames: Optional[int] = None) -> VideoInfo:
+    """Frames, fps, size, codec and duration of a video file or frame directory.
+
+    ``frames`` is the number of video packets in the container (no decoding: fast), or with
+    ``exact=True`` the number of frames that actually decode. It is never the header's
+    claim. The first frame is always decoded, so a file that cannot decode is an error, and
+    ``width``/``height`` are the displayed size (rotation metadata applied).
+    ``duration`` spans the packets' timestamps; ``fps`` is the stream's average rate.
+    """
+    pixels, frames_budget = resolve_max_pixels(max_pixels), resolve_max_frames(max_frames)
+    order = _backend_order(backend)
+    path = existing_path(path)
+    if path.is_dir():
+        return probe_frames(path, pixels)
+    check_media_file(path, VIDEO_EXTENSIONS, "video")
+    # Probing reads no pixels, so only an exact count is held to the frame budget.
+    info = _demux_or_none(path, frames_budget if exact else None)
+    if info is not None:
+        check_pixels(info.width, info.height, pixels, path)
+    failures: List[str] = []
+    for name in order:
+        try:
+            with BACKENDS[name](path, pixels) as reader:
+                first, ended = reader.read([0])
+                if not first:
+                    raise DecodeError("no decodable video frames", path)
+                height, width = first[0].shape[:2]
+            frames = info.frames if info is not None else None
+            if exact or frames is None or ended is not None:
+                with BACKENDS[name](path, pixels) as reader:
+                    frames = reader.count(frames_budget)
+            fps = (info.fps if info is not None else None) or reader.fps
+            duration = info.duration if info is not None else (frames / fps if fps else None)
+            codec = info.codec if info is not None else reader.codec
+            return VideoInfo(str(path), int(frames), fps, int(width), int(height), codec, duration)
+        except LimitError:
+            raise
+        except InputError as exc:
+            failures.append(exc.message)
+    raise _undecodable(path, failures)
+
+
+def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, start: int,
+               max_pixels: int, max_frames: int, total: Optional[int]) -> Clip:
+    if total is None:  # PyAV could not demux it: count by decoding
+        with reader_cls(path, max_pixels) as reader:
+            total = reader.count(max_frames)
+    if total == 0:
+        raise DecodeError("no decodable video frames", path)
+    got: Dict[int, np.ndarray] = {}
+    for _ in range(3):
+        indices, padded = plan.plan(total, num_frames, start)
+        missing = sorted(set(indices.tolist()) - set(got))
+        if not missing:
+            break
+        with reader_cls(path, max_pixels) as reader:
+            frames, ended = reader.read(missing)
+        got.update(frames)
+        if ended is not None:
+            # Fewer frames decode than were demuxed (a truncated or damaged file): re-plan on
+            # the decodable count; uniform sampling then needs a second pass.
+            if ended == 0:
+                raise DecodeError("no decodable video frames", path)
+            total = ended
+    else:
+        raise DecodeError("the decoder returned different frames on each pass", path)
+    clip = np.stack([got[i] for i in indices.tolist()])
+    return Clip(clip, padded=padded, indices=indices, total_frames=total, backend=reader_cls.name,
+                path=str(path))
+
+
+def _demux_or_none(path: Path, max_frames: Optional[int]) -> Optional[DemuxInfo]:
+    try:
+        info = demux_info(path, max_frames)
+    except LimitError:
+        raise
+    except DecodeError:
+        return None
+    return info if info.frames > 0 else None
+
+
+def _undecodable(path: Path, failures: Sequence[str]) -> DecodeError:
+    if any(f == "no decodable video frames" for f in failures):
+        return DecodeError("no decodable video frames (the file holds a video stream, but no "
+                           "frame decodes)", path)
+    return explain_undecodable(path, "; ".join(dict.fromkeys(failures)) or "unknown reason")
+
+
+def _backend_order(backend: str) -> Sequence[str]:
+    if backend == "auto":
+        return AUTO_ORDER
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend '{backend}' (use auto, {', '.join(BACKENDS)})")
+    return (backend,)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _non_negative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
