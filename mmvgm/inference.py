@@ -140,8 +140,10 @@ class Predictor:
         self.device = pick_device(device)
         self.autocast = autocast_dtype(self.device)
         self.model = model.to(self.device).eval()
-        if self.task == "joint":
-            self.source_labels = self.labels[1:]
+        if self.task == "joint":  # the trace head ranks the sources: every label but real
+            self.source_labels = [n for n in self.labels if n != "real"]
+            if len(self.source_labels) != len(self.labels) - 1:
+                raise CheckpointError("a joint checkpoint's labels need exactly one 'real' class")
         elif self.task == "trace":
             self.source_labels = list(self.labels)
         else:
@@ -220,7 +222,7 @@ class Predictor:
         """(uint8 (T,3,S,S) after the geometric transform, the decoded ``Clip``). Raises on bad input."""
         from mmvgm.io import read_clip
 
-        clip = read_clip(path, num_frames=frames or self.frames, sampling=sampling or self.sampling,
+        clip = read_clip(path, num_frames=self.frames if frames is None else frames, sampling=sampling or self.sampling,
                          start=start)
         return self.transform.geometric(torch.from_numpy(np.ascontiguousarray(clip))), clip
 
@@ -233,7 +235,7 @@ class Predictor:
         The top-level scores are the mean of the windows' calibrated probabilities; each
         window's own scores are under ``"windows"``.
         """
-        frames = int(frames or self.frames)
+        frames = self.frames if frames is None else int(frames)
         sampling = sampling or self.sampling
         if frames < 1:
             raise InputError(f"--frames must be >= 1 (got {frames})")
@@ -297,7 +299,7 @@ class Predictor:
             raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
         if workers < 0:
             raise InputError(f"--workers must be >= 0 (got {workers})")
-        frames = int(frames or self.frames)
+        frames = self.frames if frames is None else int(frames)
         sampling = sampling or self.sampling
         if not paths:
             return

@@ -1,0 +1,163 @@
+"""mmvgm.inference.Predictor: records, calibration, open set, windows, batches, checkpoints."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mmvgm.errors import CheckpointError, InputError
+from mmvgm.inference import CHECKPOINT_ENV, NOT_ASSESSED, Predictor, resolve_checkpoint
+from tests.inference_helpers import SOURCES, make_checkpoint, make_videos
+from tests.media import make_frames, write_video
+
+BASE_KEYS = {"path", "verdict", "frames", "sampling", "padded"}
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return {task: make_checkpoint(root / task, task) for task in ("joint", "detect", "trace")}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return make_videos(tmp_path_factory.mktemp("videos"), 4, frames=12)
+
+
+def test_joint_record_schema(ckpts, videos):
+    pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
+    rec = pred.predict(videos[0])
+    assert set(rec) == BASE_KEYS | {"fake_probability", "source", "sources"}
+    assert rec["path"] == str(videos[0]) and rec["frames"] == 8 and rec["sampling"] == "consecutive"
+    assert rec["padded"] == 0
+    assert 0.0 <= rec["fake_probability"] <= 1.0
+    assert rec["verdict"] == ("fake" if rec["fake_probability"] >= 0.5 else "real")
+    probs = list(rec["sources"].values())
+    assert set(rec["sources"]) == set(SOURCES)
+    assert probs == sorted(probs, reverse=True) and math.isclose(sum(probs), 1.0, abs_tol=1e-4)
+    assert rec["source"] == {"label": next(iter(rec["sources"])), "probability": probs[0]}
+
+
+def test_predictor_matches_the_one_path(ckpts, videos):
+    """Predictor = read_clip -> transform -> model -> temperature-scaled sigmoid/softmax."""
+    from mmvgm.data.transforms import VideoTransform
+    from mmvgm.engine.checkpoint import load_checkpoint
+    from mmvgm.io import read_clip
+
+    model, meta = load_checkpoint(ckpts["joint"])
+    clip = read_clip(videos[1], num_frames=8, sampling="consecutive")
+    x = VideoTransform.from_config(meta["preprocess"])(torch.from_numpy(np.asarray(clip)))[None]
+    with torch.no_grad():
+        out = model(x)
+    pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
+    pred.calibration.temperature = 2.0
+    pred.calibration.trace_temperature = 0.5
+    rec = pred.predict(videos[1])
+    assert rec["fake_probability"] == pytest.approx(torch.sigmoid(out["detect"][0] / 2.0).item(), abs=1e-5)
+    expected = torch.softmax(out["trace"][0] / 0.5, 0).numpy()
+    for label, p in zip(SOURCES, expected):
+        assert rec["sources"][label] == pytest.approx(float(p), abs=1e-5)
+
+
+def test_threshold_decides_the_verdict(ckpts, videos):
+    pred = Predictor.from_checkpoint(ckpts["detect"], device="cpu")
+    rec = pred.predict(videos[0])
+    assert set(rec) == BASE_KEYS | {"fake_probability"}
+    pred.calibration.threshold = 0.0
+    assert pred.predict(videos[0])["verdict"] == "fake"
+    pred.calibration.threshold = 1.0 + 1e-9
+    assert pred.predict(videos[0])["verdict"] == "real"
+
+
+def test_trace_only_checkpoint(ckpts, videos):
+    rec = Predictor.from_checkpoint(ckpts["trace"], device="cpu").predict(videos[0])
+    assert "fake_probability" not in rec
+    assert rec["verdict"] == NOT_ASSESSED and set(rec["sources"]) == set(SOURCES)
+
+
+def test_open_set_unknown(tmp_path, videos):
+    high = make_checkpoint(tmp_path / "high", "joint", open_set_threshold=0.999)
+    low = make_checkpoint(tmp_path / "low", "joint", open_set_threshold=1e-6)
+    rec = Predictor.from_checkpoint(high, device="cpu").predict(videos[0])
+    assert rec["source"] == "unknown" and len(rec["sources"]) == len(SOURCES)
+    assert isinstance(Predictor.from_checkpoint(low, device="cpu").predict(videos[0])["source"], dict)
+
+
+def test_short_video_is_padded(ckpts, tmp_path):
+    short = write_video(tmp_path / "short.mp4", make_frames(3, 40, 48))
+    rec = Predictor.from_checkpoint(ckpts["joint"], device="cpu").predict(short)
+    assert rec["padded"] == 5 and rec["frames"] == 8
+
+
+def test_frames_and_sampling_override(ckpts, tmp_path):
+    video = write_video(tmp_path / "long.mp4", make_frames(30, 40, 48))
+    pred = Predictor.from_checkpoint(ckpts["detect"], device="cpu")
+    rec = pred.predict(video, sampling="uniform")
+    assert rec["sampling"] == "uniform" and rec["padded"] == 0
+    with pytest.raises(InputError):
+        pred.predict(video, frames=0)
+
+
+def test_windows_are_spread_and_averaged(ckpts, tmp_path):
+    video = write_video(tmp_path / "long.mp4", make_frames(40, 40, 48, seed=3))
+    pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
+    rec = pred.predict(video, windows=3)
+    starts = [w["start"] for w in rec["windows"]]
+    assert starts == [0, 16, 32] and rec["aggregation"] == "mean"
+    assert rec["windows"][-1]["end"] == 39
+    mean = np.mean([w["fake_probability"] for w in rec["windows"]])
+    assert rec["fake_probability"] == pytest.approx(mean, abs=1e-5)
+    for label in SOURCES:
+        assert rec["sources"][label] == pytest.approx(
+            np.mean([w["sources"][label] for w in rec["windows"]]), abs=1e-5)
+    # each window is the same as scoring that clip alone
+    single = pred._records([str(video)], pred.load_clip(video, 8, "consecutive", start=16)[0][None],
+                           [0], 8, "consecutive")[0]
+    assert rec["windows"][1]["fake_probability"] == pytest.approx(single["fake_probability"], abs=1e-5)
+    with pytest.raises(InputError):
+        pred.predict(video, windows=0)
+
+
+def test_predict_batch_reports_bad_files_and_keeps_order(ckpts, videos, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    missing = tmp_path / "missing.mp4"
+    pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
+    paths = [videos[0], bad, videos[1], missing, videos[2]]
+    out = pred.predict_batch(paths, batch_size=2)
+    assert [r["path"] for r in out] == [str(p) for p in paths]
+    assert "error" in out[1] and "error" in out[3] and set(out[1]) == {"path", "error"}
+    for rec, path in zip([out[0], out[2], out[4]], [videos[0], videos[1], videos[2]]):
+        assert rec["fake_probability"] == pytest.approx(pred.predict(path)["fake_probability"], abs=1e-5)
+    with pytest.raises(InputError):
+        pred.predict(bad)
+
+
+def test_stream_with_workers_equals_in_process(ckpts, videos):
+    pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
+    paths = [str(v) for v in videos]
+    a = [r for b in pred.stream(paths, batch_size=3, workers=0) for r in b]
+    b = [r for b in pred.stream(paths, batch_size=3, workers=2) for r in b]
+    assert [r["path"] for r in a] == paths
+    assert [r["fake_probability"] for r in a] == pytest.approx([r["fake_probability"] for r in b], abs=1e-6)
+
+
+def test_checkpoint_resolution(monkeypatch, tmp_path, ckpts):
+    monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
+    with pytest.raises(CheckpointError, match="mmvgm demo"):
+        resolve_checkpoint(None)
+    with pytest.raises(CheckpointError, match="not found"):
+        Predictor.from_checkpoint(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError):
+        Predictor.from_checkpoint(tmp_path / "empty")
+    monkeypatch.setenv(CHECKPOINT_ENV, str(ckpts["detect"]))
+    assert Predictor.from_checkpoint().task == "detect"
+
+
+def test_lazy_export():
+    import mmvgm
+
+    assert mmvgm.Predictor is Predictor
