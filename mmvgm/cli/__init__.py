@@ -16,9 +16,13 @@ from mmvgm.errors import MMVGMError
 
 VERBS = {
     "info": "mmvgm.cli.info",
+    "protect": "mmvgm.cli.protect",
+    "protect-eval": "mmvgm.cli.protect_eval",
     "trace": "mmvgm.cli.trace",
     "scan": "mmvgm.cli.scan",
     "lvd-eval": "mmvgm.cli.lvd_eval",
+    "lvd-import": "mmvgm.cli.lvd_import",
+    "lvd-record": "mmvgm.cli.lvd_record",
 }
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE

@@ -129,6 +129,86 @@ def _x0_from_output(scheduler: Any, model_output: torch.Tensor, timestep: Any,
     return x0.to(sample.dtype)
 
 
+def read_prompts(path: PathLike) -> List[str]:
+    """One prompt per line; blank lines and lines starting with '#' are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("prompts file not found", path)
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise InputError("the prompts file holds no prompt", path)
+    return prompts
+
+
+SCHEDULERS = {"ddim": "DDIMScheduler", "keep": None}
+
+
+def load_pipeline(pipeline_dir: PathLike, scheduler: str = "ddim", device: Optional[str] = None) -> Any:
+    """A diffusers pipeline from a local directory (never the hub); DDIM by default, as in the research."""
+    import diffusers
+
+    from mmvgm.errors import CheckpointError
+    from mmvgm.runtime import pick_device
+
+    pipeline_dir = Path(pipeline_dir)
+    if not (pipeline_dir / "model_index.json").is_file():
+        raise InputError("not a diffusers pipeline directory (no model_index.json)", pipeline_dir)
+    if scheduler not in SCHEDULERS:
+        raise InputError(f"unknown scheduler '{scheduler}'; choose from {', '.join(SCHEDULERS)}")
+    dev = pick_device(device)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    try:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(pipeline_dir), local_files_only=True,
+                                                           torch_dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise CheckpointError(f"cannot load the pipeline: {' '.join(str(exc).split())[:300]}",
+                              pipeline_dir) from None
+    if SCHEDULERS[scheduler]:
+        cls = getattr(diffusers, SCHEDULERS[scheduler])
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(dev)
+
+
+def record_prompts(pipeline_dir: PathLike, prompts_file: PathLike, out: PathLike,
+                   labels_csv: Optional[PathLike] = None, steps: int = 50, frames: int = 16,
+                   seed: int = 0, height: Optional[int] = None, width: Optional[int] = None,
+                   guidance_scale: float = 7.5, scheduler: str = "ddim", labels: str = DEFAULT_LABELS,
+                   device: Optional[str] = None, progress: bool = True, pipe: Any = None) -> TrajectoryStore:
+    """Generate every prompt with the local pipeline and store its x0 trajectory (resumable).
+
+    Prompt ``i`` gets id ``p{i:05d}`` and seed ``seed + i``; ``labels_csv`` uses the research
+    5-column format with prompt indices (no CSV: every prompt is normal).
+    """
+    if steps < 1 or frames < 1:
+        raise InputError("--steps and --frames must be positive")
+    prompts = read_prompts(prompts_file)
+    categories = category_names(labels)
+    per_prompt = (read_category_csv(labels_csv, len(prompts), categories) if labels_csv
+                  else [[] for _ in prompts])
+    pipe = pipe if pipe is not None else load_pipeline(pipeline_dir, scheduler, device)
+    info = {"source": "lvd-record", "pipeline": str(pipeline_dir), "pipeline_class": type(pipe).__name__,
+            "scheduler": type(pipe.scheduler).__name__, "scheduler_config": dict(pipe.scheduler.config),
+            "steps": steps, "frames": frames, "guidance_scale": guidance_scale, "label_set": labels}
+    size = {k: v for k, v in (("height", height), ("width", width)) if v}
+    writer = TrajectoryWriter(out, categories, info)
+    recorder = TrajectoryRecorder(pipe)
+    with writer:
+        for i in track(range(len(prompts)), "recording", disable=not progress):
+            vid = f"p{i:05d}"
+            if writer.has(vid):
+                continue
+            generator = torch.Generator(device="cpu").manual_seed(seed + i)
+            with recorder:
+                pipe(prompts[i], num_frames=frames, num_inference_steps=steps, guidance_scale=guidance_scale,
+                     output_type="latent", generator=generator, **size)
+            writer.add(vid, recorder.trajectory()[:, 0], per_prompt[i], prompt=prompts[i], seed=seed + i,
+                       timesteps=list(recorder.timesteps), scheduler=type(pipe.scheduler).__name__,
+                       pipeline=type(pipe).__name__)
+    return TrajectoryStore(out)
+
+
 # ------------------------------------------------------------------------------ research import
 def read_category_csv(path: PathLike, num_videos: int, categories: Sequence[str]) -> List[List[str]]:
     """The research label CSV: column k lists the indices of the videos in category k.

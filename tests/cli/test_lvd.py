@@ -5,6 +5,7 @@ import sys
 from click.testing import CliRunner
 
 from mmvgm.cli import cli
+from tests.lvd.conftest import tiny_pipeline_dir  # noqa: F401 (fixture)
 
 
 def _flags(tmp_path):
@@ -53,3 +54,42 @@ def test_lvd_eval_subprocess_smoke(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["n_normal"] == 4
+
+
+def test_lvd_import_cli_and_errors(tmp_path):
+    import torch
+
+    torch.save(torch.randn(3, 2, 4, 1, 2, 2), tmp_path / "x.pth")
+    (tmp_path / "l.csv").write_text("0,1,,,\n2,,,,\n")
+    r = CliRunner().invoke(cli, ["lvd-import", str(tmp_path / "x.pth"), "--labels", str(tmp_path / "l.csv"),
+                                 "--out", str(tmp_path / "s"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["per_category"]["distorted"] == 2
+    (tmp_path / "bad.csv").write_text("0,,,,7\n")
+    r = CliRunner().invoke(cli, ["lvd-import", str(tmp_path / "x.pth"), "--labels", str(tmp_path / "bad.csv"),
+                                 "--out", str(tmp_path / "s2")])
+    assert r.exit_code == 1 and "out of range" in r.stderr and "bad.csv" in r.stderr
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "x.pth").read_bytes()[:300])
+    r = CliRunner().invoke(cli, ["lvd-import", str(tmp_path / "cut.pth"), "--labels", str(tmp_path / "l.csv"),
+                                 "--out", str(tmp_path / "s3")])
+    assert r.exit_code == 1 and "truncated" in r.stderr
+
+
+def test_lvd_record_cli_from_a_saved_pipeline(tmp_path, tiny_pipeline_dir):
+    (tmp_path / "p.txt").write_text("the cat\n\n# comment\na dog\n")
+    (tmp_path / "l.csv").write_text(",,,1,\n")
+    r = CliRunner().invoke(cli, ["lvd-record", "--pipeline", str(tiny_pipeline_dir), "--prompts",
+                                 str(tmp_path / "p.txt"), "--labels", str(tmp_path / "l.csv"), "--steps", "3",
+                                 "--frames", "4", "--height", "16", "--width", "16", "--device", "cpu",
+                                 "--out", str(tmp_path / "traj"), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["shape"] == [3, 4, 4, 8, 8] and s["per_category"]["violent"] == 1 and s["normal"] == 1
+    from mmvgm.lvd.store import TrajectoryStore
+
+    store = TrajectoryStore(tmp_path / "traj")
+    assert store.get("p00001").meta["prompt"] == "a dog" and store.get("p00001").meta["seed"] == 1
+    assert store.info["scheduler"] == "DDIMScheduler" and len(store.get("p00000").meta["timesteps"]) == 3
+    r = CliRunner().invoke(cli, ["lvd-record", "--pipeline", str(tmp_path), "--prompts", str(tmp_path / "p.txt"),
+                                 "--out", str(tmp_path / "t2")])
+    assert r.exit_code == 1 and "model_index.json" in r.stderr
