@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Sequence
@@ -135,6 +136,27 @@ def _unwrap(obj: object, file: Path) -> Dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def hf_renamed(state: Dict[str, torch.Tensor], model_type: str) -> Dict[str, torch.Tensor]:
+    """Apply transformers' own checkpoint key renames for ``model_type`` (e.g. VideoMAE's
+    ``q_bias``/``v_bias`` -> ``query.bias``/``value.bias``; ``save_pretrained`` writes the old names)."""
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+        transforms = get_checkpoint_conversion_mapping(model_type) or []
+    except ImportError:  # older transformers: checkpoints already use the module names
+        return state
+    renames = [(src, dst) for t in transforms if type(t).__name__ == "WeightRenaming"
+               for src, dst in zip(getattr(t, "source_patterns", ()), getattr(t, "target_patterns", ()))]
+    if not renames:
+        return state
+    out = {}
+    for key, value in state.items():
+        for src, dst in renames:
+            key = re.sub(src, dst, key)
+        out[key] = value
+    return out
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: PathLike,

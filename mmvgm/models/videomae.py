@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mmvgm.config import check_keys
+from mmvgm.models.pretrained import hf_renamed
 from mmvgm.models.registry import Backbone, register_backbone
 
 # HF config fields that are not architecture or are set from frames/size/channels.
@@ -50,10 +51,12 @@ class VideoMAE(Backbone):
                                         num_channels=self.channels, **cfg["model"])
         self.videomae = VideoMAEModel(self.hf_config)
         hidden = self.hf_config.hidden_size
-        self.fc_norm = nn.LayerNorm(hidden, eps=self.hf_config.layer_norm_eps) if self.hf_config.use_mean_pooling else None
+        # Default eps, as in VideoMAEForVideoClassification (not config.layer_norm_eps).
+        self.fc_norm = nn.LayerNorm(hidden) if self.hf_config.use_mean_pooling else None
         self.num_features = hidden
 
     def adapt_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        state = hf_renamed(state, "videomae")
         if any(k.startswith("videomae.") for k in state):  # *ForVideoClassification / *ForPreTraining
             return state
         return {f"videomae.{k}": v for k, v in state.items()}  # a bare VideoMAEModel
