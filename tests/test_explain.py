@@ -1,0 +1,86 @@
+"""mmvgm.explain: gradient x input / SmoothGrad saliency and the PNG grid."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mmvgm.errors import InputError
+from mmvgm.explain import explain, saliency_map
+from mmvgm.inference import Predictor
+from tests.inference_helpers import make_checkpoint
+from tests.media import make_frames, write_video
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    video = write_video(root / "clip.mp4", make_frames(10, 40, 48, seed=1))
+    joint = Predictor.from_checkpoint(make_checkpoint(root / "joint", "joint"), device="cpu")
+    trace = Predictor.from_checkpoint(make_checkpoint(root / "trace", "trace"), device="cpu")
+    return root, video, joint, trace
+
+
+def _reference(pred, pixels, head, index):
+    """Input x gradient written out by hand: |sum_c x * d logit / d x|, scaled by its 99th pct."""
+    x = pred.transform.normalize(pixels[None]).requires_grad_(True)
+    out = pred.model(x)[head]
+    score = out.reshape(-1)[0] if index is None else out[0, index]
+    score.backward()
+    sal = (x.grad * x).sum(dim=2).abs()[0].detach().numpy()
+    return np.clip(sal / np.percentile(sal, 99), 0, 1)
+
+
+def test_grad_x_input_detect_matches_definition(setup):
+    _, video, joint, _ = setup
+    pixels, _ = joint.load_clip(video)
+    sal, name = saliency_map(joint, pixels)
+    assert name == "detect" and sal.shape == (8, 32, 32) and sal.dtype == np.float32
+    np.testing.assert_allclose(sal, _reference(joint, pixels, "detect", None), atol=1e-4)
+    assert sal.max() == pytest.approx(1.0) and sal.min() >= 0.0 and sal.std() > 0
+
+
+def test_trace_target_is_top_source_or_named(setup):
+    _, video, _, trace = setup
+    pixels, _ = trace.load_clip(video)
+    top = trace.predict(video)["source"]["label"]
+    sal, name = saliency_map(trace, pixels)
+    assert name == top
+    index = trace.source_labels.index("svd-xt")
+    sal2, name2 = saliency_map(trace, pixels, target="svd-xt")
+    assert name2 == "svd-xt"
+    np.testing.assert_allclose(sal2, _reference(trace, pixels, "trace", index), atol=1e-4)
+    with pytest.raises(InputError, match="unknown target"):
+        saliency_map(trace, pixels, target="nope")
+
+
+def test_detect_checkpoint_explains_only_detect(setup):
+    root, video, _, _ = setup
+    detect = Predictor.from_checkpoint(make_checkpoint(root / "detect", "detect"), device="cpu")
+    pixels, _ = detect.load_clip(video)
+    assert saliency_map(detect, pixels)[1] == "detect"
+    with pytest.raises(InputError, match="only explain"):
+        saliency_map(detect, pixels, target="lavie")
+
+
+def test_smoothgrad_is_seeded_and_differs(setup):
+    _, video, joint, _ = setup
+    pixels, _ = joint.load_clip(video)
+    plain, _ = saliency_map(joint, pixels)
+    a, _ = saliency_map(joint, pixels, method="smoothgrad", samples=4, seed=1)
+    b, _ = saliency_map(joint, pixels, method="smoothgrad", samples=4, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - plain).mean() > 1e-4
+    with pytest.raises(InputError, match="unknown saliency method"):
+        saliency_map(joint, pixels, method="attention")
+
+
+def test_explain_writes_png_grid(setup):
+    from PIL import Image
+
+    root, video, joint, _ = setup
+    result = explain(joint, video, root / "out" / "sal.png")
+    assert result.path.is_file() and result.frames.shape == (8, 32, 32, 3)
+    image = Image.open(result.path)
+    assert image.format == "PNG" and image.size[0] > image.size[1] > 100  # 8 columns, 1 row
+    assert not list((root / "out").glob(".*tmp*"))
+    with pytest.raises(InputError, match="PNG"):
+        explain(joint, video, root / "sal.jpg")
