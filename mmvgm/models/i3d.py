@@ -8,6 +8,7 @@ any clip length (8/16/32 frames) and size. Only ``pytorchvideo.models`` is impor
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Dict
 
 import torch
@@ -28,9 +29,15 @@ _NOT_CONFIGURABLE = {"input_channel", "model_num_class", "dropout_rate", "norm",
                      "head_output_size", "head_activation", "head_output_with_global_average"}
 
 
-def _model_options() -> list:
-    from pytorchvideo.models.resnet import create_resnet
+def _create_resnet():
+    with warnings.catch_warnings():  # pytorchvideo decorates with the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from pytorchvideo.models.resnet import create_resnet
+    return create_resnet
 
+
+def _model_options() -> list:
+    create_resnet = _create_resnet()
     return [p for p in inspect.signature(create_resnet).parameters if p not in _NOT_CONFIGURABLE]
 
 
@@ -48,8 +55,7 @@ class I3D(Backbone):
 
     def __init__(self, cfg: dict) -> None:
         super().__init__(cfg)
-        from pytorchvideo.models.resnet import create_resnet
-
+        create_resnet = _create_resnet()
         options = dict(I3D_R50)
         options.update({k: _tuples(v) for k, v in cfg["model"].items()})
         self.net = create_resnet(input_channel=self.channels, stage1_pool=nn.MaxPool3d, head=None, **options)

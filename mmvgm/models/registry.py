@@ -262,3 +262,10 @@ def describe_config(name: str) -> dict:
     if cfg["backbone"] == "timm":
         summary["timm_model"] = model.get("name")
     return summary
+
+
+def summarize_backbone(spec: BackboneSpec) -> dict:
+    """Build a backbone (random init) and report its size: ``{"num_features", "parameters"}``."""
+    backbone = build_backbone(spec)
+    return {"num_features": int(backbone.num_features),
+            "parameters": int(sum(p.numel() for p in backbone.parameters()))}

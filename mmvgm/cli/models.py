@@ -1,0 +1,60 @@
+"""``mmvgm models``: the backbone registry and the shipped backbone configs."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+
+@click.command("models", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("name", required=False)
+@click.option("--params", is_flag=True, help="With NAME: build it (random weights) and count parameters.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def command(name: Optional[str], params: bool, as_json: bool) -> None:
+    """List registered backbones and shipped configs, or show one resolved config.
+
+    \b
+    NAME is a shipped config (videomae_tiny), a registered backbone (xclip),
+    timm:<timm model name> (timm:resnet50) or a YAML file.
+
+    \b
+    Examples:
+      mmvgm models
+      mmvgm models videomae
+      mmvgm models timm:vit_base_patch16_224 --params
+      mmvgm models --json
+    """
+    import yaml
+
+    from mmvgm.models.registry import (backbone_entries, describe_config, list_configs,
+                                       resolve_backbone_config, summarize_backbone)
+
+    if name is None:
+        if params:
+            raise click.UsageError("--params needs a NAME")
+        backbones = [{"name": e.name, "default_config": e.default_config, "description": e.description}
+                     for e in backbone_entries()]
+        configs = [describe_config(c) for c in list_configs()]
+        if as_json:
+            click.echo(json.dumps({"backbones": backbones, "configs": configs}, indent=2))
+            return
+        click.echo("Backbones (build_model({'backbone': NAME, ...}); timm also as timm:<timm model>):")
+        width = max(len(b["name"]) for b in backbones) + 2
+        for b in backbones:
+            click.echo(f"  {b['name']:<{width}}{b['description']}  [default config: {b['default_config']}]")
+        click.echo("\nConfigs (configs/backbones/*.yaml):")
+        width = max(len(c["config"]) for c in configs) + 2
+        for c in configs:
+            extra = f"  timm:{c['timm_model']}" if c.get("timm_model") else ""
+            extra += f"  weights: {c['weights']}" if c.get("weights") else ""
+            click.echo(f"  {c['config']:<{width}}{c['backbone']:<10}{c['frames']:>3} x {c['size']:>3}px"
+                       f"  {c['channels']} ch{extra}")
+        return
+    cfg = resolve_backbone_config(name)
+    if params:
+        cfg = dict(cfg, **summarize_backbone(cfg))
+    if as_json:
+        click.echo(json.dumps(cfg, indent=2))
+    else:
+        click.echo(yaml.safe_dump(cfg, sort_keys=False).rstrip())
