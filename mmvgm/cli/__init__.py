@@ -16,6 +16,7 @@ from mmvgm.errors import MMVGMError
 
 VERBS = {
     "info": "mmvgm.cli.info",
+    "models": "mmvgm.cli.models",
     "protect": "mmvgm.cli.protect",
     "protect-eval": "mmvgm.cli.protect_eval",
     "trace": "mmvgm.cli.trace",
