@@ -259,6 +259,6 @@ def demux_info(path: Path, max_frames: Optional[int] = None) -> DemuxInfo:
         elif fps and count:
             duration = count / fps
         return DemuxInfo(count, fps, int(ctx.width or 0), int(ctx.height or 0),
-                         ctx.name or "unknown", duration)
+                         ctx.name or "unknown", None if duration is None else round(duration, 6))
     finally:
         container.close()

@@ -50,6 +50,12 @@ class Clip(np.ndarray):
         self.backend = getattr(obj, "backend", None)
         self.path = getattr(obj, "path", None)
 
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        # Arithmetic and reductions give plain arrays/scalars: provenance describes read frames.
+        if return_scalar:
+            return array[()]
+        return array.view(np.ndarray) if isinstance(array, np.ndarray) else array
+
     def __reduce__(self):
         constructor, args, state = super().__reduce__()
         return constructor, args, (state, {name: getattr(self, name) for name in _ATTRS})
