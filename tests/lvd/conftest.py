@@ -67,7 +67,7 @@ def tiny_pipeline(tiny_pipeline_dir):
     return pipe
 
 
-def run_tiny(pipe, steps=6, **kwargs):
-    return pipe("the cat", num_frames=LATENT["frames"], height=16, width=16, num_inference_steps=steps,
+def run_tiny(pipe, steps=6, prompt="the cat", **kwargs):
+    return pipe(prompt, num_frames=LATENT["frames"], height=16, width=16, num_inference_steps=steps,
                 guidance_scale=2.0, output_type="latent",
                 generator=torch.Generator().manual_seed(0), **kwargs)
