@@ -216,6 +216,17 @@ class Predictor:
                             None if trace is None else trace[i], frames, sampling, padded[i])
                 for i, path in enumerate(paths)]
 
+    def check_frames(self, frames: Optional[int]) -> int:
+        """The clip length to use; refuses one the model cannot take (fixed position embeddings)."""
+        frames = self.frames if frames is None else int(frames)
+        if frames < 1:
+            raise InputError(f"--frames must be >= 1 (got {frames})")
+        backbone = getattr(self.model, "backbone", None)
+        if frames != self.frames and getattr(backbone, "fixed_frames", False):
+            raise InputError(f"this checkpoint's model takes exactly {self.frames} frames per clip "
+                             f"(got --frames {frames})")
+        return frames
+
     # ------------------------------------------------------------------ clips
     def load_clip(self, path: PathLike, frames: Optional[int] = None, sampling: Optional[str] = None,
                   start: int = 0) -> Tuple[torch.Tensor, Any]:
@@ -235,10 +246,8 @@ class Predictor:
         The top-level scores are the mean of the windows' calibrated probabilities; each
         window's own scores are under ``"windows"``.
         """
-        frames = self.frames if frames is None else int(frames)
+        frames = self.check_frames(frames)
         sampling = sampling or self.sampling
-        if frames < 1:
-            raise InputError(f"--frames must be >= 1 (got {frames})")
         if windows < 1:
             raise InputError(f"--windows must be >= 1 (got {windows})")
         if windows == 1:
@@ -299,7 +308,7 @@ class Predictor:
             raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
         if workers < 0:
             raise InputError(f"--workers must be >= 0 (got {workers})")
-        frames = self.frames if frames is None else int(frames)
+        frames = self.check_frames(frames)
         sampling = sampling or self.sampling
         if not paths:
             return

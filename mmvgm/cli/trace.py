@@ -55,6 +55,7 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
         raise InputError("--explain with several videos needs '{stem}' in the file name, "
                          "e.g. --explain 'saliency-{stem}.png'")
     predictor = Predictor.from_checkpoint(checkpoint, device=None if device == "auto" else device)
+    predictor.check_frames(frames)
     failures = 0
     for video in videos:
         try:

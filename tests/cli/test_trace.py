@@ -1,0 +1,125 @@
+"""``mmvgm trace``: JSON schema, tables, open set, windows, explain, errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mmvgm.cli import cli
+from tests.inference_helpers import SOURCES, make_checkpoint, make_videos
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trace")
+    videos = make_videos(root / "videos", 2, frames=12)
+    bad = root / "videos" / "broken.mp4"
+    bad.write_bytes(videos[0].read_bytes()[:300])
+    return {"root": root, "videos": videos, "bad": bad,
+            "joint": make_checkpoint(root / "joint", "joint"),
+            "detect": make_checkpoint(root / "detect", "detect"),
+            "trace": make_checkpoint(root / "trace", "trace"),
+            "unknown": make_checkpoint(root / "unknown", "joint", open_set_threshold=0.999)}
+
+
+def run(*args, env_vars=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env_vars or {"MMVGM_CHECKPOINT": None})
+
+
+def _lines(output):
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_json_schema_joint(env):
+    result = run("trace", *env["videos"], "--checkpoint", env["joint"], "--json")
+    assert result.exit_code == 0, result.output
+    records = _lines(result.stdout)
+    assert [r["path"] for r in records] == [str(v) for v in env["videos"]]
+    for r in records:
+        assert set(r) == {"path", "fake_probability", "verdict", "source", "sources", "frames",
+                          "sampling", "padded"}
+        assert r["verdict"] in ("real", "fake") and 0 <= r["fake_probability"] <= 1
+        assert set(r["source"]) == {"label", "probability"} and r["source"]["label"] in SOURCES
+        assert set(r["sources"]) == set(SOURCES)
+        assert isinstance(r["frames"], int) and r["sampling"] == "consecutive" and r["padded"] == 0
+
+
+def test_json_schema_detect_and_trace_only(env):
+    detect = _lines(run("trace", env["videos"][0], "-c", env["detect"], "--json").stdout)[0]
+    assert "fake_probability" in detect and "source" not in detect and "sources" not in detect
+    trace = _lines(run("trace", env["videos"][0], "-c", env["trace"], "--json").stdout)[0]
+    assert "fake_probability" not in trace and trace["verdict"] == "not-assessed"
+    assert trace["source"]["label"] in SOURCES
+
+
+def test_open_set_unknown(env):
+    record = _lines(run("trace", env["videos"][0], "-c", env["unknown"], "--json").stdout)[0]
+    assert record["source"] == "unknown"
+    table = run("trace", env["videos"][0], "-c", env["unknown"])
+    assert table.exit_code == 0 and "unknown" in table.output and "open-set threshold" in table.output
+
+
+def test_table_output(env):
+    result = run("trace", env["videos"][0], "-c", env["joint"], "--sampling", "uniform")
+    assert result.exit_code == 0, result.output
+    for word in ("verdict", "P(fake)", "source ranking", "8 frames, uniform", *SOURCES):
+        assert word in result.output
+
+
+def test_windows_and_explain(env):
+    png = env["root"] / "sal-{stem}.png"
+    result = run("trace", *env["videos"], "-c", env["joint"], "--json", "--windows", "2",
+                 "--explain", png)
+    assert result.exit_code == 0, result.output
+    records = _lines(result.stdout)
+    assert all(len(r["windows"]) == 2 for r in records)
+    for v, r in zip(env["videos"], records):
+        assert r["explanation"] == str(env["root"] / f"sal-{v.stem}.png")
+        assert (env["root"] / f"sal-{v.stem}.png").stat().st_size > 0
+    refused = run("trace", *env["videos"], "-c", env["joint"], "--explain", env["root"] / "one.png")
+    assert refused.exit_code == 1 and "{stem}" in refused.output
+
+
+def test_bad_video_continues_and_exits_1(env):
+    result = run("trace", env["bad"], env["videos"][0], "-c", env["joint"], "--json")
+    assert result.exit_code == 1
+    records = _lines(result.stdout)
+    assert records[0]["path"] == str(env["bad"]) and "error" in records[0]
+    assert records[1]["path"] == str(env["videos"][0]) and "verdict" in records[1]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mmvgm: error:")]
+    assert len(errors) == 2 and str(env["bad"]) in errors[0] and "1 of 2" in errors[1]
+
+
+def test_missing_checkpoint_says_how_to_get_one(env):
+    result = run("trace", env["videos"][0])
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mmvgm demo" in lines[0] and "mmvgm train" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_checkpoint_from_environment(env):
+    result = run("trace", env["videos"][0], "--json", env_vars={"MMVGM_CHECKPOINT": str(env["detect"])})
+    assert result.exit_code == 0 and "fake_probability" in _lines(result.stdout)[0]
+
+
+def test_bad_options(env):
+    assert run("trace", env["videos"][0], "-c", env["joint"], "--sampling", "random").exit_code == 2
+    assert run("trace", env["videos"][0], "-c", env["joint"], "--windows", "0").exit_code == 2
+    assert run("trace", "-c", env["joint"]).exit_code == 2
+    fixed = run("trace", env["videos"][0], "-c", env["joint"], "--frames", "4")
+    assert fixed.exit_code == 1 and "exactly 8 frames" in fixed.stderr
+    assert "Examples" in run("trace", "--help").output
+
+
+def test_subprocess_smoke(env):
+    proc = subprocess.run([sys.executable, "-m", "mmvgm", "trace", str(env["videos"][0]), "-c",
+                           str(env["detect"]), "--json"], capture_output=True, text=True, cwd=REPO_ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip())["path"] == str(env["videos"][0])
