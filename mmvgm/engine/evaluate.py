@@ -1,0 +1,302 @@
+"""Evaluation: ``evaluate(checkpoint, data, ...) -> dict`` (the content of ``metrics.json``).
+
+- The test split is recomputed from the split seed/ratios stored in the checkpoint with the
+  same function training used (``engine.tasks.task_splits``); ``split_matches_training``
+  says whether its file fingerprint equals the one recorded at training time.
+- Probabilities are calibrated with the checkpoint's validation-fitted temperature and
+  thresholds (``engine.calibration``); nothing is fitted on the evaluated data.
+- ``perturb``: the whole evaluation is repeated for each perturbation (``engine.perturb``).
+- ``holdout_class``: a data label the model never trained on; reports the AUROC of telling
+  it apart from the known test videos by ``1 - max calibrated source probability`` (trace,
+  joint; open set) and by P(fake) against real test videos (detect, joint).
+- ``attack``: adversarial accuracy with ``mmvgm.attacks.robustness`` (needs torchattacks).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mmvgm.engine.calibration import Calibration, calibrate_outputs, class_probabilities, predictions
+from mmvgm.engine.metrics import binary_metrics, classification_metrics, open_set_auroc
+from mmvgm.errors import InputError, PathLike
+
+HEADS = ("detect", "trace")
+SPLIT_CHOICES = ("test", "val", "train", "all")
+TABLE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5")
+
+
+@dataclass
+class Predictions:
+    """Raw head logits (float32 numpy) with the label index and path of every evaluated video."""
+
+    logits: Dict[str, np.ndarray]
+    labels: np.ndarray
+    paths: List[str]
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, transform, accelerator=None, device=None,
+            desc: str = "predicting", progress: bool = True) -> Predictions:
+    """Run ``model`` over a loader of ``datasets.Batch`` (uint8 clips); gathers across processes."""
+    from mmvgm.progress import make_progress
+
+    was_training = model.training
+    model.eval()
+    if device is None:
+        device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    logits: Dict[str, List[torch.Tensor]] = {}
+    labels, paths, skipped = [], [], []
+    with make_progress(disable=not progress) as bar:
+        task = bar.add_task(desc, total=len(loader))
+        for batch in loader:
+            skipped.extend(batch.skipped)
+            if batch.clips is not None:
+                out = model(transform.normalize(batch.clips.to(device)))
+                heads = {k: out[k].float() for k in HEADS if k in out}
+                batch_labels = batch.labels.to(device)
+                batch_paths = list(batch.paths)
+                if accelerator is not None and accelerator.num_processes > 1:
+                    heads, batch_labels = accelerator.gather_for_metrics((heads, batch_labels))
+                    batch_paths = accelerator.gather_for_metrics(batch_paths, use_gather_object=True)
+                for k, v in heads.items():
+                    logits.setdefault(k, []).append(v.cpu())
+                labels.append(batch_labels.cpu())
+                paths.extend(batch_paths)
+            bar.advance(task)
+    model.train(was_training)
+    return Predictions({k: torch.cat(v).numpy() for k, v in logits.items()},
+                       torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64), paths, skipped)
+
+
+def metrics_for(preds: Predictions, cal: Calibration, task: str, names: Sequence[str]) -> dict:
+    """All metrics of one evaluation, with the checkpoint's calibration applied."""
+    if len(preds.labels) == 0:
+        return classification_metrics([], np.zeros((0, len(names))), names)
+    calibrated = calibrate_outputs(preds.logits, cal, task)
+    probs = class_probabilities(calibrated, task)
+    out = classification_metrics(preds.labels, probs, names, y_pred=predictions(calibrated, cal, task))
+    if task in ("detect", "joint"):
+        out["threshold"] = cal.threshold
+    if task == "joint":  # the detection head on its own: real vs any source
+        out["detect"] = binary_metrics((preds.labels > 0).astype(int), calibrated["p_fake"], cal.threshold)
+    if task in ("trace", "joint") and cal.open_set_threshold is not None:
+        confidence = calibrated["trace_probs"].max(1)
+        out["open_set_threshold"] = cal.open_set_threshold
+        out["unknown_rate"] = float((confidence < cal.open_set_threshold).mean())
+    return out
+
+
+# ----------------------------------------------------------------------------- the door
+
+def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Optional[PathLike] = None,
+             perturb: Optional[str] = None, holdout_class: Optional[str] = None, attack: Optional[str] = None,
+             batch_size: int = 8, workers: int = 2, device: Optional[str] = None,
+             progress: bool = True) -> dict:
+    """Evaluate a checkpoint on ``data``; writes ``metrics.json`` + PNGs into ``out`` if given."""
+    from mmvgm.data.labels import LabelSet
+    from mmvgm.data.transforms import VideoTransform
+    from mmvgm.engine.checkpoint import load_checkpoint
+    from mmvgm.engine.perturb import parse_perturbations
+    from mmvgm.runtime import package_versions, pick_device
+
+    if split not in SPLIT_CHOICES:
+        raise InputError(f"unknown split '{split}'; use one of {', '.join(SPLIT_CHOICES)}")
+    perturbations = parse_perturbations(perturb) if perturb else []  # bad specs fail before any work
+    if attack:
+        from mmvgm.attacks.robustness import parse_attack_spec
+
+        parse_attack_spec(attack)
+    dev = pick_device(device)
+    model, meta = load_checkpoint(checkpoint, device=dev)
+    task = meta["task"]
+    label_set = LabelSet.from_dict(meta["labels"])
+    cal = Calibration.from_dict(meta.get("calibration"))
+    transform = VideoTransform.from_config(meta["preprocess"])
+    frames, sampling = int(meta["frames"]), meta.get("sampling", "consecutive")
+
+    samples, split_info = _select_samples(meta, data, split, task, label_set, holdout_class)
+    if not samples:
+        raise InputError(f"no videos to evaluate in the {split} split", data)
+
+    def run(samples_: Sequence, perturbation=None, desc: str = "evaluating") -> Predictions:
+        from mmvgm.data.datasets import VideoDataset, collate_skip_bad
+
+        reader = PerturbedReader(perturbation) if perturbation is not None else None
+        ds = VideoDataset(samples_, label_set.label_to_index, num_frames=frames, sampling=sampling,
+                          transform=transform, reader=reader)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                             collate_fn=collate_skip_bad)
+        return predict(model, loader, transform, device=dev, desc=desc, progress=progress)
+
+    preds = run(samples)
+    if len(preds.labels) == 0:
+        raise InputError("none of the videos could be read: " +
+                         "; ".join(f"{p}: {r}" for p, r in preds.skipped[:3]), data)
+    results: Dict[str, Any] = {"checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data),
+                               "split": split, "task": task, "labels": label_set.names, **split_info}
+    results.update(metrics_for(preds, cal, task, label_set.names))
+    results["skipped"] = [{"path": p, "reason": r} for p, r in preds.skipped]
+    results["calibration"] = cal.to_dict()
+
+    if perturbations:
+        results["perturbations"] = {}
+        for p in perturbations:
+            pp = run(samples, p, desc=f"evaluating {p.spec}")
+            results["perturbations"][p.spec] = metrics_for(pp, cal, task, label_set.names)
+
+    if holdout_class:
+        results["holdout"] = _holdout(run, samples, preds, cal, task, data, holdout_class, label_set)
+
+    if attack:
+        results["attack"] = _attack(model, samples, attack, transform, label_set, task, frames, sampling,
+                                    batch_size, dev)
+
+    results["config"] = meta.get("config")
+    results["seed"] = meta.get("seed")
+    results["trained_with"] = meta.get("versions")
+    results["versions"] = package_versions()
+
+    if out is not None:
+        write_outputs(Path(out), results, preds, cal, task, label_set.names)
+    return results
+
+
+def _select_samples(meta: Mapping[str, Any], data: PathLike, split: str, task: str, label_set,
+                    holdout_class: Optional[str]) -> Tuple[list, dict]:
+    from mmvgm.data.datasets import discover
+    from mmvgm.engine.tasks import relabel, task_splits
+
+    exclude = [holdout_class] if holdout_class else []
+    if holdout_class and task != "detect" and holdout_class in label_set.names:
+        raise InputError(f"--holdout-class '{holdout_class}' is one of the checkpoint's classes; "
+                         "hold out a source the model was not trained on")
+    if split == "all":
+        samples = relabel([s for s in discover(data) if s.label not in exclude], task, label_set)
+        return samples, {"n_available": len(samples)}
+    stored = meta.get("data") or {}
+    split_cfg = stored.get("split") or {}
+    ratios = split_cfg.get("ratios", [0.8, 0.1, 0.1])
+    seed = split_cfg.get("seed", 2024)
+    splits, info = task_splits(data, task, label_set, ratios, seed, duplicates="off", exclude=exclude)
+    trained = (stored.get("split_fingerprints") or {}).get(split)
+    matches = trained is not None and trained == info["split_fingerprints"][split]
+    if not matches:
+        from mmvgm.progress import stderr_console
+
+        stderr_console.print(f"[yellow]warning: the recomputed {split} split differs from the one recorded "
+                             "at training time (different data?); metrics may include training videos")
+    return splits[split], {"split_seed": seed, "split_ratios": ratios, "split_matches_training": matches}
+
+
+class PerturbedReader:
+    """A picklable ``VideoDataset`` reader that perturbs each clip after decoding."""
+
+    def __init__(self, perturbation) -> None:
+        self.perturbation = perturbation
+
+    def __call__(self, path: str, num_frames: int = 16, **kwargs: Any) -> np.ndarray:
+        from mmvgm.io import read_clip
+
+        clip = read_clip(path, num_frames=self.perturbation.frames_needed(num_frames), **kwargs)
+        out = self.perturbation(np.asarray(clip))
+        if out.shape[0] != num_frames:
+            out = out[:num_frames] if out.shape[0] > num_frames else \
+                np.concatenate([out, np.repeat(out[-1:], num_frames - out.shape[0], 0)])
+        return out
+
+
+def _holdout(run, known_samples, known_preds: Predictions, cal: Calibration, task: str, data: PathLike,
+             holdout_class: str, label_set) -> dict:
+    from mmvgm.data.datasets import discover
+
+    held = [s for s in discover(data) if s.label == holdout_class]
+    if not held:
+        labels = sorted({s.label for s in discover(data)})
+        raise InputError(f"--holdout-class '{holdout_class}' has no videos in the data "
+                         f"(labels found: {', '.join(map(str, labels))})", data)
+    from dataclasses import replace  # held-out videos have no class index: label None -> -1
+
+    held_preds = run([replace(s, label=None) for s in held], desc=f"evaluating held-out {holdout_class}")
+    known_cal = calibrate_outputs(known_preds.logits, cal, task)
+    held_cal = calibrate_outputs(held_preds.logits, cal, task)
+    out: Dict[str, Any] = {"class": holdout_class, "n_heldout": len(held_preds.paths),
+                           "n_known": len(known_preds.paths)}
+    if task in ("trace", "joint"):
+        known_conf, held_conf = known_cal["trace_probs"].max(1), held_cal["trace_probs"].max(1)
+        if task == "joint":  # open set among generated videos: compare with known *sources*
+            known_conf = known_conf[known_preds.labels > 0]
+        out["open_set_auroc"] = open_set_auroc(1 - known_conf, 1 - held_conf)
+        if cal.open_set_threshold is not None:
+            out["heldout_unknown_rate"] = float((held_conf < cal.open_set_threshold).mean())
+            out["known_unknown_rate"] = float((known_conf < cal.open_set_threshold).mean()) if len(known_conf) else None
+    if task in ("detect", "joint"):
+        real_scores = known_cal["p_fake"][known_preds.labels == 0]
+        out["detect_auroc_vs_real"] = open_set_auroc(real_scores, held_cal["p_fake"])
+        out["heldout_detected_rate"] = float((held_cal["p_fake"] >= cal.threshold).mean())
+    return out
+
+
+def _attack(model, samples, attack: str, transform, label_set, task: str, frames: int, sampling: str,
+            batch_size: int, device) -> dict:
+    from mmvgm.attacks.robustness import evaluate_attack
+    from mmvgm.data.datasets import VideoDataset, collate_skip_bad
+
+    ds = VideoDataset(samples, label_set.label_to_index, num_frames=frames, sampling=sampling, transform=transform)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_skip_bad)
+    mean = torch.tensor(transform.mean, device=device).view(-1, 1, 1)
+    std = torch.tensor(transform.std, device=device).view(-1, 1, 1)
+    scale = 255.0 * transform.rescale
+    key = "trace" if task == "trace" else "detect"
+
+    def model_fn(x01: torch.Tensor):  # [0,1] pixels -> the model's normalised input
+        return model((x01 * scale - mean) / std)
+
+    def batches():
+        for b in loader:
+            if b.clips is None:
+                continue
+            y = b.labels if task == "trace" else (b.labels > 0).long()
+            yield b.clips.float() / 255.0, y
+
+    return evaluate_attack(model_fn, batches(), attack, device=device, output_key=key)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def write_outputs(out: Path, results: Mapping[str, Any], preds: Predictions, cal: Calibration, task: str,
+                  names: Sequence[str]) -> Dict[str, Path]:
+    """``metrics.json``, ``roc.png``, ``confusion.png`` (and ``roc_detect.png`` for joint)."""
+    from mmvgm.engine.plots import confusion_png, roc_png
+    from mmvgm.io.atomic import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    calibrated = calibrate_outputs(preds.logits, cal, task)
+    probs = class_probabilities(calibrated, task)
+    files = {"metrics": write_json_atomic(out / "metrics.json", dict(results)),
+             "roc": roc_png(out / "roc.png", preds.labels, probs, names, title=f"ROC ({task})"),
+             "confusion": confusion_png(out / "confusion.png", results["confusion"], names)}
+    if task == "joint":
+        p = calibrated["p_fake"]
+        files["roc_detect"] = roc_png(out / "roc_detect.png", (preds.labels > 0).astype(int),
+                                      np.stack([1 - p, p], 1), ["real", "fake"], title="ROC (detection head)")
+    return files
+
+
+def results_table(results: Mapping[str, Any]):
+    """A rich Table: one row for clean data and one per perturbation."""
+    from rich.table import Table
+
+    table = Table(title=f"{results.get('task')} metrics on {results.get('split')} ({results.get('n')} videos)")
+    table.add_column("input")
+    for m in TABLE_METRICS:
+        table.add_column(m.replace("_", " "), justify="right")
+    rows = [("clean", results)] + list((results.get("perturbations") or {}).items())
+    for name, m in rows:
+        table.add_row(name, *("n/a" if m.get(k) is None else f"{m[k]:.4f}" for k in TABLE_METRICS))
+    return table
