@@ -31,7 +31,8 @@ def list_frames(folder: Path) -> List[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
-def _first_size(files: List[Path], max_pixels: int, folder: Path) -> Tuple[int, int]:
+def _first_size(files: List[Path], max_pixels: int) -> Tuple[int, int]:
+    """The first frame's size from its header, held to the pixel budget before any decoding."""
     width, height = image_size(files[0])
     check_pixels(width, height, max_pixels, files[0])
     return width, height
@@ -39,7 +40,7 @@ def _first_size(files: List[Path], max_pixels: int, folder: Path) -> Tuple[int, 
 
 def probe_frames(folder: Path, max_pixels: int) -> VideoInfo:
     files = list_frames(folder)
-    width, height = image_size(files[0])
+    width, height = _first_size(files, max_pixels)
     codec = files[0].suffix.lower().lstrip(".").replace("jpg", "jpeg")
     return VideoInfo(str(folder), len(files), None, width, height, f"{codec} frames", None)
 
@@ -48,7 +49,7 @@ def read_frames_clip(folder: Path, num_frames: int, sampling: Sampling, start: i
                      max_pixels: int, max_frames: int) -> Clip:
     files = list_frames(folder)
     check_frames(len(files), max_frames, folder)
-    width, height = _first_size(files, max_pixels, folder)
+    width, height = _first_size(files, max_pixels)
     indices, padded = sampling.plan(len(files), num_frames, start)
     unique = {}
     for index in sorted(set(indices.tolist())):

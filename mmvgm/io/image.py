@@ -38,19 +38,20 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)  # lazy: reads the header only
     except Image.DecompressionBombError as exc:
-        raise LimitError(f"image exceeds the pixel budget ({exc})", path) from None
+        raise _bomb(exc, path) from None
     except UnidentifiedImageError:
         raise DecodeError("not an image, or an image format Pillow cannot read", path) from None
     except OSError as exc:
         raise DecodeError(f"cannot read image header ({exc})", path) from None
     with image:
         check_pixels(image.width, image.height, budget, path)
+        wide_color = _is_16bit_color(image)  # before getexif(), which may load a PNG's pixels
         try:
             orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
         except Exception:  # noqa: BLE001 - a broken EXIF block must not make the pixels unreadable
             orientation = 1
         try:
-            rgb = _to_rgb8(image, path)
+            rgb = _read_16bit_color(path) if wide_color else _to_rgb8(image)
         except (OSError, SyntaxError, ValueError) as exc:
             raise DecodeError(f"truncated or corrupt image ({exc})", path) from None
     return np.ascontiguousarray(apply_orientation(rgb, orientation))
@@ -66,9 +67,19 @@ def image_size(path: PathLike) -> Tuple[int, int]:
             with Image.open(path) as image:
                 return image.width, image.height
     except Image.DecompressionBombError as exc:
-        raise LimitError(f"image exceeds the pixel budget ({exc})", path) from None
+        raise _bomb(exc, path) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DecodeError(f"not a readable image ({exc})", path) from None
+
+
+def _bomb(exc: Exception, path: PathLike) -> LimitError:
+    """Pillow refuses images over ~179 MP at open(), before our own budget can look."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)) / 1e6:.1f} MP" if found else "its size"
+    return LimitError(f"image of {size} exceeds the pixel budget (and Pillow's decompression-bomb "
+                      f"limit of ~179 MP)", path)
 
 
 def write_image(path: PathLike, array, protect: Optional[PathLike] = None) -> Path:
@@ -99,21 +110,23 @@ def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
         4: lambda a: a[::-1],
         5: lambda a: np.swapaxes(a, 0, 1),
         6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, 1)[::-1, ::-1],
+        7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),
         8: lambda a: np.rot90(a, 1),
     }
     op = ops.get(orientation)
     return array if op is None else op(array)
 
 
-def _to_rgb8(image, path: Path) -> np.ndarray:
-    mode = image.mode
+def _is_16bit_color(image) -> bool:
+    """Pillow keeps only the high byte of 16-bit colour; such files are decoded with OpenCV."""
     rawmode = image.tile[0].args if image.tile else None
     if isinstance(rawmode, tuple):
         rawmode = rawmode[0] if rawmode else None
-    if mode in ("RGB", "RGBA") and isinstance(rawmode, str) and ";16" in rawmode:
-        # Pillow keeps only the high byte of 16-bit colour; decode all bits with OpenCV.
-        return _read_16bit_color(path)
+    return image.mode in ("RGB", "RGBA") and isinstance(rawmode, str) and ";16" in rawmode
+
+
+def _to_rgb8(image) -> np.ndarray:
+    mode = image.mode
     if mode.startswith("I;16") or mode == "I":
         return _gray_to_rgb(_scale16(np.asarray(image)))
     if mode == "F":
