@@ -23,7 +23,8 @@ def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backen
 
     Frame counts come from the demuxed packet stream (or, with --exact, from decoding),
     never from header metadata. A file that fails is reported on stderr as
-    "mmvgm: error: PATH: REASON"; the exit code is 1 if any file failed.
+    "mmvgm: error: PATH: REASON" and the others are still probed; the exit code is 1
+    if any file failed (with --debug the first failure stops it with a traceback).
 
     \b
     Examples:
@@ -33,11 +34,14 @@ def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backen
     from mmvgm.io import probe
     from mmvgm.progress import track
 
+    debug = bool(ctx.find_root().params.get("debug"))
     rows = []
     for path in track(paths, "probing", disable=len(paths) < 20):
         try:
             rows.append(probe(path, backend=backend, exact=exact).to_dict())
         except MMVGMError as exc:
+            if debug:
+                raise
             rows.append({"path": path, "error": exc.message})
             click.echo(f"mmvgm: error: {exc}", err=True)
         if as_json:
@@ -62,7 +66,10 @@ def _print_table(rows: list) -> None:
         table.add_row(row["path"], str(row["frames"]), _num(row["fps"], "{:.3g}"),
                       f"{row['width']}x{row['height']}", row["codec"],
                       _num(row["duration"], "{:.2f} s"))
-    Console(soft_wrap=True).print(table)
+    console = Console()
+    if not console.is_terminal:  # pipes and files: never fold long paths across lines
+        console = Console(width=100_000)
+    console.print(table)
 
 
 def _num(value, fmt: str) -> str:

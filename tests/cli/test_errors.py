@@ -1,0 +1,85 @@
+"""The CLI error contract: one line ``mmvgm: error: <path>: <reason>`` on stderr, exit != 0,
+no traceback unless ``--debug``; unexpected exceptions get a ``--debug`` hint."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mmvgm.cli import INTERNAL_ERROR_EXIT, VERBS, cli
+from mmvgm.errors import DecodeError
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def boom(monkeypatch):
+    monkeypatch.setitem(VERBS, "boom", "tests.cli._boom_verb")
+    return lambda *args: CliRunner().invoke(cli, [*args])
+
+
+@pytest.mark.parametrize("kind, line", [
+    ("decode", "mmvgm: error: clips/bad.mp4: no decodable video frames"),
+    ("limit", "mmvgm: error: big.mp4: frame size 20000x20000 exceeds the pixel budget"),
+    ("checkpoint", "mmvgm: error: ckpt/: missing model.safetensors (expected files: mmvgm.yaml, "
+                   "model.safetensors)"),
+    ("nopath", "mmvgm: error: something went wrong"),
+])
+def test_project_errors_are_one_line_with_the_path(boom, kind, line):
+    result = boom("boom", kind)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [line]
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_unexpected_errors_get_the_debug_hint(boom):
+    result = boom("boom", "runtime")
+    assert result.exit_code == INTERNAL_ERROR_EXIT != 0
+    [line] = result.stderr.splitlines()
+    assert line.startswith("mmvgm: error: unexpected RuntimeError: boom second line")
+    assert "--debug" in line and "Traceback" not in result.output
+
+
+def test_interrupt_is_one_line(boom):
+    result = boom("boom", "interrupt")
+    assert result.exit_code == 130 and result.stderr.splitlines() == ["mmvgm: error: interrupted"]
+
+
+def test_debug_lets_the_exception_through(boom):
+    result = boom("--debug", "boom", "decode")
+    assert isinstance(result.exception, DecodeError)
+    result = boom("--debug", "boom", "runtime")
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_success_is_silent_on_stderr(boom):
+    result = boom("boom", "fine")
+    assert result.exit_code == 0 and result.stdout == "ok\n" and result.stderr == ""
+
+
+def test_usage_errors_exit_2():
+    result = CliRunner().invoke(cli, ["no-such-verb"])
+    assert result.exit_code == 2 and "No such command" in result.stderr
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmvgm", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_python_dash_m_behaves_like_mmvgm(tmp_path):
+    """``python -m mmvgm`` is the console script: same help, same one-line errors."""
+    missing = tmp_path / "missing.mp4"
+    result = _run("info", str(missing))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"mmvgm: error: {missing}: no such file or directory"]
+    assert "Traceback" not in result.stderr
+    debug = _run("--debug", "info", str(missing))
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "InputError" in debug.stderr
+    helped = _run("--help")
+    assert helped.returncode == 0 and "info" in helped.stdout and "Usage: mmvgm" in helped.stdout
