@@ -5,7 +5,7 @@ import sys
 from click.testing import CliRunner
 
 from mmvgm.cli import cli
-from tests.lvd.conftest import tiny_pipeline_dir  # noqa: F401 (fixture)
+from tests.lvd.conftest import single_thread_torch, tiny_pipeline_dir  # noqa: F401 (fixtures)
 
 
 def _flags(tmp_path):

@@ -53,6 +53,15 @@ def build_tiny_animatediff(workdir):
     return out
 
 
+@pytest.fixture(autouse=True)
+def single_thread_torch():
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls (10x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory):
     return build_tiny_animatediff(tmp_path_factory.mktemp("animatediff"))
