@@ -1,0 +1,128 @@
+"""Clip extraction speed of ``mmvgm.io.read_clip`` against full decodes of the same file.
+
+Makes a 10 s 480p H.264 file with PyAV in a temporary folder, then times, interleaved and
+repeated (best of N, so a busy machine hurts every contender alike):
+
+- ``full decode``: OpenCV reads every frame (decode + its BGR conversion), nothing kept;
+- ``research``: decode every frame, convert every frame to float RGB, stack, then take
+  16 frames (what the research code did);
+- ``read_clip`` with 16 frames, ``uniform`` and ``consecutive``, OpenCV and PyAV backends.
+
+Prints clip-extraction rates as ratios measured in this one run. Goals: uniform read_clip
+>= 0.8x the full-decode rate, and >= 3x the research pipeline. Nothing is asserted.
+
+    python benchmarks/bench_io.py [--seconds 10] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+
+def make_video(path: Path, seconds: float, fps: int = 30, width: int = 854, height: int = 480) -> Path:
+    """Textured, moving content (so the encoder and decoder do real work), default GOP."""
+    import av
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, size=(height, width * 2, 3), dtype=np.uint8)
+    texture = (texture.astype(np.uint16) + np.roll(texture, 1, axis=1)) // 2  # less pure noise
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for i in range(int(seconds * fps)):
+            frame = texture[:, i * 4 % width:i * 4 % width + width].astype(np.uint8)
+            cx, cy = (i * 7) % width, height // 2 + int(100 * np.sin(i / 10))
+            frame[(xx - cx) ** 2 + (yy - cy) ** 2 < 60 ** 2] = (255, 40, 40)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def full_decode(path: Path) -> int:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    count = 0
+    while True:
+        ok, _ = cap.read()
+        if not ok:
+            break
+        count += 1
+    cap.release()
+    return count
+
+
+def research_pipeline(path: Path, num_frames: int = 16) -> np.ndarray:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)
+    cap.release()
+    video = np.stack(frames)
+    return video[np.linspace(0, len(video) - 1, num_frames).astype(int)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=16)
+    args = parser.parse_args()
+
+    from mmvgm.io import probe, read_clip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_video(Path(tmp) / "bench_480p.mp4", args.seconds)
+        info = probe(path)
+        print(f"file: {info.width}x{info.height} {info.codec}, {info.frames} frames, "
+              f"{info.duration:.1f} s, {path.stat().st_size / 1e6:.1f} MB")
+        n = args.frames
+        contenders = {
+            "full decode (OpenCV, all frames)": lambda: full_decode(path),
+            "research (all frames -> float -> sample)": lambda: research_pipeline(path, n),
+            "read_clip uniform (auto=OpenCV)": lambda: read_clip(path, n, "uniform"),
+            "read_clip consecutive (auto=OpenCV)": lambda: read_clip(path, n, "consecutive"),
+            "read_clip uniform (PyAV)": lambda: read_clip(path, n, "uniform", backend="pyav"),
+            "read_clip consecutive (PyAV)": lambda: read_clip(path, n, "consecutive", backend="pyav"),
+        }
+        best = {name: float("inf") for name in contenders}
+        for name, fn in contenders.items():  # warm-up: imports, page cache
+            fn()
+        for _ in range(args.repeats):
+            for name, fn in contenders.items():
+                start = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+
+    full, research = best["full decode (OpenCV, all frames)"], \
+        best["research (all frames -> float -> sample)"]
+    print(f"\nbest of {args.repeats}, {n}-frame clips; rate = clips (or full decodes) per second")
+    print(f"{'':44s} {'seconds':>8s} {'rate/s':>8s} {'vs full decode':>15s} {'vs research':>12s}")
+    for name, seconds in best.items():
+        print(f"{name:44s} {seconds:8.3f} {1 / seconds:8.2f} {full / seconds:14.2f}x "
+              f"{research / seconds:11.2f}x")
+    uniform = best["read_clip uniform (auto=OpenCV)"]
+    consecutive = best["read_clip consecutive (auto=OpenCV)"]
+    print(f"\ngoal uniform >= 0.8x full decode: {full / uniform:.2f}x   "
+          f"goal >= 3x research: uniform {research / uniform:.2f}x, "
+          f"consecutive {research / consecutive:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
