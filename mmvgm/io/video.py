@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
-from mmvgm.io.backends import AUTO_ORDER, BACKENDS, DemuxInfo, FrameReader, demux_info
+from mmvgm.io.backends import AUTO_ORDER, BACKENDS, DemuxInfo, demux_info
 from mmvgm.io.clip import Clip, VideoInfo
 from mmvgm.io.frames_dir import probe_frames, read_frames_clip
 from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels

@@ -1,7 +1,6 @@
 """read_clip / probe over every container, both backends, every sampling mode and bad input."""
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
@@ -261,7 +260,9 @@ def bad_inputs(tmp_path, mp4, videos):
         "image given as video": (tmp_path / "photo.png", InputError, "use read_image"),
         "no frames in directory": (tmp_path / "nothing", DecodeError, "no frame images"),
         "huge header": (tmp_path / "huge.gif", LimitError, "16000x16000"),
+        "0 decodable frames": (tmp_path / "header_only.mkv", DecodeError, "no decodable video frames"),
     }
+    made["0 decodable frames"][0].write_bytes(videos["mkv-h264"].read_bytes()[:1000])
     made["zero bytes"][0].write_bytes(b"")
     made["truncated"][0].write_bytes(full[:len(full) // 2])
     made["text renamed .mp4"][0].write_text("this is a text file\nwith two lines\n")
