@@ -24,6 +24,8 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
       so a transparent background reads as white, as viewers show it.
     - The EXIF orientation tag is applied (phone photos come back upright).
     - The size is checked against ``max_pixels`` from the header, before decoding.
+    - Animated images (GIF, WebP) give their first frame. A file without a known extension
+      is accepted when Pillow recognises its content.
 
     Raises InputError (missing, unsupported type), DecodeError (empty, corrupt, truncated,
     not an image) or LimitError (larger than the pixel budget).
@@ -31,7 +33,7 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = existing_path(path)
-    check_media_file(path, IMAGE_EXTENSIONS, "image")
+    check_media_file(path, IMAGE_EXTENSIONS, "image", sniff=_pillow_knows)
     budget = resolve_max_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
@@ -55,6 +57,18 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
         except (OSError, SyntaxError, ValueError) as exc:
             raise DecodeError(f"truncated or corrupt image ({exc})", path) from None
     return np.ascontiguousarray(apply_orientation(rgb, orientation))
+
+
+def _pillow_knows(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path):
+                return True
+    except Exception:  # noqa: BLE001 - any failure means "not an image we accept"
+        return False
 
 
 def image_size(path: PathLike) -> Tuple[int, int]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from mmvgm.errors import DecodeError, InputError, PathLike
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".gif", ".mpg", ".mpeg",
                     ".ts", ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".y4m")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def existing_path(path: PathLike) -> Path:
@@ -21,11 +21,12 @@ def existing_path(path: PathLike) -> Path:
     return p
 
 
-def check_media_file(path: Path, extensions: tuple, kind: str) -> None:
+def check_media_file(path: Path, extensions: tuple, kind: str,
+                     sniff: Optional[Callable[[Path], bool]] = None) -> None:
     """Refuse unreadable, empty and unsupported files before any decoder sees them.
 
-    A file with an unknown extension is accepted when its first bytes are a known video
-    container (uploads often lose their extension).
+    A file with an unknown extension is still accepted when ``sniff(path)`` recognises its
+    content (uploads often lose their extension); videos are sniffed by container magic.
     """
     if not path.is_file():
         raise InputError(f"not a regular file (expected a {kind})", path)
@@ -36,7 +37,9 @@ def check_media_file(path: Path, extensions: tuple, kind: str) -> None:
         raise DecodeError("empty file (0 bytes)", path)
     if path.suffix.lower() in extensions:
         return
-    if kind == "video" and sniff_container(read_head(path)) is not None:
+    if sniff is None and kind == "video":
+        sniff = is_video_container
+    if sniff is not None and sniff(path):
         return
     shown = f"'{path.suffix}'" if path.suffix else "(no extension)"
     hint = ""
@@ -44,6 +47,10 @@ def check_media_file(path: Path, extensions: tuple, kind: str) -> None:
         hint = "; this is an image: use read_image, or put frames in a directory"
     raise InputError(f"unsupported file type {shown} (supported {kind} types: "
                      f"{', '.join(extensions)}{hint})", path)
+
+
+def is_video_container(path: Path) -> bool:
+    return sniff_container(read_head(path)) is not None
 
 
 def read_head(path: Path, size: int = 4096) -> bytes:

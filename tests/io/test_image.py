@@ -214,3 +214,12 @@ def test_write_image_is_atomic(tmp_path, monkeypatch):
         write_image(dest, np.zeros((4, 4, 3), np.uint8))
     assert dest.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_extensionless_image_and_gif(tmp_path):
+    data = rgb()
+    Image.fromarray(data).save(tmp_path / "upload", format="PNG")
+    np.testing.assert_array_equal(read_image(tmp_path / "upload"), data)
+    Image.fromarray(data).quantize(colors=8).save(tmp_path / "still.gif")
+    out = read_image(tmp_path / "still.gif")
+    assert out.shape == (12, 20, 3) and out.dtype == np.uint8
