@@ -110,9 +110,9 @@ def _read_file(file: Path) -> Dict[str, torch.Tensor]:
                               f"one of {', '.join(TORCH_SUFFIXES)}", file)
     try:
         obj = torch.load(str(file), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError("refusing to load: the file holds more than tensors (weights_only "
-                              f"load failed: {str(exc).splitlines()[0]})", file) from None
+    except pickle.UnpicklingError:
+        raise CheckpointError("refusing to load: the file holds Python objects, not only tensors, and mmvgm "
+                              "never unpickles them (save the state dict as .safetensors)", file) from None
     except Exception as exc:  # noqa: BLE001 - corrupt zip/pickle streams raise many types
         raise CheckpointError(f"not a readable torch checkpoint ({type(exc).__name__}: {exc})".splitlines()[0],
                               file) from None
