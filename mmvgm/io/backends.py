@@ -23,6 +23,8 @@ AUTO_ORDER = ("opencv", "pyav")
 
 BACKENDS: Dict[str, Type["FrameReader"]] = {}
 
+NO_VIDEO_STREAM = "no video stream (an audio-only file?)"
+
 
 def register_backend(name: str) -> Callable[[Type["FrameReader"]], Type["FrameReader"]]:
     def add(cls: Type["FrameReader"]) -> Type["FrameReader"]:
@@ -199,7 +201,7 @@ def _open_av(path: Path):
         raise DecodeError(f"PyAV cannot open it ({_short(exc)})", path) from None
     if not container.streams.video:
         container.close()
-        raise DecodeError("no video stream (audio-only or not a video)", path)
+        raise DecodeError(NO_VIDEO_STREAM, path)
     return container, container.streams.video[0]
 
 

@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
-from mmvgm.io.backends import AUTO_ORDER, BACKENDS, DemuxInfo, demux_info
+from mmvgm.io.backends import AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DemuxInfo, demux_info
 from mmvgm.io.clip import Clip, VideoInfo
 from mmvgm.io.frames_dir import probe_frames, read_frames_clip
 from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels
@@ -147,6 +147,8 @@ def _demux_or_none(path: Path, max_frames: Optional[int]) -> Optional[DemuxInfo]
 
 
 def _undecodable(path: Path, failures: Sequence[str]) -> DecodeError:
+    if NO_VIDEO_STREAM in failures:
+        return DecodeError(NO_VIDEO_STREAM, path)
     if any(f == "no decodable video frames" for f in failures):
         return DecodeError("no decodable video frames (the file holds a video stream, but no "
                            "frame decodes)", path)

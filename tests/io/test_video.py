@@ -261,7 +261,9 @@ def bad_inputs(tmp_path, mp4, videos):
         "no frames in directory": (tmp_path / "nothing", DecodeError, "no frame images"),
         "huge header": (tmp_path / "huge.gif", LimitError, "16000x16000"),
         "0 decodable frames": (tmp_path / "header_only.mkv", DecodeError, "no decodable video frames"),
+        "audio only": (tmp_path / "voice.mp4", DecodeError, "no video stream"),
     }
+    _write_audio_only(made["audio only"][0])
     made["0 decodable frames"][0].write_bytes(videos["mkv-h264"].read_bytes()[:1000])
     made["zero bytes"][0].write_bytes(b"")
     made["truncated"][0].write_bytes(full[:len(full) // 2])
@@ -273,6 +275,22 @@ def bad_inputs(tmp_path, mp4, videos):
     (tmp_path / "nothing" / "readme.txt").write_text("no frames here")
     gif_with_claimed_size(videos["gif"], made["huge header"][0], 16000, 16000)
     return made
+
+
+def _write_audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        for i in range(5):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 @pytest.mark.parametrize("reader", [read_clip, probe])
