@@ -190,3 +190,48 @@ def write_report(out: PathLike, metrics: dict, rows: Optional[Sequence[dict]] = 
         written.append(write_text_atomic(out / "sweep.csv", sweep_csv(rows)))
         written.append(sweep_png(rows, out / "sweep.png"))
     return written
+
+
+def flags_from_models(models: PathLike, data: PathLike, split: str = "test", device: Optional[str] = None,
+                      batch_size: int = 16, progress: bool = True) -> FlagTable:
+    """Per-step flags of trained LVD models over a store's videos (by default the models' test split).
+
+    ``split="all"`` scores every video of ``data`` (e.g. a store the models never saw).
+    """
+    import torch
+
+    from mmvgm.lvd.model import LVDModel
+    from mmvgm.lvd.store import TrajectoryStore
+    from mmvgm.progress import track
+
+    model = LVDModel.load(models, device)
+    store = TrajectoryStore(data)
+    if split == "all":
+        ids = [v.id for v in store]
+    else:
+        known = model.cfg.get("split", {})
+        if split not in known:
+            raise InputError(f"unknown split '{split}'; the models have {sorted(known)} (or use 'all')")
+        present = {v.id for v in store}
+        ids = [vid for vid in known[split] if vid in present]
+        if not ids:
+            raise InputError(f"none of the models' {split} videos are in this store; "
+                             "use --split all to score every video", data)
+    if model.mode == "conditioned":
+        steps = list(range(store.num_steps))
+    else:
+        steps = list(range(len(model.steps)))
+        if model.steps != steps:
+            raise InputError(f"the per-step models cover steps {model.steps}; the rule needs every step "
+                             f"from 0 (train with --steps 0-{max(model.steps)})", models)
+    table: FlagTable = {"0": {}, "1": {}}
+    flags = {vid: [] for vid in ids}
+    for step in track(steps, "scoring steps", disable=not progress):
+        for i in range(0, len(ids), batch_size):
+            chunk = ids[i:i + batch_size]
+            x0 = torch.stack([store.load(vid, [step])[0] for vid in chunk])
+            for vid, flag in zip(chunk, model.flags(x0, step).tolist()):
+                flags[vid].append(int(flag))
+    for vid in ids:
+        table["1" if store.get(vid).unsafe else "0"][vid] = flags[vid]
+    return table

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from mmvgm.errors import CheckpointError, InputError
+from mmvgm.lvd.model import load_lvd_model
+from mmvgm.lvd.store import TrajectoryWriter, category_names
+from mmvgm.lvd.train import fit_threshold, train_lvd
+
+SHAPE = (3, 4, 4, 8, 8)  # steps, channels, frames, H, W
+
+
+def make_store(root, n_normal=10, n_unsafe=10, seed=0):
+    """Unsafe videos ("violent") carry a bright blob in latent channel 1 that sharpens over steps."""
+    g = torch.Generator().manual_seed(seed)
+    with TrajectoryWriter(root, category_names()) as w:
+        for i in range(n_normal + n_unsafe):
+            x = torch.randn(*SHAPE, generator=g)
+            unsafe = i >= n_normal
+            if unsafe:
+                for s in range(SHAPE[0]):
+                    x[s, 1, :, 2:6, 2:6] += 2.0 + s
+            w.add(f"v{i:03d}", x, ["violent"] if unsafe else [])
+    return root
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store"))
+
+
+def test_conditioned_training_learns_and_saves_safetensors_yaml(store_dir, tmp_path):
+    model, summary = train_lvd(store_dir, tmp_path / "m", mode="conditioned", categories=["violent", "political"],
+                               epochs=4, batch_size=8, lr=2e-3, device="cpu", progress=False)
+    assert summary["models"] == 1 and sorted(p.name for p in (tmp_path / "m").iterdir()) == ["lvd.yaml", "model.safetensors"]
+    split = model.cfg["split"]
+    assert set(split["test"]) & set(split["train"]) == set()
+    normal_test = [v for v in split["test"] if int(v[1:]) < 10]
+    assert normal_test, "normal videos are held out too"
+    # thresholds come from validation, and the model separates the classes
+    assert set(model.thresholds) == {"violent", "political"}
+    assert summary["validation"]["violent"]["val_auc"] > 0.9
+    from mmvgm.lvd.store import TrajectoryStore
+
+    store = TrajectoryStore(store_dir)
+    x = torch.stack([store.load(v, [2])[0] for v in split["test"]])
+    flags = model.flags(x, 2).tolist()
+    truth = [store.get(v).unsafe for v in split["test"]]
+    assert sum(f == t for f, t in zip(flags, truth)) >= len(truth) - 1
+    # reload from disk alone gives the same probabilities
+    again = load_lvd_model(tmp_path / "m", device="cpu")
+    assert torch.allclose(again.probs(x, 1), model.probs(x, 1))
+
+
+def test_per_step_training_one_model_per_category_and_step(store_dir, tmp_path):
+    model, summary = train_lvd(store_dir, tmp_path / "p", mode="per-step", steps="0-1",
+                               categories=["violent", "distorted"], epochs=1, device="cpu", progress=False)
+    files = sorted(p.name for p in (tmp_path / "p" / "per_step").iterdir())
+    assert files == ["distorted_step00.safetensors", "distorted_step01.safetensors",
+                     "violent_step00.safetensors", "violent_step01.safetensors"]
+    assert set(model.thresholds["violent"]) == {"0", "1"}
+    x = torch.zeros(2, *SHAPE[1:])
+    assert model.probs(x, 1).shape == (2, 2)
+    with pytest.raises(InputError, match="cover steps"):
+        model.probs(x, 2)
+
+
+def test_train_bad_inputs(store_dir, tmp_path):
+    with pytest.raises(InputError, match="outside the recorded steps"):
+        train_lvd(store_dir, tmp_path / "x", steps="0-7", progress=False)
+    with pytest.raises(InputError, match="unknown categories"):
+        train_lvd(store_dir, tmp_path / "x", categories=["gore"], progress=False)
+    with pytest.raises(InputError, match="--mode"):
+        train_lvd(store_dir, tmp_path / "x", mode="joint", progress=False)
+    with pytest.raises(InputError, match="needs --vae"):
+        train_lvd(store_dir, tmp_path / "x", input_kind="rgb", progress=False)
+    with pytest.raises(CheckpointError, match="no lvd.yaml"):
+        load_lvd_model(tmp_path)
+
+
+def test_fit_threshold_on_validation_only():
+    thr, auc = fit_threshold([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.9])
+    assert 0.3 < thr <= 0.6 and auc == 1.0
+    assert fit_threshold([1, 1], [0.2, 0.4]) == (0.5, None)
