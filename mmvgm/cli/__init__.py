@@ -16,6 +16,7 @@ from mmvgm.errors import MMVGMError
 
 VERBS = {
     "info": "mmvgm.cli.info",
+    "dataset": "mmvgm.cli.dataset",
     "models": "mmvgm.cli.models",
     "protect": "mmvgm.cli.protect",
     "protect-eval": "mmvgm.cli.protect_eval",

@@ -242,8 +242,13 @@ def _require_columns(columns: Sequence[str], path: Path, line: Optional[int] = N
             raise InputError(f"{at}manifest needs a '{required}' column{hint}; expected path,label[,split]", path)
 
 
-def write_manifest(dest: PathLike, samples: Iterable[Sample], relative_to: Optional[PathLike] = None) -> Path:
-    """Write ``path,label,split`` CSV atomically (e.g. to record the exact split of a run)."""
+def write_manifest(dest: PathLike, samples: Iterable[Sample], relative_to: Optional[PathLike] = None,
+                   protect: Optional[PathLike] = None) -> Path:
+    """Write ``path,label,split`` CSV atomically (e.g. to record the exact split of a run).
+
+    ``relative_to``: write paths relative to this folder (use the destination's folder so
+    that :func:`discover` reads the file back anywhere). ``protect``: an input never overwritten.
+    """
     import io
 
     from mmvgm.io.atomic import write_text_atomic
@@ -260,7 +265,7 @@ def write_manifest(dest: PathLike, samples: Iterable[Sample], relative_to: Optio
             except ValueError:  # another drive on Windows
                 pass
         writer.writerow([p.as_posix(), s.label or "", s.split or ""])
-    return write_text_atomic(dest, buffer.getvalue())
+    return write_text_atomic(dest, buffer.getvalue(), protect=protect)
 
 
 # -- torch dataset --------------------------------------------------------------------------

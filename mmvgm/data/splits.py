@@ -112,6 +112,18 @@ def check_duplicates(splits: Mapping[str, Sequence[Sample]], policy: str = "warn
         raise InputError(f"duplicate policy must be one of {', '.join(DUPLICATE_POLICIES)}, got '{policy}'")
     if policy == "off":
         return []
+    pairs = find_duplicates(splits, progress=progress)
+    for a, b in pairs:
+        message = f"same content in {a.split} and {b.split}: {a.path} and {b.path}"
+        if policy == "refuse":
+            more = f" (and {len(pairs) - 1} more pair(s))" if len(pairs) > 1 else ""
+            raise InputError(message + more + "; remove the copies, or pass duplicates='warn'")
+        log.warning("duplicate across splits: %s", message)
+    return pairs
+
+
+def find_duplicates(splits: Mapping[str, Sequence[Sample]], progress: bool = False) -> List[Tuple[Sample, Sample]]:
+    """Pairs of samples with identical content in different splits (earlier split first)."""
     by_size: Dict[Tuple[int, int], List[Sample]] = defaultdict(list)
     for name, items in splits.items():
         for s in items:
@@ -120,7 +132,7 @@ def check_duplicates(splits: Mapping[str, Sequence[Sample]], policy: str = "warn
     # only content whose size occurs in two different splits can be a cross-split duplicate
     candidates = [s for group in by_size.values() if len({x.split for x in group}) > 1 for s in group]
     by_hash: Dict[str, List[Sample]] = defaultdict(list)
-    for sample in track(candidates, "hashing for duplicates", disable=not progress or not candidates):
+    for sample in track(candidates, "hashing for duplicates", disable=not progress or len(candidates) < 50):
         by_hash[content_hash(sample.path)].append(sample)
     pairs: List[Tuple[Sample, Sample]] = []
     for group in by_hash.values():
@@ -129,11 +141,6 @@ def check_duplicates(splits: Mapping[str, Sequence[Sample]], policy: str = "warn
             for b in group[i + 1:]:
                 if a.split != b.split:
                     pairs.append((a, b))
-    for a, b in pairs:
-        message = f"same content in {a.split} and {b.split}: {a.path} and {b.path}"
-        if policy == "refuse":
-            raise InputError(message + " (remove one, or pass duplicates='warn')")
-        log.warning("duplicate across splits: %s", message)
     return pairs
 
 
