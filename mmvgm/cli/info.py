@@ -17,8 +17,13 @@ from mmvgm.errors import MMVGMError
               help="Count frames by decoding every one (slower) instead of counting packets.")
 @click.option("--backend", type=click.Choice(["auto", "opencv", "pyav"]), default="auto",
               show_default=True, help="Decoder; auto tries OpenCV, then PyAV.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Pixel budget per frame (default: mmvgm.io's, 8K UHD).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Frame budget, applied with --exact (default: mmvgm.io's, 100000).")
 @click.pass_context
-def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backend: str) -> None:
+def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backend: str,
+            max_pixels: int, max_frames: int) -> None:
     """Print frames, fps, size, codec and duration of each video (or frame directory).
 
     Frame counts come from the demuxed packet stream (or, with --exact, from decoding),
@@ -38,7 +43,8 @@ def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backen
     rows = []
     for path in track(paths, "probing", disable=len(paths) < 20):
         try:
-            rows.append(probe(path, backend=backend, exact=exact).to_dict())
+            rows.append(probe(path, backend=backend, exact=exact, max_pixels=max_pixels,
+                              max_frames=max_frames).to_dict())
         except MMVGMError as exc:
             if debug:
                 raise

@@ -84,3 +84,11 @@ def test_help_has_an_example_and_no_paths_is_a_usage_error():
     result = CliRunner().invoke(cli, ["info", "--help"])
     assert result.exit_code == 0 and "mmvgm info clip.mp4" in result.stdout
     assert invoke().exit_code == 2
+
+
+def test_budgets(media):
+    result = invoke(media["mp4"], "--json", "--max-pixels", "100")
+    assert result.exit_code == 1 and "pixel budget" in json.loads(result.stdout)["error"]
+    result = invoke(media["mp4"], "--json", "--exact", "--max-frames", "5")
+    assert result.exit_code == 1 and "frame budget" in json.loads(result.stdout)["error"]
+    assert invoke(media["mp4"], "--max-frames", "5").exit_code == 0  # packet counts are cheap
