@@ -81,8 +81,14 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(math.exp(res.x))
 
 
-def fit_fpr_threshold(p_fake_real: np.ndarray, target_fpr: float = 0.05) -> float:
-    """Smallest threshold t with mean(p_fake_real >= t) <= target_fpr."""
+def fit_fpr_threshold(p_fake_real: np.ndarray, target_fpr: float = 0.05,
+                      p_fake_fake: Optional[np.ndarray] = None) -> float:
+    """A threshold t with mean(p_fake_real >= t) <= target_fpr, as low as that allows.
+
+    With the generated videos' scores, t is the midpoint between the highest real score that
+    must stay below it and the next generated score above that score: the same validation
+    FPR and TPR as the lowest such threshold, with a margin on both sides.
+    """
     scores = np.sort(np.asarray(p_fake_real, np.float64))[::-1]
     if len(scores) == 0:
         raise InputError("cannot fit a threshold at a target false-positive rate: no real videos in "
@@ -90,8 +96,15 @@ def fit_fpr_threshold(p_fake_real: np.ndarray, target_fpr: float = 0.05) -> floa
     if not 0.0 <= target_fpr < 1.0:
         raise InputError(f"target false-positive rate must be in [0, 1), got {target_fpr}")
     allowed = int(math.floor(target_fpr * len(scores) + 1e-9))
-    # just above the (allowed+1)-th highest real score: at most `allowed` reals reach it
-    return float(np.nextafter(scores[allowed], np.inf))
+    # above the (allowed+1)-th highest real score: at most `allowed` reals reach it
+    edge = scores[allowed]
+    if p_fake_fake is not None:
+        # the next score above the edge, generated or real: t between them splits nothing new
+        higher = np.r_[np.asarray(p_fake_fake, np.float64), scores[:allowed]]
+        higher = higher[higher > edge]
+        if higher.size:
+            return float((edge + higher.min()) / 2.0)
+    return float(np.nextafter(edge, np.inf))
 
 
 def fit_open_set_threshold(probs: np.ndarray, y: np.ndarray, percentile: float = 5.0) -> Optional[float]:
@@ -153,7 +166,7 @@ def fit_calibration(logits: Mapping[str, np.ndarray], y: np.ndarray, task: str, 
         if fixed_threshold is not None:
             cal.threshold, cal.threshold_method = float(fixed_threshold), "fixed"
         else:
-            cal.threshold = fit_fpr_threshold(p_fake[is_fake == 0], target_fpr)
+            cal.threshold = fit_fpr_threshold(p_fake[is_fake == 0], target_fpr, p_fake[is_fake == 1])
             cal.threshold_method, cal.target_fpr = "target_fpr", float(target_fpr)
     if task in ("trace", "joint"):
         trace_logits = np.asarray(logits["trace"], np.float64)

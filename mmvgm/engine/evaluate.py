@@ -27,7 +27,8 @@ from mmvgm.errors import InputError, PathLike
 
 HEADS = ("detect", "trace")
 SPLIT_CHOICES = ("test", "val", "train", "all")
-TABLE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5")
+TABLE_METRICS = {"accuracy": "acc", "balanced_accuracy": "bal acc", "macro_f1": "macro F1", "auc": "AUC",
+                 "ap": "AP", "tpr_at_fpr_1": "TPR@1%FPR", "tpr_at_fpr_5": "TPR@5%FPR"}
 
 
 @dataclass
@@ -112,10 +113,16 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
         from mmvgm.attacks.robustness import parse_attack_spec
 
         parse_attack_spec(attack)
-    dev = pick_device(device)
-    model, meta = load_checkpoint(checkpoint, device=dev)
+    from mmvgm.engine.checkpoint import read_meta
+
+    meta = read_meta(checkpoint)
     task = meta["task"]
     label_set = LabelSet.from_dict(meta["labels"])
+    if holdout_class and task != "detect" and holdout_class in label_set.names:
+        raise InputError(f"--holdout-class '{holdout_class}' is one of the checkpoint's classes; "
+                         "hold out a source the model was not trained on")
+    dev = pick_device(device)
+    model, meta = load_checkpoint(checkpoint, device=dev)
     cal = Calibration.from_dict(meta.get("calibration"))
     transform = VideoTransform.from_config(meta["preprocess"])
     frames, sampling = int(meta["frames"]), meta.get("sampling", "consecutive")
@@ -173,9 +180,6 @@ def _select_samples(meta: Mapping[str, Any], data: PathLike, split: str, task: s
     from mmvgm.engine.tasks import relabel, task_splits
 
     exclude = [holdout_class] if holdout_class else []
-    if holdout_class and task != "detect" and holdout_class in label_set.names:
-        raise InputError(f"--holdout-class '{holdout_class}' is one of the checkpoint's classes; "
-                         "hold out a source the model was not trained on")
     if split == "all":
         samples = relabel([s for s in discover(data) if s.label not in exclude], task, label_set)
         return samples, {"n_available": len(samples)}
@@ -294,8 +298,8 @@ def results_table(results: Mapping[str, Any]):
 
     table = Table(title=f"{results.get('task')} metrics on {results.get('split')} ({results.get('n')} videos)")
     table.add_column("input")
-    for m in TABLE_METRICS:
-        table.add_column(m.replace("_", " "), justify="right")
+    for header in TABLE_METRICS.values():
+        table.add_column(header, justify="right")
     rows = [("clean", results)] + list((results.get("perturbations") or {}).items())
     for name, m in rows:
         table.add_row(name, *("n/a" if m.get(k) is None else f"{m[k]:.4f}" for k in TABLE_METRICS))

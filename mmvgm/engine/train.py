@@ -91,17 +91,33 @@ class TrainResult:
 # ----------------------------------------------------------------------------- config
 
 def load_train_config(path: Optional[PathLike] = None, overrides: Optional[Mapping[str, Any]] = None) -> dict:
-    """DEFAULTS <- train YAML (``configs/train/<name>.yaml`` or a path) <- ``{"a.b": v}`` overrides."""
+    """DEFAULTS <- train YAML (``configs/train/<name>.yaml`` or a path) <- ``{"a.b": v}`` overrides.
+
+    With ``resume`` and an existing ``<out>/last``, the stored config of that run replaces
+    DEFAULTS, so ``mmvgm train --out runs/x --resume`` needs nothing else.
+    """
     from mmvgm.config import apply_overrides
 
-    cfg = copy.deepcopy(DEFAULTS)
+    file_cfg: dict = {}
     if path is not None:
         file_cfg = load_config(path, "train")
         validate_keys(file_cfg, path)
-        cfg = merge(cfg, file_cfg)
-    cfg = apply_overrides(cfg, dict(overrides or {}))
+    cfg = apply_overrides(merge(DEFAULTS, file_cfg), dict(overrides or {}))
+    stored = _stored_config(cfg) if cfg.get("resume") else None
+    if stored:  # resume: the run's own config, changed only by what was given now
+        cfg = apply_overrides(merge(merge(DEFAULTS, stored), file_cfg), dict(overrides or {}))
     validate_keys(cfg)
     return cfg
+
+
+def _stored_config(cfg: Mapping[str, Any]) -> Optional[dict]:
+    from mmvgm.engine.checkpoint import CONFIG_NAME, read_meta
+
+    if not cfg.get("out") or not (Path(cfg["out"]) / "last" / CONFIG_NAME).is_file():
+        return None
+    stored = dict(read_meta(Path(cfg["out"]) / "last").get("config") or {})
+    stored.pop("resume", None)
+    return stored
 
 
 def validate_keys(cfg: Mapping[str, Any], path: Optional[PathLike] = None) -> None:

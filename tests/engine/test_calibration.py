@@ -69,3 +69,12 @@ def test_joint_probabilities_sum_to_one_and_predictions():
     probs = C.class_probabilities(out, "joint")
     assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1)
     assert C.predictions(out, cal, "joint").tolist() == [0, 1]
+
+
+def test_fpr_threshold_sits_between_the_last_real_and_the_next_score():
+    real = np.array([0.01, 0.02, 0.03])
+    fake = np.array([0.9, 0.95, 0.02])
+    th = C.fit_fpr_threshold(real, 0.0, fake)
+    assert th == pytest.approx((0.03 + 0.9) / 2)
+    # same validation FPR and TPR as the tightest threshold
+    assert (real >= th).sum() == 0 and (fake >= th).sum() == 2

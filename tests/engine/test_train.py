@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mmvgm.engine import calibration as calibration_module
+from mmvgm.engine import evaluate as evaluate_module
+from mmvgm.engine.checkpoint import load_checkpoint, read_meta
+from mmvgm.engine.tasks import task_label_set, task_splits
+from mmvgm.engine.train import EpochSampler, linear_schedule, load_train_config, train
+from mmvgm.errors import ConfigError, InputError
+from tests.engine.synthetic import tiny_config
+
+
+def _no_timing(history):
+    return [{k: v for k, v in r.items() if not k.endswith("per_s")} for r in history]
+
+
+def test_checkpoints_hold_everything_to_rebuild(trained_run):
+    meta = read_meta(trained_run.best_dir)
+    for key in ("model_cfg", "task", "labels", "preprocess", "frames", "sampling", "calibration", "versions",
+                "data", "seed", "config"):
+        assert key in meta, key
+    assert meta["labels"]["classes"][0]["name"] == "real" and meta["task"] == "joint"
+    assert set(meta["calibration"]) >= {"temperature", "threshold", "open_set_threshold", "trace_temperature"}
+    assert meta["data"]["unused"] == {"hotshot-xl": 4}  # not in the label file: left out, and said so
+    assert (trained_run.out_dir / "history.jsonl").read_text().count("\n") == 2
+    assert (trained_run.last_dir / "train_state.json").is_file()
+    assert not (trained_run.best_dir / "train_state.json").exists()
+
+
+def test_save_load_round_trip_gives_identical_logits(trained_run):
+    model, meta = load_checkpoint(trained_run.last_dir)
+    again, _ = load_checkpoint(trained_run.last_dir)
+    x = torch.randn(2, meta["frames"], 3, 32, 32)
+    with torch.no_grad():
+        a, b = model(x), again(x)
+    assert torch.equal(a["detect"], b["detect"]) and torch.equal(a["trace"], b["trace"])
+    weights = load_file(str(trained_run.last_dir / "model.safetensors"))
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_learns_visibly_different_classes_above_chance(trained_run, synth_data):
+    results = evaluate_module.evaluate(trained_run.best_dir, synth_data, split="test", workers=0, progress=False)
+    assert results["n"] == 6 and results["split_matches_training"]
+    # 3 balanced classes: chance is 1/3; colours make them easy
+    assert results["balanced_accuracy"] >= 0.8, results["confusion"]
+    assert results["detect"]["auc"] >= 0.9
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, trained_run, synth_data, synth_labels):
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(epoch, record):
+        if epoch == 0:
+            raise Killed
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(tiny_config(synth_data, out, synth_labels), on_epoch_end=kill_after_first_epoch)
+    assert read_meta(out / "last")["epoch"] == 1
+    # resuming needs only --out (the stored config is reused)
+    resumed = train(load_train_config(None, {"out": str(out), "resume": True}))
+    straight = load_file(str(trained_run.last_dir / "model.safetensors"))
+    again = load_file(str(out / "last" / "model.safetensors"))
+    assert straight.keys() == again.keys()
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+    assert _no_timing(resumed.history) == _no_timing(trained_run.history)
+    assert read_meta(out / "last")["calibration"] == read_meta(trained_run.last_dir)["calibration"]
+
+
+def test_resume_refuses_a_changed_config(trained_run):
+    cfg = load_train_config(None, {"out": str(trained_run.out_dir), "resume": True, "lr": 0.5})
+    with pytest.raises(ConfigError, match="lr"):
+        train(cfg)
+
+
+def test_calibration_sees_only_the_validation_split(tmp_path, monkeypatch, synth_data, synth_labels):
+    cfg = tiny_config(synth_data, tmp_path / "spy", synth_labels, epochs=1, max_steps=1)
+    predicted, fitted = [], []
+    real_predict, real_fit = evaluate_module.predict, calibration_module.fit_calibration
+
+    def spy_predict(*args, **kwargs):
+        preds = real_predict(*args, **kwargs)
+        predicted.append(sorted(preds.paths))
+        return preds
+
+    def spy_fit(logits, y, *args, **kwargs):
+        fitted.append((len(y), {k: np.array(v) for k, v in logits.items()}))
+        return real_fit(logits, y, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "predict", spy_predict)
+    monkeypatch.setattr(calibration_module, "fit_calibration", spy_fit)
+    train(cfg)
+    splits, _ = task_splits(synth_data, "joint", task_label_set("joint", synth_labels), [0.5, 0.25, 0.25], 2024)
+    val = sorted(s.path for s in splits["val"])
+    assert predicted == [val]
+    assert not set(val) & {s.path for s in splits["test"]}
+    assert len(fitted) == 1 and fitted[0][0] == len(val)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"backbone": "videomae_tinyy"}, "unknown backbone 'videomae_tinyy'"),
+    ({"task": "tracee"}, "did you mean 'trace'"),
+    ({"batchsize": 2}, "did you mean 'batch_size'"),
+    ({"split": {"ratio": [0.8, 0.2]}}, "did you mean 'ratios'"),
+    ({"data": "/nonexistent/data"}, "dataset not found"),
+    ({"mixed_precision": "fp8"}, "mixed_precision"),
+])
+def test_bad_configs_fail_before_training(tmp_path, synth_data, synth_labels, override, message):
+    cfg = tiny_config(synth_data, tmp_path / "x", synth_labels)
+    cfg.update(override)
+    with pytest.raises((ConfigError, InputError), match=message):
+        train(cfg)
+    assert not (tmp_path / "x" / "last").exists()
+
+
+def test_train_config_files_and_overrides(tmp_path):
+    cfg = load_train_config("videomae_trace9", {"lr": 3e-4, "split.seed": 7})
+    assert cfg["backbone"] == "videomae" and cfg["lr"] == 3e-4 and cfg["split"]["seed"] == 7
+    assert cfg["split"]["ratios"] == [0.8, 0.1, 0.1] and cfg["batch_size"] == 4
+    typo = tmp_path / "t.yaml"
+    typo.write_text("backbone: videomae_tiny\nepoch: 3\n")
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        load_train_config(typo)
+
+
+def test_epoch_sampler_and_schedule():
+    s = EpochSampler(10, seed=1)
+    s.set_epoch(0)
+    first = list(s)
+    s.set_epoch(1)
+    assert sorted(first) == list(range(10)) and list(s) != first
+    s.set_epoch(0)
+    assert list(s) == first
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = linear_schedule(opt, warmup=2, total=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[1] < lrs[2] == 1.0 and lrs[-1] < lrs[3] and opt.param_groups[0]["lr"] == 0.0
