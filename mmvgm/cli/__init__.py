@@ -17,14 +17,18 @@ from mmvgm.errors import MMVGMError
 VERBS = {
     "info": "mmvgm.cli.info",
     "dataset": "mmvgm.cli.dataset",
+    "train": "mmvgm.cli.train",
+    "eval": "mmvgm.cli.eval",
     "models": "mmvgm.cli.models",
     "protect": "mmvgm.cli.protect",
     "protect-eval": "mmvgm.cli.protect_eval",
     "trace": "mmvgm.cli.trace",
     "scan": "mmvgm.cli.scan",
+    "demo": "mmvgm.cli.demo",
     "lvd-eval": "mmvgm.cli.lvd_eval",
     "lvd-import": "mmvgm.cli.lvd_import",
     "lvd-record": "mmvgm.cli.lvd_record",
+    "lvd-train": "mmvgm.cli.lvd_train",
 }
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
