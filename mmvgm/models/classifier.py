@@ -12,7 +12,7 @@ from mmvgm.errors import ConfigError, PathLike
 from mmvgm.models import heads as H
 from mmvgm.models.registry import Backbone, build_backbone
 
-MODEL_KEYS = ("backbone", "task", "num_classes", "real_index", "dropout")
+MODEL_KEYS = ("backbone", "task", "num_classes", "dropout")
 
 
 class VideoClassifier(nn.Module):
@@ -26,15 +26,11 @@ class VideoClassifier(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, task: str, num_classes: Optional[int] = None,
-                 real_index: int = 0, dropout: float = 0.0) -> None:
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.task = task
         self.num_classes = H.check_task(task, num_classes) or None
-        self.real_index = int(real_index)
-        if task == "joint" and not 0 <= self.real_index <= self.num_classes:
-            raise ConfigError(f"real_index {real_index} is outside the joint label set of "
-                              f"{self.num_classes + 1} classes")
         self.dropout = float(dropout)
         self.heads = H.make_heads(task, backbone.num_features, num_classes, dropout)
         self.pretrained: Optional[str] = backbone.cfg.get("weights")
@@ -48,11 +44,8 @@ class VideoClassifier(nn.Module):
     @property
     def config(self) -> dict:
         """The ``build_model`` config of this model (JSON/YAML-safe)."""
-        cfg: Dict[str, Any] = {"backbone": self.backbone_config, "task": self.task,
-                               "num_classes": self.num_classes, "dropout": self.dropout}
-        if self.task == "joint":
-            cfg["real_index"] = self.real_index
-        return cfg
+        return {"backbone": self.backbone_config, "task": self.task, "num_classes": self.num_classes,
+                "dropout": self.dropout}
 
     @property
     def preprocess(self) -> Optional[dict]:
@@ -78,20 +71,17 @@ class VideoClassifier(nn.Module):
         return out
 
     def loss_terms(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return H.loss_terms(outputs, labels, self.task, self.real_index)
+        return H.loss_terms(outputs, labels, self.task)
 
     def loss(self, outputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """The task's training loss (joint: BCE on every video + CE on generated ones)."""
         return self.loss_terms(outputs, labels)["loss"]
 
-    def probabilities(self, outputs: Mapping[str, torch.Tensor], temperature: H.Temperature = 1.0) -> torch.Tensor:
-        """(B, num_labels) probabilities over the task's label set."""
-        return H.probabilities(outputs, self.task, self.real_index, temperature)
-
 
 def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -> VideoClassifier:
-    """Build a ``VideoClassifier`` from ``{"backbone", "task", "num_classes"[, "real_index",
-    "dropout"]}``; ``backbone`` is a config name/path/dict (see ``models.registry``).
+    """Build a ``VideoClassifier`` from ``{"backbone", "task", "num_classes"[, "dropout"]}``;
+    ``backbone`` is a config name/path/dict (see ``models.registry``), ``num_classes`` the
+    number of trace logits (trace: N classes; joint: N sources, the label set minus ``real``).
 
     ``weights`` (or the backbone config's ``weights:``) loads local pretrained backbone weights.
     """
@@ -103,5 +93,4 @@ def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -
     task = cfg.get("task", "detect")
     H.check_task(task, cfg.get("num_classes"))
     backbone = build_backbone(cfg["backbone"], weights=weights)
-    return VideoClassifier(backbone, task, cfg.get("num_classes"), real_index=cfg.get("real_index", 0),
-                           dropout=cfg.get("dropout", 0.0))
+    return VideoClassifier(backbone, task, cfg.get("num_classes"), dropout=cfg.get("dropout", 0.0))

@@ -7,11 +7,14 @@ task's label set):
   (``outputs["detect"]`` (B,), sigmoid = P(fake)); loss: binary cross-entropy.
 * ``trace``: index of the source among the N classes of the label file (e.g. vgmshield9).
   ``outputs["trace"]`` (B,N); loss: cross-entropy.
-* ``joint``: the label set is ``real`` plus the N source classes (N+1 names; ``real`` at
-  ``real_index``, 0 by default). Every video trains the detection head (target: label !=
-  real_index); only generated videos train the tracing head, whose target is the source's
-  position among the fake classes (the label index with ``real`` removed). Loss: BCE + CE.
-  ``num_classes`` of a joint model is N, the number of trace logits.
+* ``joint``: the label set is ``real`` (index 0) followed by the N source classes
+  (``mmvgm.engine.tasks`` builds it). Every video trains the detection head (target: label
+  != 0); only generated videos train the tracing head, whose target is the source's position
+  among the fake classes (label - 1). Loss: BCE + CE (mean over the generated videos; an exact
+  0 when a batch holds only real videos). ``num_classes`` of a joint model is N, the number
+  of trace logits.
+
+Turning logits into calibrated probabilities is ``mmvgm.engine.calibration``'s job.
 
 Per-frame backbones (``timm:``) also get ``frame_detect`` (B,T) and ``frame_trace`` (B,T,N):
 the same linear heads applied to each frame's features. Because the heads are linear and the
@@ -19,7 +22,7 @@ video feature is the temporal mean, the video logit is exactly the mean of the f
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +33,7 @@ from mmvgm.errors import ConfigError
 TASKS: Dict[str, Tuple[str, ...]] = {"detect": ("detect",), "trace": ("trace",),
                                      "joint": ("detect", "trace")}
 IGNORE_INDEX = -100
-Temperature = Union[float, Mapping[str, float]]
+REAL_INDEX = 0  # position of ``real`` in detect and joint label sets
 
 
 class DetectHead(nn.Module):
@@ -86,20 +89,12 @@ def label_space_size(task: str, num_classes: Optional[int]) -> int:
     return {"detect": 2, "trace": n, "joint": n + 1}[task]
 
 
-def split_joint_labels(names: Sequence[str], real: str = "real") -> Tuple[int, list]:
-    """For a joint label set: (index of ``real``, the source names in trace-head order)."""
-    names = list(names)
-    if real not in names:
-        raise ConfigError(f"a joint label set needs a '{real}' class; got {', '.join(names)}")
-    return names.index(real), [n for n in names if n != real]
-
-
-def joint_targets(labels: torch.Tensor, real_index: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Joint label indices -> (detect target float (B,), trace target long (B,), -100 for real)."""
+def joint_targets(labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Joint label indices (0 real, 1..N sources) -> (detect target float (B,), trace target
+    long (B,): the source index 0..N-1, or -100 (ignored) for real videos)."""
     labels = labels.long()
-    is_fake = labels != real_index
-    trace = torch.where(labels > real_index, labels - 1, labels)
-    trace = torch.where(is_fake, trace, torch.full_like(trace, IGNORE_INDEX))
+    is_fake = labels != REAL_INDEX
+    trace = torch.where(is_fake, labels - 1, torch.full_like(labels, IGNORE_INDEX))
     return is_fake.float(), trace
 
 
@@ -109,8 +104,7 @@ def _check_range(labels: torch.Tensor, size: int, task: str) -> None:
                           f"got {sorted(set(labels.tolist()))}; does the label file match the model?")
 
 
-def loss_terms(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor, task: str,
-               real_index: int = 0) -> Dict[str, torch.Tensor]:
+def loss_terms(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor, task: str) -> Dict[str, torch.Tensor]:
     """The task's loss and its parts: ``{"loss": total, "detect": ..., "trace": ...}``."""
     labels = labels.to(next(iter(outputs.values())).device).long()
     terms: Dict[str, torch.Tensor] = {}
@@ -122,7 +116,7 @@ def loss_terms(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor, task: 
         terms["trace"] = F.cross_entropy(outputs["trace"].float(), labels)
     elif task == "joint":
         _check_range(labels, outputs["trace"].shape[-1] + 1, task)
-        detect_t, trace_t = joint_targets(labels, real_index)
+        detect_t, trace_t = joint_targets(labels)
         terms["detect"] = F.binary_cross_entropy_with_logits(outputs["detect"].float(), detect_t)
         # Sum over fakes / their count: a batch of only real videos adds an exact 0 (not NaN).
         n_fake = (trace_t != IGNORE_INDEX).sum().clamp(min=1)
@@ -132,30 +126,3 @@ def loss_terms(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor, task: 
         check_task(task, None)
     terms["loss"] = sum(terms.values())
     return terms
-
-
-def _temperature(temperature: Temperature, head: str) -> float:
-    if isinstance(temperature, Mapping):
-        return float(temperature.get(head, 1.0))
-    return float(temperature)
-
-
-def probabilities(outputs: Mapping[str, torch.Tensor], task: str, real_index: int = 0,
-                  temperature: Temperature = 1.0) -> torch.Tensor:
-    """Per-video probabilities over the task's label set (B, K), temperature-scaled.
-
-    ``detect``: [P(real), P(fake)]; ``trace``: softmax; ``joint``: P(real) = 1 - P(fake) at
-    ``real_index`` and P(source k) = P(fake) * softmax(trace)_k elsewhere (sums to 1).
-    ``temperature`` is a float or ``{"detect": t, "trace": t}``.
-    """
-    if task == "trace":
-        return torch.softmax(outputs["trace"].float() / _temperature(temperature, "trace"), dim=-1)
-    p_fake = torch.sigmoid(outputs["detect"].float() / _temperature(temperature, "detect"))
-    if task == "detect":
-        return torch.stack([1 - p_fake, p_fake], dim=-1)
-    if task != "joint":
-        check_task(task, None)
-    sources = torch.softmax(outputs["trace"].float() / _temperature(temperature, "trace"), dim=-1)
-    sources = sources * p_fake.unsqueeze(-1)
-    real = (1 - p_fake).unsqueeze(-1)
-    return torch.cat([sources[..., :real_index], real, sources[..., real_index:]], dim=-1)

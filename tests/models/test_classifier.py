@@ -52,13 +52,13 @@ def test_wrong_input_shape_is_one_clear_error():
 
 
 def test_config_rebuilds_the_same_architecture_and_state():
-    model = build_model({"backbone": "xclip_tiny", "task": "joint", "num_classes": 3, "real_index": 2})
+    model = build_model({"backbone": "xclip_tiny", "task": "joint", "num_classes": 3, "dropout": 0.1})
     twin = build_model(model.config)
     twin.load_state_dict(model.state_dict())
     model.eval(), twin.eval()
     x = clip()
     assert torch.equal(model(x)["trace"], twin(x)["trace"])
-    assert model.config["real_index"] == 2 and model.config["backbone"]["weights"] is None
+    assert model.config["dropout"] == 0.1 and model.config["backbone"]["weights"] is None
     assert model.num_labels == 4 and model.frames == 8 and model.preprocess["crop"] == 32
 
 
@@ -67,7 +67,7 @@ def test_config_rebuilds_the_same_architecture_and_state():
     ({"backbone": "i3d_r50_tiny", "task": "trace"}, "needs num_classes"),
     ({"backbone": "i3d_r50_tiny", "task": "trace", "num_classes": 1}, "num_classes >= 2"),
     ({"backbone": "i3d_r50_tiny", "task": "detect", "num_classes": 9}, "binary"),
-    ({"backbone": "i3d_r50_tiny", "task": "joint", "num_classes": 3, "real_index": 5}, "real_index"),
+    ({"backbone": "i3d_r50_tiny", "task": "joint", "num_classes": 3, "real_index": 1}, "unknown key"),
     ({"task": "detect"}, "missing 'backbone'"),
 ])
 def test_bad_model_configs(cfg, match):

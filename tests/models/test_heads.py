@@ -3,21 +3,13 @@ import torch
 import torch.nn.functional as F
 
 from mmvgm.errors import ConfigError
-from mmvgm.models.heads import (IGNORE_INDEX, joint_targets, label_space_size, loss_terms, probabilities,
-                                split_joint_labels)
+from mmvgm.models.heads import IGNORE_INDEX, joint_targets, label_space_size, loss_terms
 
 
-def test_joint_targets_default_real_first():
+def test_joint_targets_real_first():
     detect, trace = joint_targets(torch.tensor([0, 1, 2, 3]))
     assert detect.tolist() == [0.0, 1.0, 1.0, 1.0]
     assert trace.tolist() == [IGNORE_INDEX, 0, 1, 2]
-
-
-def test_joint_targets_real_in_the_middle():
-    # label set [a, b, real, c]: real at index 2; sources a, b, c -> trace 0, 1, 2
-    detect, trace = joint_targets(torch.tensor([0, 1, 2, 3]), real_index=2)
-    assert detect.tolist() == [1.0, 1.0, 0.0, 1.0]
-    assert trace.tolist() == [0, 1, IGNORE_INDEX, 2]
 
 
 def test_joint_loss_is_the_sum_and_only_fakes_train_tracing():
@@ -58,20 +50,5 @@ def test_labels_out_of_range(task, outputs, labels):
         loss_terms(outputs, torch.tensor(labels), task)
 
 
-def test_probabilities_cover_the_label_set():
-    out = {"detect": torch.tensor([0.0, 3.0]), "trace": torch.tensor([[1.0, 0.0], [0.0, 5.0]])}
-    p = probabilities(out, "joint", real_index=1)
-    assert p.shape == (2, 3) and torch.allclose(p.sum(-1), torch.ones(2))
-    assert torch.allclose(p[:, 1], 1 - torch.sigmoid(out["detect"]))
-    assert p[1].argmax() == 2  # confident fake, source 1 -> label index 2 (after real)
-    d = probabilities(out, "detect")
-    assert torch.allclose(d[:, 1], torch.sigmoid(out["detect"]))
-    cold = probabilities(out, "trace", temperature={"trace": 10.0})
-    assert cold.max() < probabilities(out, "trace").max()
-
-
-def test_label_layout_helpers():
-    assert split_joint_labels(["real", "lavie", "show-1"]) == (0, ["lavie", "show-1"])
-    with pytest.raises(ConfigError, match="'real' class"):
-        split_joint_labels(["lavie", "show-1"])
+def test_label_space_sizes():
     assert (label_space_size("detect", None), label_space_size("trace", 9), label_space_size("joint", 9)) == (2, 9, 10)
