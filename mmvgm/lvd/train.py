@@ -29,6 +29,31 @@ from mmvgm.progress import make_progress
 DEFAULTS = {"epochs": 3, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.05, "seed": 2024}
 
 
+CONFIG_KEYS = ("mode", "input", "backbone", "vae", "steps", "categories", "epochs", "batch_size", "lr",
+               "weight_decay", "seed", "split")
+
+
+def train_from_config(data: PathLike, out: PathLike, config: PathLike = "default",
+                      overrides: Optional[Dict[str, Any]] = None, device: Optional[str] = None,
+                      progress: bool = True) -> Tuple[LVDModel, dict]:
+    """``train_lvd`` with settings from ``configs/lvd/<config>.yaml`` (or a YAML path) + overrides."""
+    from mmvgm.config import apply_overrides, check_keys, load_config
+
+    cfg = apply_overrides(load_config(config, "lvd"), overrides or {})
+    check_keys(cfg, CONFIG_KEYS, "lvd-train config")
+    cats = cfg.get("categories")
+    if isinstance(cats, str):
+        cats = [cats]
+    return train_lvd(data, out, mode=cfg.get("mode", "conditioned"), steps=cfg.get("steps"), categories=cats,
+                     backbone=cfg.get("backbone", "videomae_tiny"), input_kind=cfg.get("input", "latent"),
+                     vae=cfg.get("vae"), epochs=int(cfg.get("epochs", DEFAULTS["epochs"])),
+                     batch_size=int(cfg.get("batch_size", DEFAULTS["batch_size"])),
+                     lr=float(cfg.get("lr", DEFAULTS["lr"])),
+                     weight_decay=float(cfg.get("weight_decay", DEFAULTS["weight_decay"])),
+                     seed=int(cfg.get("seed", DEFAULTS["seed"])), ratios=cfg.get("split", DEFAULT_RATIOS),
+                     device=device, progress=progress)
+
+
 def backbone_for(store: TrajectoryStore, backbone: Any, input_kind: str) -> dict:
     """The backbone config adapted to the trajectories: channels, frames and (latent) size."""
     from mmvgm.models.registry import resolve_backbone_config

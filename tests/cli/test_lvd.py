@@ -93,3 +93,28 @@ def test_lvd_record_cli_from_a_saved_pipeline(tmp_path, tiny_pipeline_dir):
     r = CliRunner().invoke(cli, ["lvd-record", "--pipeline", str(tmp_path), "--prompts", str(tmp_path / "p.txt"),
                                  "--out", str(tmp_path / "t2")])
     assert r.exit_code == 1 and "model_index.json" in r.stderr
+
+
+def test_lvd_train_then_eval_models_on_the_test_split(tmp_path):
+    from tests.lvd.test_train import make_store
+
+    store = make_store(tmp_path / "traj", n_normal=12, n_unsafe=12)
+    r = CliRunner().invoke(cli, ["lvd-train", "--data", str(store), "--mode", "conditioned", "--categories",
+                                 "violent", "--epochs", "4", "--lr", "2e-3", "--device", "cpu",
+                                 "--out", str(tmp_path / "m"), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["models"] == 1 and s["split"]["test"] >= 4
+    r = CliRunner().invoke(cli, ["lvd-eval", "--models", str(tmp_path / "m"), "--data", str(store), "--eta", "3",
+                                 "--lambda", "0.6", "--sequential", "--device", "cpu", "--json",
+                                 "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["total_steps"] == 3 and m["n_normal"] == m["n_unsafe"] >= 2
+    assert m["accuracy"] >= 0.75
+    assert (tmp_path / "rep" / "metrics.json").exists()
+    r = CliRunner().invoke(cli, ["lvd-train", "--data", str(store), "--out", str(tmp_path / "x"),
+                                 "--steps", "0-9"])
+    assert r.exit_code == 1 and "outside the recorded steps" in r.stderr
+    r = CliRunner().invoke(cli, ["lvd-eval", "--models", str(tmp_path), "--data", str(store)])
+    assert r.exit_code == 1 and "no lvd.yaml" in r.stderr

@@ -73,3 +73,20 @@ def test_guard_bad_arguments(tiny_pipeline):
     guard = LatentGuard(tiny_pipeline, lambda x, s: [True, True, True], eta=2)
     with pytest.raises(InputError, match="3 flags for a batch of 1"):
         run_tiny(tiny_pipeline, steps=3, callback_on_step_end=guard)
+
+
+def test_guard_with_a_trained_lvd_model(tiny_pipeline, tmp_path):
+    from mmvgm.lvd.model import load_lvd_model
+    from mmvgm.lvd.train import train_lvd
+    from tests.lvd.test_train import make_store
+
+    train_lvd(make_store(tmp_path / "s", 6, 6), tmp_path / "m", categories=["violent"], epochs=1,
+              device="cpu", progress=False)
+    pipe = tiny_pipeline
+    model = load_lvd_model(tmp_path / "m", device="cpu")
+    model.thresholds["violent"] = 0.0  # every step is flagged
+    video = run_tiny(pipe, steps=8, callback_on_step_end=(guard := LatentGuard(pipe, model, eta=3, lam=1)))
+    assert guard.unsafe and guard.decision_step == 3 and video.frames.shape[2] == 4
+    model.thresholds["violent"] = 1.01  # nothing is flagged
+    run_tiny(pipe, steps=8, callback_on_step_end=guard)
+    assert not guard.unsafe and guard.result.steps_run == 8
