@@ -83,3 +83,15 @@ def test_fit_threshold_on_validation_only():
     thr, auc = fit_threshold([0, 0, 1, 1], [0.1, 0.3, 0.6, 0.9])
     assert 0.3 < thr <= 0.6 and auc == 1.0
     assert fit_threshold([1, 1], [0.2, 0.4]) == (0.5, None)
+
+
+def test_rgb_input_decodes_with_a_local_vae(store_dir, tmp_path, tiny_pipeline_dir):
+    model, summary = train_lvd(store_dir, tmp_path / "rgb", input_kind="rgb", vae=tiny_pipeline_dir,
+                               categories=["violent"], steps="0", epochs=1, device="cpu", progress=False)
+    assert model.cfg["backbone"]["channels"] == 3 and model.cfg["input"] == "rgb"
+    frames = model.adapter(torch.randn(2, *SHAPE[1:]))
+    size = model.cfg["backbone"]["size"]
+    assert frames.shape == (2, SHAPE[2], 3, size, size) and frames.dtype == torch.float32
+    assert model.probs(torch.randn(1, *SHAPE[1:]), 0).shape == (1, 1)
+    with pytest.raises(CheckpointError, match="AutoencoderKL"):
+        train_lvd(store_dir, tmp_path / "x", input_kind="rgb", vae=tmp_path, progress=False)
