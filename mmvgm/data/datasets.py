@@ -402,8 +402,13 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, workers: int = 0,
                 seed: int = 2024, drop_last: bool = False, pin_memory: Optional[bool] = None,
-                persistent_workers: bool = False, skip_log: Optional[SkipLog] = None) -> SkipBadLoader:
-    """A seeded DataLoader with :func:`collate_skip_bad`; same ``seed`` -> same order."""
+                persistent_workers: bool = False, skip_log: Optional[SkipLog] = None,
+                multiprocessing_context: Optional[str] = None) -> SkipBadLoader:
+    """A seeded DataLoader with :func:`collate_skip_bad`; same ``seed`` -> same order.
+
+    ``multiprocessing_context``: ``None`` (the platform default, fork on Linux) or e.g.
+    ``"forkserver"``/``"spawn"`` when the main process already runs CUDA or other threads.
+    """
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     if workers < 0:
@@ -415,6 +420,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
         generator=generator, worker_init_fn=_seed_worker if workers > 0 else None, drop_last=drop_last,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=persistent_workers and workers > 0,
+        multiprocessing_context=multiprocessing_context if workers > 0 else None,
     )
     loader.skip_log = skip_log if skip_log is not None else SkipLog()
     return loader
