@@ -22,13 +22,15 @@ import click
 @click.option("--batch-size", type=int, help="Batch size. [8]")
 @click.option("--lr", type=float, help="AdamW learning rate. [1e-4]")
 @click.option("--seed", type=int, help="Seed of the split and the training. [2024]")
+@click.option("--steps-per-video", type=int,
+              help="conditioned: random steps per video per epoch (diffusion-style); default all steps.")
 @click.option("--config", default="default", show_default=True,
               help="configs/lvd/<name>.yaml or a YAML path (e.g. research: per-step VideoMAE-base).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def command(data, mode, steps, categories, backbone, input_kind, vae, epochs, batch_size, lr, seed, config,
-            device, out, as_json):
+def command(data, mode, steps, categories, backbone, input_kind, vae, epochs, batch_size, lr, seed,
+            steps_per_video, config, device, out, as_json):
     """Train LVD detectors; thresholds are fitted on the validation split.
 
     \b
@@ -42,6 +44,7 @@ def command(data, mode, steps, categories, backbone, input_kind, vae, epochs, ba
 
     overrides = {"mode": mode, "steps": steps, "backbone": backbone, "input": input_kind, "vae": vae,
                  "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+                 "steps_per_video": steps_per_video,
                  "categories": categories.split(",") if categories else None}
     _, summary = train_from_config(data, out, config, overrides, device=device)
     if as_json:

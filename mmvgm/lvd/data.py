@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from mmvgm.errors import InputError
 from mmvgm.lvd.store import NORMAL, TrajectoryStore
@@ -126,3 +126,28 @@ class StepDataset(Dataset):
         if not self.targets:
             return torch.zeros(len(self.categories))
         return torch.stack(list(self.targets.values())).sum(0) * steps_per_video
+
+
+class StepsPerVideoSampler(Sampler):
+    """Each epoch, ``per_video`` random steps of every video (diffusion-style timestep sampling).
+
+    Lets the conditioned model see every video once per epoch at a random step instead of at
+    all of them: an epoch then costs as much as one per-step model's epoch.
+    """
+
+    def __init__(self, dataset: StepDataset, per_video: int, seed: int = 0) -> None:
+        n_steps = len(dataset) // max(len(dataset.targets), 1)
+        if per_video < 1:
+            raise InputError("--steps-per-video must be at least 1")
+        self.n_videos, self.n_steps = len(dataset.targets), n_steps
+        self.per_video = min(per_video, n_steps)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.n_videos * self.per_video
+
+    def __iter__(self):
+        picks = [v * self.n_steps + int(s) for v in range(self.n_videos)
+                 for s in torch.randperm(self.n_steps, generator=self.generator)[:self.per_video]]
+        order = torch.randperm(len(picks), generator=self.generator).tolist()
+        return iter([picks[i] for i in order])

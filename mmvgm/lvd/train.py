@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmvgm.errors import InputError, PathLike
-from mmvgm.lvd.data import (DEFAULT_RATIOS, StepDataset, latent_stats, parse_categories, parse_steps,
-                            split_videos)
+from mmvgm.lvd.data import (DEFAULT_RATIOS, StepDataset, StepsPerVideoSampler, latent_stats,
+                            parse_categories, parse_steps, split_videos)
 from mmvgm.lvd.model import INPUTS, MODES, LVDModel, LVDNet, per_step_key
 from mmvgm.lvd.store import TrajectoryStore
 from mmvgm.progress import make_progress
@@ -30,7 +30,7 @@ DEFAULTS = {"epochs": 3, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.05, "see
 
 
 CONFIG_KEYS = ("mode", "input", "backbone", "vae", "steps", "categories", "epochs", "batch_size", "lr",
-               "weight_decay", "seed", "split")
+               "weight_decay", "seed", "split", "steps_per_video")
 
 
 def train_from_config(data: PathLike, out: PathLike, config: PathLike = "default",
@@ -51,7 +51,7 @@ def train_from_config(data: PathLike, out: PathLike, config: PathLike = "default
                      lr=float(cfg.get("lr", DEFAULTS["lr"])),
                      weight_decay=float(cfg.get("weight_decay", DEFAULTS["weight_decay"])),
                      seed=int(cfg.get("seed", DEFAULTS["seed"])), ratios=cfg.get("split", DEFAULT_RATIOS),
-                     device=device, progress=progress)
+                     steps_per_video=cfg.get("steps_per_video"), device=device, progress=progress)
 
 
 def backbone_for(store: TrajectoryStore, backbone: Any, input_kind: str) -> dict:
@@ -75,9 +75,13 @@ def train_lvd(data: PathLike, out: PathLike, mode: str = "conditioned", steps: O
               input_kind: str = "latent", vae: Optional[PathLike] = None, epochs: int = DEFAULTS["epochs"],
               batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"],
               weight_decay: float = DEFAULTS["weight_decay"], seed: int = DEFAULTS["seed"],
-              ratios: Sequence[float] = DEFAULT_RATIOS, device: Optional[str] = None,
-              progress: bool = True) -> Tuple[LVDModel, dict]:
-    """Train, fit thresholds on validation, save ``out/lvd.yaml`` + safetensors; returns (model, summary)."""
+              ratios: Sequence[float] = DEFAULT_RATIOS, steps_per_video: Optional[int] = None,
+              device: Optional[str] = None, progress: bool = True) -> Tuple[LVDModel, dict]:
+    """Train, fit thresholds on validation, save ``out/lvd.yaml`` + safetensors; returns (model, summary).
+
+    ``steps_per_video`` (conditioned mode): train each epoch on that many random steps of every
+    video instead of all of them (``None``: all steps).
+    """
     from mmvgm.runtime import package_versions, pick_device, seed_everything
 
     if mode not in MODES:
@@ -100,12 +104,14 @@ def train_lvd(data: PathLike, out: PathLike, mode: str = "conditioned", steps: O
         "data": {"root": str(Path(data).resolve()), "shape": store.shape, "num_videos": len(store),
                  "split_counts": {k: len(v) for k, v in split.items()}},
         "training": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
-                     "seed": seed, "ratios": list(ratios), "device": str(dev)},
+                     "seed": seed, "ratios": list(ratios), "device": str(dev),
+                     "steps_per_video": steps_per_video},
         "versions": package_versions(),
     }
     model = LVDModel(cfg, device=dev)
     out = Path(out)
     trainer = _Trainer(model, store, split, dev, epochs, batch_size, lr, weight_decay, seed, progress)
+    trainer.steps_per_video = steps_per_video
     start = time.perf_counter()
     validation = trainer.per_step() if mode == "per-step" else trainer.conditioned()
     seconds = time.perf_counter() - start
@@ -129,9 +135,13 @@ class _Trainer:
         self.epochs, self.batch_size, self.lr, self.wd, self.seed = epochs, batch_size, lr, weight_decay, seed
         self.progress = progress
         self.trained: List[Tuple[str, LVDNet]] = []
+        self.steps_per_video: Optional[int] = None
 
-    def _loader(self, ids: Sequence[str], steps: Sequence[int], shuffle: bool) -> DataLoader:
+    def _loader(self, ids: Sequence[str], steps: Sequence[int], shuffle: bool,
+                per_video: Optional[int] = None) -> DataLoader:
         ds = StepDataset(self.store, ids, steps, self.model.categories)
+        if per_video:
+            return DataLoader(ds, batch_size=self.batch_size, sampler=StepsPerVideoSampler(ds, per_video, self.seed))
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen)
 
@@ -153,7 +163,7 @@ class _Trainer:
         return report
 
     def conditioned(self) -> dict:
-        train = self._loader(self.split["train"], self.model.steps, shuffle=True)
+        train = self._loader(self.split["train"], self.model.steps, shuffle=True, per_video=self.steps_per_video)
         val = self._loader(self.split["val"], self.model.steps, shuffle=False)
         net = self.model.new_net()
         self._fit(net, train, column=None, description="conditioned")

@@ -95,3 +95,17 @@ def test_rgb_input_decodes_with_a_local_vae(store_dir, tmp_path, tiny_pipeline_d
     assert model.probs(torch.randn(1, *SHAPE[1:]), 0).shape == (1, 1)
     with pytest.raises(CheckpointError, match="AutoencoderKL"):
         train_lvd(store_dir, tmp_path / "x", input_kind="rgb", vae=tmp_path, progress=False)
+
+
+def test_steps_per_video_sampler_covers_each_video_once_per_draw(store_dir):
+    from mmvgm.lvd.data import StepDataset, StepsPerVideoSampler
+    from mmvgm.lvd.store import TrajectoryStore
+
+    store = TrajectoryStore(store_dir)
+    ids = [v.id for v in store][:5]
+    ds = StepDataset(store, ids, [0, 1, 2], ["violent"])
+    picks = list(StepsPerVideoSampler(ds, 2, seed=0))
+    assert len(picks) == 10
+    videos = [ds.items[i][0] for i in picks]
+    assert sorted(set(videos)) == ids and all(videos.count(v) == 2 for v in ids)
+    assert all(len({ds.items[i][1] for i in picks if ds.items[i][0] == v}) == 2 for v in ids)
