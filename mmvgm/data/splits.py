@@ -3,7 +3,7 @@
 * Stratified: each label is split on its own with the same ratios, so class balance holds in
   every split, and every class appears in every split with a non-zero ratio whenever it has
   at least as many samples as there are such splits.
-* Deterministic across runs and platforms: each class's samples are sorted by path, then
+* Deterministic across runs and platforms: each class's samples are sorted by POSIX path, then
   permuted by numpy's PCG64 seeded with ``(seed, sha256(label))``. Adding a class does not
   reshuffle the others.
 * An explicit ``split`` (manifest column) is honoured; only samples without one are split.
@@ -18,7 +18,7 @@ import hashlib
 import logging
 import math
 from collections import defaultdict
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -63,7 +63,7 @@ def split_samples(samples: Sequence[Sample], ratios: Ratios = DEFAULT_RATIOS, se
         log.info("honouring the explicit split of %d sample(s); splitting the other %d by ratio",
                  explicit, sum(len(v) for v in by_label.values()))
     for label in sorted(by_label, key=lambda x: "" if x is None else x):
-        group = sorted(by_label[label], key=lambda s: s.path)
+        group = sorted(by_label[label], key=_path_key)
         counts = allocate(len(group), fractions)
         if len(group) < sum(1 for f in fractions.values() if f > 0):
             missing = [name for name, f in fractions.items() if f > 0 and counts[name] == 0]
@@ -76,7 +76,7 @@ def split_samples(samples: Sequence[Sample], ratios: Ratios = DEFAULT_RATIOS, se
                 s = group[int(i)]
                 out[name].append(Sample(s.path, s.label, name))
             cursor += counts[name]
-    out = {name: sorted(items, key=lambda s: s.path) for name, items in out.items()}
+    out = {name: sorted(items, key=_path_key) for name, items in out.items()}
     if duplicates != "off":
         check_duplicates(out, policy=duplicates, progress=progress)
     return out
@@ -191,6 +191,11 @@ def _ratios(ratios: Ratios) -> Dict[str, float]:
     if values[0] <= 0:
         raise InputError("the train ratio must be > 0")
     return dict(zip(SPLITS, values))
+
+
+def _path_key(sample: Sample) -> str:
+    # '/' on every OS: a Windows checkout of the same tree sorts, hence splits, identically
+    return PurePath(sample.path).as_posix()
 
 
 def _stable_int(label: Optional[str]) -> int:
