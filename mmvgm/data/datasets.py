@@ -129,8 +129,8 @@ def _discover_folder(root: Path, label_set: Optional[LabelSet]) -> List[Sample]:
     for label_dir in label_dirs:
         found, loose_images = _videos_under(label_dir)
         if loose_images:
-            log.warning("%s: ignoring %d image file(s) directly in the label folder "
-                        "(put the frames of one video in their own sub-folder)", label_dir, loose_images)
+            log.warning("%s: ignoring %d image file(s) lying beside videos or directly in the label folder "
+                        "(put the frames of one video in a folder of their own)", label_dir, loose_images)
         samples.extend(Sample(str(p), label_dir.name) for p in found)
     return samples
 
@@ -142,14 +142,16 @@ def _videos_under(label_dir: Path) -> Tuple[List[Path], int]:
     for dirpath, dirnames, filenames in os.walk(label_dir):
         current = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        frames = [f for f in filenames if Path(f).suffix.lower() in FRAME_EXTENSIONS and not f.startswith(".")]
-        if frames and current != label_dir:
+        visible = [f for f in filenames if not f.startswith(".")]
+        frames = [f for f in visible if Path(f).suffix.lower() in FRAME_EXTENSIONS]
+        videos = sorted(f for f in visible if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
+        # a folder of frames is one video; images beside videos are thumbnails, not frames
+        if frames and not videos and current != label_dir:
             found.append(current)
-            dirnames[:] = []  # a frame directory is one video
+            dirnames[:] = []
             continue
         loose_images += len(frames)
-        found.extend(current / f for f in sorted(filenames)
-                     if Path(f).suffix.lower() in VIDEO_EXTENSIONS and not f.startswith("."))
+        found.extend(current / f for f in videos)
     return found, loose_images
 
 

@@ -38,4 +38,6 @@ def folder_dataset(tmp_path: Path) -> Path:
     touch_video(root / "real" / "notes.txt")
     touch_video(root / "real" / ".hidden.mp4")
     touch_video(root / "real" / "thumb.jpg")  # loose image: ignored with a warning
+    touch_video(root / "fake" / "nested" / "poster.png")  # beside a video: a thumbnail, not a frame dir
+    touch_video(root / "fake" / "nested" / "y.mov")
     return root

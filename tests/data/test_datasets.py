@@ -23,14 +23,15 @@ def test_folder_discovery_recursive_with_frame_dirs(folder_dataset, caplog):
     assert ("fake/nested/deeper/x.webm", "fake") in rel
     assert ("real/frames_a", "real") in rel
     assert not any(p.endswith((".txt", ".hidden.mp4", "thumb.jpg")) or "frame_0" in p for p, _ in rel)
-    assert sum(1 for _, label in rel if label == "fake") == 8
+    assert ("fake/nested/y.mov", "fake") in rel and not any(p.endswith("nested") for p, _ in rel)
+    assert sum(1 for _, label in rel if label == "fake") == 9
     assert sum(1 for _, label in rel if label == "real") == 6
     assert samples == sorted(samples) and all(s.split is None for s in samples)
-    assert "ignoring 1 image file" in caplog.text
+    assert "ignoring 1 image file" in caplog.text and "fake: ignoring 1 image file" in caplog.text
 
 
 def test_folder_labels_checked_against_label_set(folder_dataset):
-    assert len(discover(folder_dataset, labels="detect")) == 14
+    assert len(discover(folder_dataset, labels="detect")) == 15
     touch_video(folder_dataset / "lavi" / "a.mp4")
     with pytest.raises(InputError) as err:
         discover(folder_dataset, labels="detect")
