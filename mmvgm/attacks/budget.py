@@ -33,9 +33,12 @@ def parse_fraction(value: Number, what: str = "value") -> float:
                     raise InputError(f"{what} '{text}' divides by zero")
                 number = float(num) / den_f
             else:
-                number = float(Fraction(text)) if text else float("nan")
+                if not text:
+                    raise ValueError(text)
+                number = float(Fraction(text)) if text.lower() not in ("nan", "inf", "-inf") else float(text)
         except (ValueError, ZeroDivisionError):
-            raise InputError(f"{what} '{text}' is not a number (examples: 4/255, 0.0157)") from None
+            hint = " (examples: 4/255, 0.0157)" if what == "eps" else ""
+            raise InputError(f"{what} '{text}' is not a number{hint}") from None
     if not math.isfinite(number):
         raise InputError(f"{what} '{value}' is not a finite number")
     return number

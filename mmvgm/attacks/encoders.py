@@ -114,9 +114,10 @@ def vae_size(height: int, width: int, multiple: int = 8, max_side: int = 1024) -
 class CLIPVisionEncoder(ImageEncoder):
     """A HF CLIP vision model: resize the whole image to size x size, CLIP mean/std, embeds."""
 
-    def __init__(self, model: nn.Module, size: int = 224, mean: Sequence[float] = CLIP_MEAN,
+    def __init__(self, model: nn.Module, size: Optional[int] = None, mean: Sequence[float] = CLIP_MEAN,
                  std: Sequence[float] = CLIP_STD, name: str = "clip") -> None:
         super().__init__()
+        size = size or getattr(getattr(model, "config", None), "image_size", 224)
         self.model, self.size, self.mean, self.std, self.name = model, int(size), tuple(mean), tuple(std), name
         self.weights = {name: 1.0}
 
@@ -270,13 +271,12 @@ def _need_dir(model_path, what: str, hint: str) -> Path:
     return path
 
 
-def _clip_preprocess(folder: Optional[Path]) -> Tuple[int, Tuple[float, ...], Tuple[float, ...]]:
-    """Size, mean and std from a CLIPImageProcessor config (preprocessor_config.json)."""
-    if folder is None:
-        return 224, CLIP_MEAN, CLIP_STD
-    cfg_path = folder / "preprocessor_config.json"
-    if not cfg_path.is_file():
-        return 224, CLIP_MEAN, CLIP_STD
+def _clip_preprocess(folder: Optional[Path]) -> Tuple[Optional[int], Tuple[float, ...], Tuple[float, ...]]:
+    """Size, mean and std from a CLIPImageProcessor config (preprocessor_config.json);
+    without one: CLIP's mean/std and the model's own image size (``None`` here)."""
+    cfg_path = folder / "preprocessor_config.json" if folder is not None else None
+    if cfg_path is None or not cfg_path.is_file():
+        return None, CLIP_MEAN, CLIP_STD
     cfg = _read_json(cfg_path)
     crop = cfg.get("crop_size") or cfg.get("size") or 224
     if isinstance(crop, Mapping):

@@ -253,7 +253,7 @@ def _to_batch(image: Image, what: str) -> Tuple[torch.Tensor, bool]:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"{what} array must be uint8 (H,W,3) RGB, got {image.dtype} {image.shape}")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255, True
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255, True
     if isinstance(image, torch.Tensor):
         if image.ndim == 3:
             image = image[None]
@@ -284,7 +284,7 @@ class ProtectOptions:
         from mmvgm.attacks.budget import parse_bool
         from mmvgm.config import check_keys
 
-        check_keys(cfg, list(cls.__dataclass_fields__) + ["encoder"], "protect config")
+        check_keys(cfg, list(cls.__dataclass_fields__) + ["encoder", "encoder_options"], "protect config")
         schedule = str(cfg.get("schedule", "adam"))
         if schedule not in SCHEDULES:
             raise InputError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
@@ -327,7 +327,8 @@ def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", 
     if not isinstance(encoder, ImageEncoder):
         from mmvgm.runtime import pick_device
 
-        encoder = build_encoder(encoder, model_path=model_path, device=pick_device(device))
+        encoder = build_encoder(encoder, model_path=model_path, device=pick_device(device),
+                                **(cfg.get("encoder_options") or {}))
     dev = encoder.device
     x0, was_u8 = _to_batch(image, "image")
     x0 = x0.to(dev)
@@ -342,7 +343,7 @@ def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", 
     adv = attack(x0, tgt)
     seconds = time.perf_counter() - start
     if was_u8:
-        original_u8 = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(dev)
+        original_u8 = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].to(dev)
         adv_u8 = quantize_to_ball(adv, original_u8, opts.eps)
         adv = adv_u8.float() / 255
     ref = embed(encoder, tgt if tgt is not None else x0)

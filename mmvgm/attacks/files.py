@@ -1,0 +1,80 @@
+"""Protect image files: output naming, reading, protecting, lossless atomic writing, reports.
+
+The library behind ``mmvgm protect``; one bad image is reported and the rest continue.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+from mmvgm.errors import InputError, MMVGMError, PathLike
+
+PROTECTED_SUFFIX = ".protected.png"
+
+
+def output_paths(inputs: Sequence[PathLike], out: Optional[PathLike] = None) -> List[Path]:
+    """Where each protected image goes: ``<stem>.protected.png`` beside its input or in ``out``.
+
+    ``out`` is a directory (created when written to), or a ``.png`` path for a single input.
+    Two inputs that would write the same file, or an output that is an input, are refused.
+    """
+    inputs = [Path(p) for p in inputs]
+    if out is None:
+        outs = [p.with_name(p.stem + PROTECTED_SUFFIX) for p in inputs]
+    else:
+        out = Path(out).expanduser()
+        if out.suffix.lower() == ".png" and not out.is_dir():
+            if len(inputs) != 1:
+                raise InputError("--out is a .png file but there are several inputs; give a directory", out)
+            outs = [out]
+        elif out.suffix.lower() in (".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif") and not out.is_dir():
+            raise InputError("protected images are written as lossless PNG; use a .png path or a directory", out)
+        else:
+            if out.exists() and not out.is_dir():
+                raise InputError("--out exists and is not a directory", out)
+            outs = [out / (p.stem + PROTECTED_SUFFIX) for p in inputs]
+    seen: Dict[str, Path] = {}
+    for src, dst in zip(inputs, outs):
+        key = os.path.normcase(os.path.abspath(dst))
+        if key in seen and os.path.abspath(seen[key]) != os.path.abspath(src):
+            raise InputError(f"{seen[key]} and {src} would both be written to {dst}; use separate --out folders")
+        seen[key] = src
+        if os.path.abspath(dst) == os.path.abspath(src) or (dst.exists() and src.exists() and os.path.samefile(dst, src)):
+            raise InputError("refusing to overwrite the input file; choose another output path", dst)
+    return outs
+
+
+def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike] = None,
+                  out: Optional[PathLike] = None, lpips=None,
+                  on_image: Optional[Callable[[Path, int], Callable[[int, float], None]]] = None,
+                  **options) -> Iterator[dict]:
+    """Protect each image file; yields one report per input (``{"path", "error"}`` for a bad one).
+
+    ``options``: keyword options of :func:`mmvgm.attacks.protect` (eps, steps, step_size, ...).
+    ``on_image(path, steps)`` may return a per-step callback (progress bars).
+    """
+    from mmvgm.attacks.protect import ProtectOptions, protect
+    from mmvgm.config import load_config, merge
+    from mmvgm.io.image import read_image, write_image
+
+    config = options.pop("config", "default")
+    cfg = merge(load_config(config, "protect"), {k: v for k, v in options.items() if v is not None})
+    cfg.pop("encoder", None)
+    cfg.pop("encoder_options", None)  # used where the encoder is built
+    opts = ProtectOptions.from_config(cfg)  # validate everything before the first image
+    target_image = read_image(target) if target is not None else None
+    outs = output_paths(inputs, out)
+    for src, dst in zip(inputs, outs):
+        src = Path(src)
+        try:
+            image = read_image(src)
+            callback = on_image(src, opts.steps) if on_image is not None else None
+            protected, report = protect(image, encoder, eps=opts.eps, steps=opts.steps, target=target_image,
+                                        lpips=lpips, callback=callback, config=config,
+                                        **{k: v for k, v in cfg.items() if k not in ("eps", "steps")})
+            write_image(dst, protected, protect=src)
+        except MMVGMError as exc:
+            yield {"path": str(src), "error": exc.message}
+            continue
+        yield {"path": str(src), "output": str(dst), **({"target": str(target)} if target else {}), **report}
