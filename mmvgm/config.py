@@ -23,7 +23,9 @@ def configs_dir() -> Path:
 def resolve_config(name_or_path: PathLike, group: str) -> Path:
     """A path to a YAML file, or a bare name looked up in ``configs/<group>/<name>.yaml``."""
     path = Path(name_or_path).expanduser()
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    # is_file, not exists: a folder named like a shipped config (say, weights in ./videomae/)
+    # must not shadow the config name.
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise InputError("config file not found", path)
         return path

@@ -156,14 +156,17 @@ def _load_named(spec: str) -> dict:
         cfg["model"] = dict(cfg["model"] or {}, name=timm_name)
         return cfg
     path = Path(spec).expanduser()
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml"):
         return load_config(path, CONFIG_GROUP)
+    # Names win over paths: a weights folder called videomae/ in the cwd must not shadow the config.
     if spec in list_configs():
         return load_config(spec, CONFIG_GROUP)
     _load_builtins()
     entry = _REGISTRY.get(spec)
     if entry is not None and entry.default_config:
         return load_config(entry.default_config, CONFIG_GROUP)
+    if path.is_file():
+        return load_config(path, CONFIG_GROUP)
     known = _known_names()
     raise ConfigError(f"unknown backbone '{spec}'{_did_you_mean(spec, known)}; "
                       f"known: {', '.join(known)}")

@@ -115,3 +115,11 @@ def test_register_backbone_adds_a_new_kind_without_editing_the_registry():
         assert "test_mean" in list_backbones()
     finally:
         _REGISTRY.pop("test_mean")
+
+
+def test_a_folder_named_like_a_config_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "videomae").mkdir()  # e.g. the user's local weights folder
+    monkeypatch.chdir(tmp_path)
+    assert resolve_backbone_config("videomae")["backbone"] == "videomae"
+    with pytest.raises(Exception, match="config file not found|not found"):
+        resolve_backbone_config(str(tmp_path / "missing.yaml"))
