@@ -35,10 +35,11 @@ DISCLAIMER = ("This is a DEMONSTRATION on synthetic media: the 'sources' are mad
               "not real generators, and this checkpoint says nothing about real videos. "
               "Real use needs a checkpoint trained on real data.")
 TRAIN_HINT = """\
-To train a real detector/tracer (folder layout DATA/<label>/*.mp4, labels: real + one folder per generator):
-  mmvgm train --backbone videomae --task joint --data DATA/ --out ckpt/ --weights ~/weights/videomae-base
-  mmvgm eval --checkpoint ckpt/ --data DATA/ --split test
-  mmvgm trace clip.mp4 --checkpoint ckpt/"""
+To train a real detector/tracer (DATA/real/*.mp4 plus DATA/<generator>/*.mp4, generators listed in a label file):
+  mmvgm train --backbone videomae --task joint --data DATA/ --labels my_generators.yaml \\
+      --weights ~/weights/videomae-base --out runs/mine       # checkpoint: runs/mine/best
+  mmvgm eval --checkpoint runs/mine/best --data DATA/ --split test
+  mmvgm scan uploads/ --checkpoint runs/mine/best --out results.jsonl"""
 
 
 # --------------------------------------------------------------------------- synthetic media
@@ -52,13 +53,15 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int)
 
 
 def _real(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
-    scene = _smooth_noise(rng, h * 2, w * 2, 6) * 0.7 + 0.15
+    texture = _smooth_noise(rng, h * 2, w * 2, 6)
+    gray = texture.mean(axis=2, keepdims=True)
+    scene = (0.35 * texture + 0.65 * gray) * 0.7 + 0.15  # muted, natural-looking colours
     dx, dy = rng.uniform(-1.5, 1.5, size=2)
     x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
     frames = []
     for i in range(n):
         x = int(np.clip(x0 + dx * i, 0, w)); y = int(np.clip(y0 + dy * i, 0, h))
-        frame = scene[y:y + h, x:x + w] + rng.normal(0, 0.03, (h, w, 3))
+        frame = scene[y:y + h, x:x + w] + rng.normal(0, 0.06, (h, w, 3))  # sensor grain
         frames.append(frame)
     return np.stack(frames)
 
@@ -144,11 +147,101 @@ def make_dataset(root: PathLike, per_source: int = 16, frames: int = 16, size: i
 
 
 def write_labels(path: PathLike, sources=SOURCES) -> Path:
-    """A label-set YAML for the demo sources (``real`` first: the joint task's negative class)."""
+    """The tracing label file for the demo's generators (``real`` is added by the joint task)."""
     import yaml
 
     from mmvgm.io.atomic import write_text_atomic
 
-    classes = [{"name": s, "display": DISPLAY.get(s, s)} for s in sources]
-    return write_text_atomic(path, yaml.safe_dump({"name": "demo", "task": "trace",
+    classes = [{"name": s, "display": DISPLAY.get(s, s)} for s in sources if s != "real"]
+    return write_text_atomic(path, yaml.safe_dump({"name": "demo-sources", "task": "trace",
                                                    "classes": classes}, sort_keys=False))
+
+
+# --------------------------------------------------------------------------- the run
+
+MARKER = ".mmvgm-demo"
+
+
+@dataclass
+class DemoResult:
+    out: Path                         # the demo folder
+    checkpoint: Path                  # the trained checkpoint (best on validation)
+    examples: Dict[str, Path]         # one held-out video per source
+    results: Dict[str, dict]          # trace record per held-out video
+    data: Optional[Path]              # the training videos (kept only with keep=True)
+    history: List[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def correct(self) -> int:
+        return sum(1 for source, rec in self.results.items() if _predicted(rec) == source)
+
+
+def _predicted(rec: dict) -> str:
+    if rec.get("verdict") == "real":
+        return "real"
+    source = rec.get("source")
+    return source["label"] if isinstance(source, dict) else "unknown"
+
+
+def _prepare_out(out: Path) -> None:
+    from mmvgm.errors import InputError
+
+    if out.exists():
+        if not out.is_dir():
+            raise InputError("--out must be a folder", out)
+        if any(out.iterdir()) and not (out / MARKER).exists():
+            raise InputError("folder exists and is not an earlier demo's; choose another --out", out)
+        for name in ("checkpoint", "run", "examples", "data"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `mmvgm demo`; safe to delete\n", encoding="utf-8")
+
+
+def run_demo(out: PathLike = "mmvgm-demo", keep: bool = False, per_source: int = 20, epochs: int = 15,
+             seed: int = 0, device: Optional[str] = None, progress: bool = True,
+             say: Callable[[str], None] = lambda message: None) -> DemoResult:
+    """Make synthetic data, train a tiny joint model, trace one held-out video per source.
+
+    ``out`` receives ``checkpoint/``, ``run/`` (training history, last/best), ``examples/``
+    (the held-out videos) and, with ``keep``, ``data/`` (the training videos; otherwise they
+    live in a temporary folder that is deleted).
+    """
+    from mmvgm.engine.train import train
+    from mmvgm.inference import Predictor
+    from mmvgm.runtime import seed_everything
+
+    started = time.perf_counter()
+    out = Path(out).expanduser()
+    _prepare_out(out)
+    seed_everything(seed)
+    scratch = None if keep else Path(tempfile.mkdtemp(prefix="mmvgm-demo-"))
+    data = out / "data" if keep else scratch / "data"
+    try:
+        say(f"1/3 writing {per_source} synthetic videos for each of {len(SOURCES)} sources "
+            f"({', '.join(SOURCES)}) ...")
+        make_dataset(data, per_source=per_source, seed=seed)
+        labels = write_labels(out / "labels.yaml")
+        examples = {source: write_mp4(out / "examples" / f"{source}.mp4",
+                                      synthetic_frames(source, 10_000_000 + seed * 101 + i))
+                    for i, source in enumerate(SOURCES)}
+        say(f"2/3 training a tiny VideoMAE (joint: real/fake + source) for {epochs} epochs on CPU ...")
+        result = train({
+            "backbone": "videomae_tiny", "task": "joint", "data": str(data), "labels": str(labels),
+            "epochs": epochs, "batch_size": 8, "lr": 5e-3, "weight_decay": 0.0, "workers": 0,
+            "split": {"ratios": [0.7, 0.15, 0.15], "seed": seed, "duplicates": "warn"},
+            "calibration": {"target_fpr": 0.05, "threshold": None, "open_set_percentile": 5.0},
+            "seed": seed, "out": str(out / "run"), "cpu": device in (None, "cpu"),
+            "progress": progress,
+        })
+        checkpoint = out / "checkpoint"
+        shutil.copytree(result.best_dir, checkpoint)
+        say("3/3 tracing held-out videos (never seen in training) ...")
+        predictor = Predictor.from_checkpoint(checkpoint, device=device)
+        results = {source: predictor.predict(path) for source, path in examples.items()}
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return DemoResult(out=out, checkpoint=checkpoint, examples=examples, results=results,
+                      data=data if keep else None, history=result.history,
+                      seconds=time.perf_counter() - started)
