@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from mmvgm.models import build_backbone, build_model
 
