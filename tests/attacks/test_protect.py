@@ -1,0 +1,121 @@
+import numpy as np
+import pytest
+import torch
+
+from mmvgm.attacks import EmbeddingPGD, protect
+from mmvgm.attacks.protect import ProtectOptions, match_size, parse_eot, quantize_to_ball
+from mmvgm.errors import InputError
+from tests.attacks.conftest import random_image
+
+FAST = {"config": None}
+
+
+@pytest.fixture(scope="module")
+def fast(fast_config):
+    return {"config": str(fast_config)}
+
+
+def test_directed_moves_toward_the_target(svd_encoder, fast):
+    img, tgt = random_image(40, 56, 1), random_image(30, 30, 2)  # the target has another size
+    out, rep = protect(img, svd_encoder, eps="8/255", steps=10, target=tgt, **fast)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert rep["mode"] == "directed"
+    for name in ("clip", "vae"):
+        assert rep["encoders"][name]["cos_after"] > rep["encoders"][name]["cos_before"]
+    assert np.abs(out.astype(int) - img.astype(int)).max() <= 8
+    assert rep["linf"] <= 8 / 255
+
+
+def test_undirected_moves_away_from_the_original(svd_encoder, fast):
+    img = random_image(40, 56, 3)
+    out, rep = protect(img, svd_encoder, eps=4 / 255, steps=10, **fast)
+    assert rep["mode"] == "undirected"
+    for name in ("clip", "vae"):
+        assert rep["encoders"][name]["cos_before"] == pytest.approx(1.0, abs=1e-5)
+        assert rep["encoders"][name]["cos_after"] < rep["encoders"][name]["cos_before"]
+    assert 0 < rep["linf"] <= 4 / 255 and rep["psnr"] > 30 and 0 < rep["ssim"] <= 1
+    assert rep["lpips"] is None  # no LPIPS weights given
+    assert set(rep) >= {"eps", "steps", "seconds", "linf", "l2", "psnr", "ssim", "lpips", "encoders"}
+
+
+def test_float_batch_in_float_batch_out(svd_encoder, fast):
+    x = torch.rand(2, 3, 24, 40)
+    adv, reps = protect(x, svd_encoder, eps=2 / 255, steps=3, **fast)
+    assert isinstance(adv, torch.Tensor) and adv.shape == x.shape and adv.dtype == torch.float32
+    assert (adv - x).abs().max() <= 2 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert isinstance(reps, list) and len(reps) == 2
+
+
+def test_seeded_runs_are_reproducible(svd_encoder, fast):
+    img = random_image(24, 32, 4)
+    a, _ = protect(img, svd_encoder, steps=3, seed=5, **fast)
+    b, _ = protect(img, svd_encoder, steps=3, seed=5, **fast)
+    c, _ = protect(img, svd_encoder, steps=3, seed=6, **fast)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("schedule", ["adam", "momentum", "sign"])
+def test_every_schedule_and_eot_stay_in_the_ball(svd_encoder, schedule, fast):
+    img = random_image(24, 32, 5)
+    out, rep = protect(img, svd_encoder, steps=4, schedule=schedule, eot="jpeg,resize", **fast)
+    assert rep["schedule"] == schedule
+    assert np.abs(out.astype(int) - img.astype(int)).max() <= 4
+
+
+def test_bad_arguments_are_refused(svd_encoder, fast):
+    img = random_image(16, 16)
+    for eps in ("5/0", "-1", "2", "0", "abc"):
+        with pytest.raises(InputError):
+            protect(img, svd_encoder, eps=eps, steps=2, **fast)
+    with pytest.raises(InputError, match="steps must be >= 1"):
+        protect(img, svd_encoder, steps=0, **fast)
+    with pytest.raises(InputError, match="below one 8-bit level"):
+        protect(img, svd_encoder, eps=0.5 / 255, steps=1, **fast)
+    with pytest.raises(InputError, match="uint8"):
+        protect(img.astype(np.float32), svd_encoder, steps=1, **fast)
+    with pytest.raises(InputError, match="unknown EOT"):
+        protect(img, svd_encoder, steps=1, eot="rotate", **fast)
+    with pytest.raises(Exception, match="did you mean 'steps'"):
+        protect(img, svd_encoder, stpes=3, **fast)
+
+
+def test_quantize_to_ball_bounds_the_saved_image():
+    orig = torch.tensor([[[[0, 10, 255, 128]]]], dtype=torch.uint8)
+    adv = torch.tensor([[[[0.1, 0.0, 1.0, 0.52]]]])  # far outside the ball on purpose
+    q = quantize_to_ball(adv, orig, 4 / 255)
+    assert q.tolist() == [[[[4, 6, 255, 132]]]]
+
+
+def test_attack_class_torchattacks_style(svd_encoder):
+    steps = []
+    attack = EmbeddingPGD(svd_encoder, eps=4 / 255, steps=3, callback=lambda t, loss: steps.append(t))
+    x = torch.rand(1, 3, 16, 24)
+    adv = attack(x, torch.rand(1, 3, 8, 8))
+    assert steps == [0, 1, 2] and adv.shape == x.shape
+    assert (adv - x).abs().max() <= 4 / 255 + 1e-6
+
+
+def test_helpers():
+    assert parse_eot("jpeg, resize,jpeg") == ("jpeg", "resize")
+    assert match_size(torch.rand(1, 3, 5, 7), torch.rand(3, 3, 10, 12)).shape == (3, 3, 10, 12)
+    opts = ProtectOptions.from_config({"eps": "2/255", "steps": "7", "step_size": "1/255", "eot": ["jpeg"]})
+    assert opts.eps == pytest.approx(2 / 255) and opts.steps == 7 and opts.step_size == pytest.approx(1 / 255)
+
+
+def test_lpips_term_is_a_penalty(svd_encoder, fast, tmp_path):
+    """With LPIPS weights the report has a number, and a heavy penalty keeps the image closer."""
+    import torchvision
+
+    from mmvgm.attacks.quality import load_lpips
+
+    torch.manual_seed(0)
+    feats = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items()
+             if k.startswith("features.")}
+    torch.save(feats, tmp_path / "alex.pth")
+    lp, note = load_lpips(tmp_path / "alex.pth")
+    assert lp is not None and note is None
+    img = random_image(32, 32, 7)
+    _, free = protect(img, svd_encoder, steps=6, lpips=lp, lpips_weight=0.0, **fast)
+    _, held = protect(img, svd_encoder, steps=6, lpips=lp, lpips_weight=1000.0, **fast)
+    assert free["lpips"] is not None and held["lpips"] is not None
+    assert held["lpips"] < free["lpips"]
