@@ -189,14 +189,58 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], *, s
     return report
 
 
+# Where an HF config field comes from in an mmvgm backbone config (for a helpful error).
+_TOP_LEVEL_FIELDS = {"num_frames": "frames", "image_size": "size", "num_channels": "channels"}
+
+
+def check_hf_config(backbone: nn.Module, directory: Path) -> None:
+    """Compare the architecture fields (``backbone.hf_arch_fields``, dotted) of an HF dir's
+    ``config.json`` with the backbone's config: activation or epsilon differences would load
+    without a shape error and silently change the features."""
+    fields = getattr(backbone, "hf_arch_fields", ())
+    config_file = directory / "config.json"
+    if not fields or not config_file.is_file():
+        return
+    try:
+        theirs = json.loads(config_file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CheckpointError(f"unreadable config.json ({exc})", config_file) from None
+    ours = backbone.hf_config.to_dict()
+    diffs = []
+    for dotted in fields:
+        a, b = _lookup(theirs, dotted), _lookup(ours, dotted)
+        if a is not _MISSING and b is not _MISSING and a != b:
+            leaf = dotted.split(".")[-1]
+            where = _TOP_LEVEL_FIELDS.get(leaf, f"model.{dotted}")
+            diffs.append(f"{dotted} is {a!r} in the checkpoint but {b!r} here (set '{where}')")
+    if diffs:
+        raise CheckpointError("the checkpoint's config.json describes another architecture: " + "; ".join(diffs),
+                              directory)
+
+
+_MISSING = object()
+
+
+def _lookup(tree: Mapping, dotted: str):
+    node = tree
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
 def load_pretrained(backbone: nn.Module, path: PathLike) -> LoadReport:
     """Load local pretrained weights into a backbone built by ``build_backbone``.
 
     Missing path -> ``CheckpointError`` naming the path and the expected files; keys are
-    checked strictly (see the module docstring) and the error lists what did not match.
+    checked strictly (see the module docstring) and the error lists what did not match. For an
+    HF dir, the architecture fields of its ``config.json`` must match the backbone config too.
     """
     weight_files = getattr(backbone, "weight_files", ("model.safetensors", "pytorch_model.bin"))
     state = read_state_dict(path, weight_files)
+    if Path(path).expanduser().is_dir():
+        check_hf_config(backbone, Path(path).expanduser())
     adapt = getattr(backbone, "adapt_state_dict", None)
     if adapt is not None:
         state = adapt(state)

@@ -42,6 +42,9 @@ class VideoMAE(Backbone):
     ignore_unexpected = ("classifier.", "decoder.", "encoder_to_decoder.", "mask_token", "fc_norm.",
                          "videomae.layernorm.")
     allow_missing = ("fc_norm.", "videomae.layernorm.")
+    hf_arch_fields = ("image_size", "num_frames", "num_channels", "patch_size", "tubelet_size", "hidden_size",
+                      "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+                      "layer_norm_eps")
 
     def __init__(self, cfg: dict) -> None:
         super().__init__(cfg)

@@ -42,6 +42,11 @@ class XCLIP(Backbone):
 
     fixed_frames = True
     fixed_size = True
+    hf_arch_fields = ("projection_dim",) + tuple(
+        f"vision_config.{k}" for k in ("image_size", "num_frames", "num_channels", "patch_size", "hidden_size",
+                                       "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                       "mit_hidden_size", "mit_intermediate_size", "mit_num_hidden_layers",
+                                       "mit_num_attention_heads", "hidden_act", "layer_norm_eps"))
     ignore_unexpected = tuple(f"xclip.{name}" + ("" if name in ("logit_scale", "prompts_visual_projection") else ".")
                               for name in _TEXT_SIDE)
 

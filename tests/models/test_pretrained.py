@@ -156,12 +156,24 @@ def test_directory_without_weights(tmp_path):
 
 def test_wrong_architecture_lists_the_keys(tmp_path):
     build_backbone({"base": "videomae_tiny", "model": {"num_hidden_layers": 2}}).videomae.save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match=r"unexpected keys: videomae\.encoder\.layer\.1\."):
+    with pytest.raises(CheckpointError, match=r"num_hidden_layers is 2 .* \(set 'model\.num_hidden_layers'\)"):
         build_backbone("videomae_tiny", weights=tmp_path)
+    with pytest.raises(CheckpointError, match=r"unexpected keys: videomae\.encoder\.layer\.1\."):
+        build_backbone("videomae_tiny", weights=tmp_path / "model.safetensors")  # no config.json beside
     other = tmp_path / "wide.safetensors"
     save_file(build_backbone({"base": "i3d_r50_tiny", "model": {"stem_dim_out": 16}}).state_dict(), other)
     with pytest.raises(CheckpointError, match="shape mismatches"):
         build_backbone("i3d_r50_tiny", weights=other)
+
+
+def test_hf_config_json_must_describe_the_same_architecture(tmp_path):
+    # Same tensor shapes, different activation: would load silently without the config check.
+    build_backbone({"base": "videomae_tiny", "model": {"hidden_act": "relu"}}).videomae.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="hidden_act is 'relu' in the checkpoint but 'gelu' here"):
+        build_backbone("videomae_tiny", weights=tmp_path)
+    build_backbone({"base": "xclip_tiny", "frames": 16}).xclip.save_pretrained(tmp_path / "x")
+    with pytest.raises(CheckpointError, match=r"vision_config\.num_frames is 16 .* \(set 'frames'\)"):
+        build_backbone("xclip_tiny", weights=tmp_path / "x")
 
 
 def test_missing_keys_are_reported(tmp_path):
