@@ -70,6 +70,8 @@ def command(config_file: Optional[str], resume: bool, no_progress: bool, thresho
     overrides["calibration.target_fpr"] = target_fpr
     cfg = load_train_config(config_file, overrides)
     result = train(cfg)
+    if not result.is_main_process:
+        return
     best = "n/a" if result.best_value is None else f"{result.best_value:.4f}"
     click.echo(f"trained {result.epochs_run} epoch(s), {result.global_step} step(s); best validation "
                f"{result.best_metric} {best} at epoch {result.best_epoch}")

@@ -86,6 +86,7 @@ class TrainResult:
     best_value: Optional[float]
     history: List[dict] = field(default_factory=list)
     calibration: dict = field(default_factory=dict)
+    is_main_process: bool = True  # False in the other ranks of a DDP run (they print nothing)
 
 
 # ----------------------------------------------------------------------------- config
@@ -466,7 +467,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     accelerator.end_training()
     return TrainResult(out, out / "last", out / "best", epochs_run=len(history), global_step=global_step,
                        best_epoch=best["epoch"], best_metric=best_name, best_value=best["value"],
-                       history=history, calibration=final_cal)
+                       history=history, calibration=final_cal, is_main_process=main)
 
 
 def _report_skipped(batch, say, seen: set) -> None:

@@ -28,6 +28,7 @@ def tiny_config(data: Path, out: Path, labels: Path, **over) -> dict:
     """joint task, tiny VideoMAE; a 50/25/25 split so the test split has several videos per class."""
     cfg = {"backbone": "videomae_tiny", "task": "joint", "data": str(data), "labels": str(labels),
            "epochs": 2, "batch_size": 4, "lr": 2e-3, "workers": 0, "out": str(out), "progress": False,
-           "dropout": 0.1, "split": {"ratios": [0.5, 0.25, 0.25], "seed": 2024}}
+           "dropout": 0.1, "split": {"ratios": [0.5, 0.25, 0.25], "seed": 2024},
+           "cpu": True}  # exact-equality tests (resume, reproducibility) are promised on CPU
     cfg.update(over)
     return cfg

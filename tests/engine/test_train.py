@@ -144,3 +144,12 @@ def test_epoch_sampler_and_schedule():
         opt.step()
         sched.step()
     assert lrs[0] < lrs[1] < lrs[2] == 1.0 and lrs[-1] < lrs[3] and opt.param_groups[0]["lr"] == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_training_and_evaluation(tmp_path, synth_data, synth_labels):
+    cfg = tiny_config(synth_data, tmp_path / "gpu", synth_labels, cpu=False, mixed_precision="bf16", epochs=1)
+    result = train(cfg)
+    assert result.global_step > 0 and result.history[0]["train_loss"] == result.history[0]["train_loss"]  # not NaN
+    r = evaluate_module.evaluate(result.best_dir, synth_data, device="cuda", workers=0, progress=False)
+    assert r["n"] == 6 and 0.0 <= r["accuracy"] <= 1.0
