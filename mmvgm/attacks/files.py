@@ -54,15 +54,13 @@ def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike
     ``options``: keyword options of :func:`mmvgm.attacks.protect` (eps, steps, step_size, ...).
     ``on_image(path, steps)`` may return a per-step callback (progress bars).
     """
-    from mmvgm.attacks.protect import ProtectOptions, protect
-    from mmvgm.config import load_config, merge
+    from mmvgm.attacks.protect import protect
     from mmvgm.io.image import read_image, write_image
 
     config = options.pop("config", "default")
-    cfg = merge(load_config(config, "protect"), {k: v for k, v in options.items() if v is not None})
+    cfg, opts = resolve_options(config, **options)
     cfg.pop("encoder", None)
     cfg.pop("encoder_options", None)  # used where the encoder is built
-    opts = ProtectOptions.from_config(cfg)  # validate everything before the first image
     target_image = read_image(target) if target is not None else None
     outs = output_paths(inputs, out)
     for src, dst in zip(inputs, outs):
@@ -78,3 +76,13 @@ def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike
             yield {"path": str(src), "error": exc.message}
             continue
         yield {"path": str(src), "output": str(dst), **({"target": str(target)} if target else {}), **report}
+
+
+def resolve_options(config: PathLike = "default", **options) -> tuple:
+    """``(cfg, ProtectOptions)``: the protect config with non-None ``options`` over it, validated
+    (so bad values are refused before any model is loaded)."""
+    from mmvgm.attacks.protect import ProtectOptions
+    from mmvgm.config import load_config, merge
+
+    cfg = merge(load_config(config, "protect"), {k: v for k, v in options.items() if v is not None})
+    return cfg, ProtectOptions.from_config(cfg)
