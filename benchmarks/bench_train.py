@@ -68,7 +68,7 @@ class RssSampler(threading.Thread):
                     kids += child.memory_full_info().uss
                 except psutil.Error:
                     pass
-            self.samples.append((time.perf_counter(), main, main + kids))
+            self.samples.append((time.perf_counter(), main, main + kids, len(self.proc.children())))
             time.sleep(self.every)
 
     def stop(self) -> None:
@@ -144,34 +144,47 @@ def main() -> None:
 
     before = model_only_rate(cfg, args.model_steps)
 
+    import mmvgm.engine.evaluate as evaluate_module
+
+    validation_started = []
+    real_predict = evaluate_module.predict
+
+    def marking_predict(*a, **k):  # the first validation marks the end of the training loop
+        validation_started.append(time.perf_counter())
+        return real_predict(*a, **k)
+
+    evaluate_module.predict = marking_predict
     sampler = RssSampler()
     sampler.start()
-    t0 = time.perf_counter()
     result = train(cfg)
     sampler.stop()
+    evaluate_module.predict = real_predict
     rate = result.history[0]["train_clips_per_s"]
     after = model_only_rate(cfg, args.model_steps)
     ceiling = max(before, after)  # the machine may be shared: take the better of two measurements
-    n_train = round(args.clips)
 
-    samples = np.array([(t - t0, m, a) for t, m, a in sampler.samples])
-    deciles = [samples[min(len(samples) - 1, int(q * (len(samples) - 1)))] for q in (0.1, 0.25, 0.5, 0.75, 1.0)]
+    # the training loop: from the first DataLoader worker to the start of validation
+    samples = np.array(sampler.samples)
+    start = samples[samples[:, 3] > 0][0, 0] if (samples[:, 3] > 0).any() else samples[0, 0]
+    loop = samples[(samples[:, 0] >= start) & (samples[:, 0] <= validation_started[0])]
+    loop[:, 0] -= start
+    marks = [loop[min(len(loop) - 1, int(q * (len(loop) - 1)))] for q in (0.1, 0.25, 0.5, 0.75, 1.0)]
     held = args.clips * args.video_frames * args.video_size ** 2 * 3
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({psutil.cpu_count()} cores)"
     print(f"device {device}, torch threads {torch.get_num_threads()}, backbone {args.backbone} "
-          f"({args.frames}x{args.size}px), batch {args.batch_size}, workers {args.workers}, ~{n_train} train clips")
+          f"({args.frames}x{args.size}px), batch {args.batch_size}, workers {args.workers}, "
+          f"{result.history[0]['step'] * args.batch_size} train clips")
     print(f"model-only step rate : {ceiling:8.1f} clips/s   (measured before/after: {before:.1f} / {after:.1f})")
-    print(f"training with loader : {rate:8.1f} clips/s")
+    print(f"loop with DataLoader : {rate:8.1f} clips/s")
     print(f"ratio                : {rate / ceiling:8.3f}   (goal >= 0.85)")
-    print("RSS through the run (MiB, main RSS / + workers' USS) at 10%, 25%, 50%, 75%, 100% of the time:")
-    print("   " + "  ".join(f"{m / 2**20:.0f}/{a / 2**20:.0f}" for _, m, a in deciles))
-    peak_main, peak_all = samples[:, 1].max(), samples[:, 2].max()
-    t_end = samples[-1, 0]
-    early = samples[samples[:, 0] <= t_end * 0.25][:, 2].max()
-    late = samples[samples[:, 0] >= t_end * 0.5][:, 2].max()
-    print(f"peak RSS main {peak_main / 2**20:.0f} MiB, main + workers {peak_all / 2**20:.0f} MiB; "
-          f"peak in the second half vs the first quarter: {(late - early) / 2**20:+.0f} MiB")
+    print("RSS in the training loop (MiB, main RSS / + workers' USS) at 10%, 25%, 50%, 75%, 100% of it:")
+    print("   " + "  ".join(f"{m / 2**20:.0f}/{a / 2**20:.0f}" for _, m, a, _ in marks))
+    t_end = loop[-1, 0]
+    early = loop[loop[:, 0] <= t_end * 0.25][:, 2].max()
+    late = loop[loop[:, 0] >= t_end * 0.5][:, 2].max()
+    print(f"peak RSS in the loop: main {loop[:, 1].max() / 2**20:.0f} MiB, main + workers {loop[:, 2].max() / 2**20:.0f} MiB "
+          f"(whole run {samples[:, 2].max() / 2**20:.0f}); second half vs first quarter: {(late - early) / 2**20:+.0f} MiB")
     print(f"(holding all {args.clips} decoded videos in RAM, as the research code did, would need "
           f"{held / 2**20:.0f} MiB more)")
 

@@ -70,6 +70,12 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, trained_run, 
     assert all(torch.equal(straight[k], again[k]) for k in straight)
     assert _no_timing(resumed.history) == _no_timing(trained_run.history)
     assert read_meta(out / "last")["calibration"] == read_meta(trained_run.last_dir)["calibration"]
+    # two trainings with the same seed and data -> the same metrics JSON (paths aside)
+    a, b = (evaluate_module.evaluate(d, synth_data, workers=0, progress=False)
+            for d in (trained_run.last_dir, out / "last"))
+    drop = ("checkpoint", "config")
+    assert json.dumps({k: v for k, v in a.items() if k not in drop}) == \
+        json.dumps({k: v for k, v in b.items() if k not in drop})
 
 
 def test_resume_refuses_a_changed_config(trained_run):
