@@ -181,12 +181,16 @@ class LVDModel(nn.Module):
         if not self.covers(step):
             raise InputError(f"the per-step models cover steps {self.steps}, not step {step}; "
                              "train them for every step the rule reads (or use --mode conditioned)")
+        from mmvgm.runtime import autocast_dtype
+
         frames = self.adapter(x0.to(self.device))
-        if self.mode == "conditioned":
-            steps = torch.full((frames.shape[0],), step, device=frames.device)
-            return torch.sigmoid(self.net("conditioned")(frames, steps).float())
-        cols = [self.net(per_step_key(c, step))(frames) for c in self.categories]
-        return torch.sigmoid(torch.cat(cols, dim=1).float())
+        amp = autocast_dtype(self.device)  # bf16 on CUDA: the guard runs inside every denoising step
+        with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
+            if self.mode == "conditioned":
+                steps = torch.full((frames.shape[0],), step, device=frames.device)
+                return torch.sigmoid(self.net("conditioned")(frames, steps).float())
+            cols = [self.net(per_step_key(c, step))(frames) for c in self.categories]
+            return torch.sigmoid(torch.cat(cols, dim=1).float())
 
     def threshold_vector(self, step: int) -> torch.Tensor:
         th = self.thresholds
