@@ -57,6 +57,10 @@ class LatentGuard:
         if not callable(detector):
             raise InputError("detector must be callable: detector(x0, step_index) -> flags")
         SequentialRule(eta, lam)  # validates eta and lambda now, not mid-generation
+        covers = getattr(detector, "covers", None)
+        if covers is not None and not all(covers(step) for step in range(eta)):
+            raise InputError(f"the detector does not cover every step the rule reads (0-{eta - 1}); "
+                             "train per-step models for those steps or use a conditioned model")
         self.pipe = pipe
         self.detector = detector
         self.eta, self.lam, self.sequential, self.policy = eta, lam, sequential, policy

@@ -90,3 +90,6 @@ def test_guard_with_a_trained_lvd_model(tiny_pipeline, tmp_path):
     model.thresholds["violent"] = 1.01  # nothing is flagged
     run_tiny(pipe, steps=8, callback_on_step_end=guard)
     assert not guard.unsafe and guard.result.steps_run == 8
+    model.mode, model.steps = "per-step", [0, 1]  # a per-step bundle that misses step 2
+    with pytest.raises(InputError, match="does not cover every step"):
+        LatentGuard(pipe, model, eta=3)
