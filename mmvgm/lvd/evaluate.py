@@ -31,13 +31,9 @@ def load_flags(path: PathLike) -> FlagTable:
     if not path.is_file():
         raise InputError("scores file not found", path)
     if path.suffix in (".pth", ".pt"):
-        import torch
+        from mmvgm.lvd.trajectories import safe_torch_load
 
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - damaged files raise many types
-            raise DecodeError(f"cannot read the scores file (truncated or not a torch file?): "
-                              f"{' '.join(str(exc).split())[:200]}", path) from None
+        obj = safe_torch_load(path, "scores file")
     else:
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))

@@ -254,22 +254,29 @@ def _as_index(cell: str) -> Optional[int]:
     return int(value) if value.is_integer() else None
 
 
-def load_research_tensor(path: PathLike) -> torch.Tensor:
-    """``pred_x0.pth`` as a (memory-mapped where possible) tensor (N, steps, C, F, H, W)."""
+def safe_torch_load(path: PathLike, what: str, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary pickle."""
     path = Path(path)
     if not path.is_file():
         raise InputError("file not found", path)
     try:
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
         except RuntimeError as exc:
-            if "mmap" not in str(exc):  # legacy (non-zip) files cannot be mapped; anything else is fatal
+            if not mmap or "mmap" not in str(exc):  # legacy (non-zip) files cannot be mapped
                 raise
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
+        if "Weights only load failed" in str(exc):
+            raise DecodeError(f"the {what} holds pickled Python objects, not only tensors; refusing to "
+                              "unpickle it (re-save it with plain tensors, lists and dicts)", path) from None
         reason = " ".join(str(exc).split())[:200]
-        raise DecodeError(f"cannot read the trajectory file (truncated or not a torch file?): {reason}",
-                          path) from None
+        raise DecodeError(f"cannot read the {what} (truncated or not a torch file?): {reason}", path) from None
+
+
+def load_research_tensor(path: PathLike) -> torch.Tensor:
+    """``pred_x0.pth`` as a (memory-mapped where possible) tensor (N, steps, C, F, H, W)."""
+    obj = safe_torch_load(path, "trajectory file", mmap=True)
     if isinstance(obj, (list, tuple)) and obj and all(torch.is_tensor(t) for t in obj):
         obj = torch.stack(list(obj))
     if not torch.is_tensor(obj) or obj.ndim != 6:

@@ -71,3 +71,18 @@ def test_truncated_and_wrong_pth_are_clear_errors(tmp_path):
     with pytest.raises(InputError, match="normal trajectories have shape"):
         import_research(tmp_path / "pred_x0.pth", tmp_path / "labels.csv", tmp_path / "o",
                         normal=tmp_path / "other.pth", progress=False)
+
+
+class _NotATensor:
+    pass
+
+
+def test_pickled_objects_are_refused_and_legacy_files_load(tmp_path):
+    torch.save({"x": _NotATensor()}, tmp_path / "evil.pth")
+    with pytest.raises(DecodeError, match="refusing to unpickle"):
+        import_research(tmp_path / "evil.pth", tmp_path / "l.csv", tmp_path / "o", progress=False)
+    x = torch.randn(2, 3, 4, 1, 2, 2)
+    torch.save(x, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    (tmp_path / "l.csv").write_text("1,,,,\n")
+    store = import_research(tmp_path / "legacy.pth", tmp_path / "l.csv", tmp_path / "o", progress=False)
+    assert torch.equal(store.load("u00001"), x[1].half())
