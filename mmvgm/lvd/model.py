@@ -163,9 +163,11 @@ class LVDModel(nn.Module):
     def device(self) -> torch.device:
         return self._device
 
-    def to(self, device: Any) -> "LVDModel":  # type: ignore[override]
-        self._device = torch.device(device)
-        return super().to(device)
+    def to(self, *args: Any, **kwargs: Any) -> "LVDModel":  # type: ignore[override]
+        device = kwargs.get("device", args[0] if args else None)
+        if isinstance(device, (str, torch.device)):
+            self._device = torch.device(device)
+        return super().to(*args, **kwargs)
 
     @property
     def thresholds(self) -> Dict[str, Any]:
