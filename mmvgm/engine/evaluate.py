@@ -259,7 +259,7 @@ def _attack(model, samples, attack: str, transform, label_set, task: str, frames
     key = "trace" if task == "trace" else "detect"
 
     def model_fn(x01: torch.Tensor):  # [0,1] pixels -> the model's normalised input
-        return model((x01 * scale - mean) / std)
+        return model((x01.to(device) * scale - mean) / std)
 
     def batches():
         for b in loader:
