@@ -70,14 +70,10 @@ def _label_names(labels: Any) -> Tuple[List[str], Dict[str, str]]:
 
 
 def _worker_init(_: int) -> None:
-    # DataLoader workers decode; one thread each keeps them from fighting the model for cores.
+    # DataLoader workers decode; one torch thread each keeps them from fighting the model for
+    # cores. (Not cv2.setNumThreads: in a forked worker it tears down the parent's OpenCV
+    # thread pool and can deadlock.)
     torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:  # noqa: BLE001 - OpenCV is optional for this tuning only
-        pass
 
 
 class ClipDataset(torch.utils.data.Dataset):

@@ -1,0 +1,234 @@
+"""Scan throughput vs. model-only throughput, and peak memory vs. number of files.
+
+Prints, measured in one run:
+
+* for each model (tiny VideoMAE and base VideoMAE): files/s of ``run_scan`` over N videos
+  (decoding in DataLoader workers, overlapped with inference, one fsync'd JSONL line per
+  file) as a ratio to clips/s of the model alone on clips that were decoded beforehand
+  (normalise + forward + calibration, same batch size). Goal: >= 0.85.
+* peak RSS (main process, and the largest DataLoader worker) of a scan over two file
+  counts, each in a fresh process: it must stay flat as the count grows.
+
+On a 2-core CPU machine the base VideoMAE at 16 x 224 takes seconds per clip, so the
+default there is reduced (``--base-frames 8 --base-size 112``); the printout says what ran.
+With a GPU the base model runs at its real 16 x 224.
+
+    python benchmarks/bench_scan.py                       # defaults for this machine
+    python benchmarks/bench_scan.py --videos 200 --workers 4 --batch-size 16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_videos(folder: Path, count: int, frames: int, width: int, height: int, media: str = "mp4",
+                distinct: int = 10) -> list:
+    """``count`` videos (copies of ``distinct`` synthetic ones): H.264 mp4, or folders of JPEG
+    frames (``media="jpg"``, for machines without PyAV)."""
+    from mmvgm.demo import SOURCES, synthetic_frames, write_mp4
+
+    folder.mkdir(parents=True, exist_ok=True)
+    originals = []
+    for i in range(min(distinct, count)):
+        clip = synthetic_frames(SOURCES[i % len(SOURCES)], i, frames, height, width)
+        if media == "mp4":
+            originals.append(write_mp4(folder / f"orig{i:02d}.mp4", clip))
+        else:
+            import cv2
+
+            d = folder / f"orig{i:02d}"
+            d.mkdir()
+            for j, frame in enumerate(clip):
+                cv2.imwrite(str(d / f"frame_{j:04d}.jpg"), np.ascontiguousarray(frame[:, :, ::-1]))
+            originals.append(d)
+    paths = []
+    for i in range(count):
+        source = originals[i % len(originals)]
+        dest = folder / f"clip{i:05d}{source.suffix}"
+        if source.is_dir():
+            shutil.copytree(source, dest)
+        else:
+            shutil.copyfile(source, dest)
+        paths.append(dest)
+    for original in originals:
+        shutil.rmtree(original) if original.is_dir() else original.unlink()
+    return paths
+
+
+def make_predictor(workdir: Path, backbone: str, frames: int, size: int, device: str):
+    from mmvgm.engine.checkpoint import save_checkpoint
+    from mmvgm.inference import Predictor
+    from mmvgm.models import build_model
+    from mmvgm.models.registry import resolve_backbone_config
+
+    cfg = resolve_backbone_config(backbone, frames=frames, size=size)
+    cfg["preprocess"] = {**cfg["preprocess"], "resize_shortest": size, "crop": size}
+    model = build_model({"backbone": cfg, "task": "joint", "num_classes": 3})
+    ckpt = save_checkpoint(workdir / f"ckpt-{backbone}", model, {
+        "model_cfg": model.config, "task": "joint", "labels": ["real", "a", "b", "c"],
+        "preprocess": model.preprocess, "frames": frames, "sampling": "consecutive",
+        "calibration": {"temperature": 1.0, "threshold": 0.5, "open_set_threshold": 0.5,
+                        "trace_temperature": 1.0}})
+    return Predictor.from_checkpoint(ckpt, device=None if device == "auto" else device)
+
+
+def _sync(predictor) -> None:
+    import torch
+
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def model_only_rate(predictor, paths, batch_size: int) -> float:
+    """clips/s of normalise + forward + calibration on clips decoded beforehand."""
+    import torch
+
+    clips = [predictor.load_clip(p)[0] for p in paths]  # not timed
+    batches = [torch.stack(clips[i:i + batch_size]) for i in range(0, len(clips), batch_size)]
+    if predictor.device.type == "cuda":
+        batches = [b.pin_memory() for b in batches]
+    predictor.probabilities(batches[0])  # warm-up
+    _sync(predictor)
+    start = time.perf_counter()
+    for batch in batches:
+        predictor.probabilities(batch)
+    _sync(predictor)
+    return len(clips) / (time.perf_counter() - start)
+
+
+def scan_rate(predictor, folder: Path, out: Path, batch_size: int, workers: int) -> float:
+    from mmvgm.scan import run_scan
+
+    summary = run_scan(predictor, folder, out, batch_size=batch_size, workers=workers, progress=False)
+    assert summary.errors == 0, f"{summary.errors} files failed"
+    return (summary.scored + summary.errors) / summary.seconds
+
+
+class PeakRSS:
+    """Samples the resident memory of this process and of its children (decode workers)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.main = self.workers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                self.main = max(self.main, self.process.memory_info().rss)
+                kids = [c.memory_info().rss for c in self.process.children(recursive=True)]
+                self.workers = max(self.workers, max(kids, default=0))
+            except psutil.Error:
+                pass
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def rss_child(count: int, batch_size: int, workers: int, media: str) -> None:
+    """Run inside a fresh process: scan ``count`` files, print peak RSS during the scan as JSON."""
+    work = Path(tempfile.mkdtemp(prefix="bench-scan-rss-"))
+    try:
+        make_videos(work / "videos", count, frames=32, width=320, height=240, media=media)
+        predictor = make_predictor(work, "videomae_tiny", 8, 32, "cpu")
+        import psutil
+
+        before = psutil.Process().memory_info().rss
+        with PeakRSS() as peak:
+            scan_rate(predictor, work / "videos", work / "out.jsonl", batch_size, workers)
+        print(json.dumps({"count": count, "before_scan_mb": before / 2**20, "main_mb": peak.main / 2**20,
+                          "worker_mb": peak.workers / 2**20}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models", default="tiny,base")
+    parser.add_argument("--base-frames", type=int, default=None, help="default: 16 on GPU, 8 on CPU")
+    parser.add_argument("--base-size", type=int, default=None, help="default: 224 on GPU, 112 on CPU")
+    parser.add_argument("--base-videos", type=int, default=None, help="default: --videos (GPU), 48 (CPU)")
+    parser.add_argument("--rss-counts", default="100,400")
+    parser.add_argument("--media", choices=("mp4", "jpg"), default="mp4",
+                        help="H.264 mp4 files (needs PyAV to write) or folders of JPEG frames")
+    parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child is not None:
+        rss_child(args.rss_child, args.batch_size, args.workers, args.media)
+        return
+
+    gpu = torch.cuda.is_available() and args.device != "cpu"
+    base_frames = args.base_frames or (16 if gpu else 8)
+    base_size = args.base_size or (224 if gpu else 112)
+    base_videos = args.base_videos or (args.videos if gpu else 48)
+    specs = {"tiny": ("videomae_tiny", 8, 32, args.videos),
+             "base": ("videomae", base_frames, base_size, base_videos)}
+    print(f"machine: {os.cpu_count()} CPU cores, "
+          f"{torch.cuda.get_device_name(0) if gpu else 'no GPU'}; torch threads {torch.get_num_threads()}; "
+          f"batch {args.batch_size}, {args.workers} decode workers")
+    work = Path(tempfile.mkdtemp(prefix="bench-scan-"))
+    try:
+        for name in args.models.split(","):
+            backbone, frames, size, count = specs[name]
+            folder = work / f"videos-{name}"
+            paths = make_videos(folder, count, frames=max(32, frames), width=320, height=240,
+                                media=args.media)
+            predictor = make_predictor(work, backbone, frames, size, args.device)
+            model = model_only_rate(predictor, paths[: min(count, 200)], args.batch_size)
+            scan = scan_rate(predictor, folder, work / f"out-{name}.jsonl", args.batch_size, args.workers)
+            reduced = "" if (name == "tiny" or (frames, size) == (16, 224)) else " (reduced from 16x224)"
+            print(f"{name:5s} {backbone} {frames}x{size}{reduced}, {count} videos 320x240 {args.media}, "
+                  f"device {predictor.device}: model-only {model:8.1f} clips/s, scan {scan:8.1f} files/s, "
+                  f"ratio {scan / model:.2f} (goal >= 0.85)")
+            del predictor
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    results = []
+    for count in [int(c) for c in args.rss_counts.split(",")]:
+        proc = subprocess.run([sys.executable, __file__, "--rss-child", str(count), "--batch-size",
+                               str(args.batch_size), "--workers", str(args.workers), "--media", args.media],
+                              capture_output=True, text=True, check=True)
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    for r in results:
+        print(f"peak RSS, tiny scan over {r['count']:5d} files: main {r['main_mb']:7.1f} MB "
+              f"(before the scan {r['before_scan_mb']:.1f} MB), largest worker {r['worker_mb']:7.1f} MB")
+    first, last = results[0], results[-1]
+    print(f"peak RSS growth {first['count']} -> {last['count']} files: main x{last['main_mb'] / first['main_mb']:.2f}, "
+          f"workers x{last['worker_mb'] / max(first['worker_mb'], 1e-9):.2f} (flat = ~1.0)")
+
+
+if __name__ == "__main__":
+    main()
