@@ -153,6 +153,18 @@ def rank_from_env(env: Optional[Dict[str, str]] = None) -> Optional[Shard]:
     return shard if shard.count > 1 else None
 
 
+def rank_device(preference: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Under torchrun with CUDA, ``auto`` means this rank's own GPU (``cuda:LOCAL_RANK``)."""
+    env = os.environ if env is None else env
+    if preference not in (None, "auto") or "LOCAL_RANK" not in env or rank_from_env(env) is None:
+        return preference
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(env['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return preference
+
+
 def shard_of(path: str, root: Path, count: int) -> int:
     """Stable shard index of ``path``: a hash of its path relative to ``root``."""
     try:
@@ -437,6 +449,7 @@ class ScanSummary:
     seconds: float
     shard: Optional[Shard] = None
     merged: Optional[Path] = None   # the merged OUT (rank 0 under torch.distributed)
+    distributed: bool = False   # ranks synchronised on a torch.distributed barrier
     repaired_bytes: int = 0     # bytes of a torn last line removed on resume
 
     @property
@@ -444,23 +457,26 @@ class ScanSummary:
         return (self.scored + self.errors) / self.seconds if self.seconds > 0 else 0.0
 
 
-def _barrier() -> bool:
-    """Wait for every rank (torch.distributed, gloo); False when no process group can be had."""
+def _barrier() -> Optional[bool]:
+    """Wait for every rank (torch.distributed, gloo). None: no process group can be had;
+    True: this call created the group (the caller destroys it); False: it existed already."""
     try:
         import datetime
 
         import torch.distributed as dist
     except ImportError:
-        return False
+        return None
     if not dist.is_available():
-        return False
+        return None
+    created = False
     if not dist.is_initialized():
         if not (os.environ.get("MASTER_ADDR") and os.environ.get("MASTER_PORT")):
-            return False
+            return None
         # Ranks finish their shards at different times: allow a long wait.
         dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
+        created = True
     dist.barrier()
-    return True
+    return created
 
 
 def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8, workers: int = 2,
@@ -512,6 +528,13 @@ def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8,
         repaired = writer.repaired_bytes
     summary = ScanSummary(out=target, total=len(mine), skipped=skipped, scored=scored, errors=errors,
                           seconds=time.perf_counter() - started, shard=active, repaired_bytes=repaired)
-    if env_shard is not None and merge and _barrier() and env_shard.index == 0:
-        summary.merged, _ = merge_outputs(out, expected=env_shard.count)
+    if env_shard is not None and merge:
+        created = _barrier()
+        summary.distributed = created is not None
+        if summary.distributed and env_shard.index == 0:
+            summary.merged, _ = merge_outputs(out, expected=env_shard.count)
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return summary

@@ -68,9 +68,9 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     if retry_errors and not resume:
         raise InputError("--retry-errors only makes sense with --resume")
     from mmvgm.inference import Predictor
-    from mmvgm.scan import run_scan
+    from mmvgm.scan import rank_device, run_scan
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=None if device == "auto" else device)
+    predictor = Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device))
     if frames is not None or sampling is not None:
         predictor.frames = frames or predictor.frames
         predictor.sampling = sampling or predictor.sampling
@@ -87,5 +87,5 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
                err=True)
     if summary.merged is not None:
         click.echo(f"merged all shards into {summary.merged}", err=True)
-    elif summary.shard is not None:
+    elif summary.shard is not None and not summary.distributed:
         click.echo(f"when every shard is done: mmvgm scan --merge --out {out}", err=True)
