@@ -281,7 +281,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoints are written.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
     from mmvgm.data.datasets import VideoDataset
     from mmvgm.data.transforms import VideoTransform
@@ -309,8 +309,12 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
         else:
             stderr_console.print(f"[yellow]--resume: no checkpoint in {out / 'last'} yet; starting fresh")
 
+    cuda = torch.cuda.is_available() and not cfg["cpu"]
+    # pinned batches copied with non_blocking=True: a blocking copy would wait for the previous
+    # step's kernels each step, so the CPU could never queue work ahead of the GPU
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg["mixed_precision"], cfg["cpu"]),
-                              gradient_accumulation_steps=cfg["grad_accum"], cpu=cfg["cpu"])
+                              gradient_accumulation_steps=cfg["grad_accum"], cpu=cfg["cpu"],
+                              dataloader_config=DataLoaderConfiguration(non_blocking=cuda))
     main = accelerator.is_main_process
     say = stderr_console.print if main else (lambda *a, **k: None)
     _share_cpu_with_workers(accelerator.device, cfg["workers"])
@@ -340,7 +344,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
                             sampling=cfg["sampling"], transform=transform)
 
     train_sampler = EpochSampler(len(splits["train"]), cfg["seed"])
-    loader_kw = dict(num_workers=cfg["workers"], pin_memory=accelerator.device.type == "cuda",
+    loader_kw = dict(num_workers=cfg["workers"], pin_memory=cuda,
                      persistent_workers=cfg["workers"] > 0)
     from mmvgm.data.datasets import collate_skip_bad
 

@@ -95,5 +95,6 @@ def test_attack_model_fn_sees_pixels_in_0_1_and_matches_normal_inference(monkeyp
 
     monkeypatch.setattr(robustness, "_torchattacks", lambda: None)
     monkeypatch.setattr(robustness, "evaluate_attack", fake_evaluate_attack)
-    r = evaluate(trained_run.best_dir, synth_data, attack="pgd:eps=2/255,steps=2", workers=0, progress=False)
+    r = evaluate(trained_run.best_dir, synth_data, attack="pgd:eps=2/255,steps=2", workers=0, progress=False,
+                 device="cpu")
     assert r["attack"]["n"] == r["n"] == sum(seen)
