@@ -313,7 +313,7 @@ class Predictor:
             dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
             collate_fn=collate_items, worker_init_fn=_worker_init if workers else None,
             pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers else None, persistent_workers=False)
+            prefetch_factor=2 if workers else None, persistent_workers=False)
         for batch in loader:
             items = batch["items"]
             good = [it for it in items if it["error"] is None]
