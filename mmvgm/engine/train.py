@@ -244,6 +244,15 @@ def _mixed_precision(choice: str, cpu: bool) -> str:
     return choice
 
 
+def _fresh_accelerator_state() -> None:
+    """accelerate keeps one process-wide state; a second ``train()`` in the same (non-launched)
+    process with another precision or device would be refused, so start it afresh."""
+    from accelerate.state import AcceleratorState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _share_cpu_with_workers(device: torch.device, workers: int) -> None:
     """On CPU, leave a core per decoding worker: compute threads spinning on every core starve
     the DataLoader workers (measured: 4-10x slower epochs). ``OMP_NUM_THREADS`` wins if set."""
@@ -309,6 +318,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
         else:
             stderr_console.print(f"[yellow]--resume: no checkpoint in {out / 'last'} yet; starting fresh")
 
+    _fresh_accelerator_state()
     cuda = torch.cuda.is_available() and not cfg["cpu"]
     # pinned batches copied with non_blocking=True: a blocking copy would wait for the previous
     # step's kernels each step, so the CPU could never queue work ahead of the GPU

@@ -159,3 +159,10 @@ def test_cuda_bf16_training_and_evaluation(tmp_path, synth_data, synth_labels):
     assert result.global_step > 0 and result.history[0]["train_loss"] == result.history[0]["train_loss"]  # not NaN
     r = evaluate_module.evaluate(result.best_dir, synth_data, device="cuda", workers=0, progress=False)
     assert r["n"] == 6 and 0.0 <= r["accuracy"] <= 1.0
+
+
+def test_two_trainings_in_one_process_may_differ_in_precision(tmp_path, synth_data, synth_labels):
+    for i, precision in enumerate(("no", "bf16")):  # bf16 autocast also runs on CPU
+        cfg = tiny_config(synth_data, tmp_path / str(i), synth_labels, epochs=1, max_steps=1,
+                          mixed_precision=precision)
+        assert train(cfg).global_step == 1
