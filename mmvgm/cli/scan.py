@@ -71,9 +71,8 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     from mmvgm.scan import rank_device, run_scan
 
     predictor = Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device))
-    if frames is not None or sampling is not None:
-        predictor.frames = frames or predictor.frames
-        predictor.sampling = sampling or predictor.sampling
+    predictor.frames = predictor.check_frames(frames)  # refuse before any output is created
+    predictor.sampling = sampling or predictor.sampling
     summary = run_scan(predictor, path, out, batch_size=batch_size, workers=workers, resume=resume,
                        shard=parse_shard(shard) if shard else None, retry_errors=retry_errors,
                        progress=not quiet)
