@@ -1,7 +1,12 @@
 """Post-hoc calibration fitted on the validation split only, stored in the checkpoint.
 
 - **Temperature scaling** (Guo et al. 2017): one scalar T per head minimising the validation
-  negative log-likelihood of ``logits / T``; it changes confidences, never the argmax.
+  negative log-likelihood of ``logits / T``; it changes confidences, never the argmax. The
+  targets carry Platt's (1999) prior correction: a class seen n times in validation is
+  trusted with probability (n+1)/(n+2), not 1. Without it a perfectly separated validation
+  split (common with small ones) drives T to 0 and every probability to exactly 0% or 100%,
+  which also makes the open-set threshold 1.0 and sends every slightly uncertain video to
+  "unknown".
 - **Detection threshold**: the smallest threshold on calibrated P(fake) at which at most
   ``target_fpr`` (default 5%) of the *real* validation videos are called fake; or a fixed
   value (e.g. 0.5) when asked.
@@ -63,20 +68,37 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return expit(np.asarray(z, np.float64))
 
 
-def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+def platt_targets(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Soft targets (n, K): the true class gets (n_k+1)/(n_k+2), the rest share the remainder."""
+    y = np.asarray(y, dtype=int)
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    slack = 1.0 / (counts[y] + 2.0)
+    targets = np.repeat((slack / max(num_classes - 1, 1))[:, None], num_classes, axis=1)
+    targets[np.arange(len(y)), y] = 1.0 - slack
+    return targets
+
+
+def _nll(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
     z = logits / temperature
-    if z.ndim == 1:  # binary: BCE with logits, numerically stable
-        return float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
-    return float(-np.mean(_log_softmax(z)[np.arange(len(y)), y]))
+    if z.ndim == 1:  # binary: BCE with logits against P(class 1), numerically stable
+        return float(np.mean(np.maximum(z, 0) - z * targets + np.log1p(np.exp(-np.abs(z)))))
+    return float(-np.mean((targets * _log_softmax(z)).sum(axis=1)))
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """T > 0 minimising the NLL of ``logits / T`` (1-D logits: binary; 2-D: softmax)."""
+    """T > 0 minimising the NLL of ``logits / T`` against Platt-corrected targets.
+
+    1-D logits: binary (y in {0, 1}); 2-D: softmax over the columns.
+    """
     logits = np.asarray(logits, np.float64)
-    y = np.asarray(y)
+    y = np.asarray(y, dtype=int)
     if len(y) == 0:
         raise InputError("cannot fit a temperature: the validation split is empty")
-    res = minimize_scalar(lambda log_t: _nll(logits, y, math.exp(log_t)), bounds=LOG_T_BOUNDS,
+    if logits.ndim == 1:
+        targets = platt_targets(y, 2)[:, 1]
+    else:
+        targets = platt_targets(y, logits.shape[1])
+    res = minimize_scalar(lambda log_t: _nll(logits, targets, math.exp(log_t)), bounds=LOG_T_BOUNDS,
                           method="bounded", options={"xatol": 1e-6})
     return float(math.exp(res.x))
 

@@ -1,3 +1,4 @@
+import math
 import numpy as np
 import pytest
 
@@ -78,3 +79,28 @@ def test_fpr_threshold_sits_between_the_last_real_and_the_next_score():
     assert th == pytest.approx((0.03 + 0.9) / 2)
     # same validation FPR and TPR as the tightest threshold
     assert (real >= th).sum() == 0 and (fake >= th).sum() == 2
+
+
+def test_separable_validation_does_not_saturate():
+    # A perfectly separated small validation split: plain NLL would push T to its lower bound
+    # and every probability to 0/1 (and the open-set threshold to 1.0).
+    logits = np.array([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 5.0]] * 4)
+    y = np.array([0, 1, 2] * 4)
+    t = C.fit_temperature(logits, y)
+    assert t > math.exp(C.LOG_T_BOUNDS[0]) * 1.5
+    probs = C.softmax(logits / t)
+    assert probs.max() < 0.99
+    # the correction's target: about (n+1)/(n+2) = 5/6 for the true class with n = 4
+    assert probs[np.arange(len(y)), y].mean() == pytest.approx(5 / 6, abs=0.05)
+    open_set = C.fit_open_set_threshold(probs, y)
+    assert open_set < 0.99
+
+    binary = np.array([-6.0, -5.0, 5.0, 6.0])
+    tb = C.fit_temperature(binary, np.array([0, 0, 1, 1]))
+    assert 0.01 < C.sigmoid(binary / tb).min() and C.sigmoid(binary / tb).max() < 0.99
+
+
+def test_platt_targets_rows_sum_to_one():
+    q = C.platt_targets(np.array([0, 0, 1]), 3)
+    assert np.allclose(q.sum(1), 1.0)
+    assert q[0, 0] == pytest.approx(3 / 4) and q[2, 1] == pytest.approx(2 / 3)
