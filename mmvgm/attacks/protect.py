@@ -75,21 +75,24 @@ def parse_eot(value: Union[str, Sequence[str], None]) -> Tuple[str, ...]:
 # ---------------------------------------------------------------- update rules (schedules)
 
 
-def _adam(grad, state, t, beta1):
-    m = state["m"] = beta1 * state.get("m", 0) + (1 - beta1) * grad
-    v = state["v"] = 0.999 * state.get("v", 0) + 0.001 * grad * grad
-    m_hat, v_hat = m / (1 - beta1 ** (t + 1)), v / (1 - 0.999 ** (t + 1))
-    return m_hat / (v_hat.sqrt() + 1e-12)
+def _adam(delta, grad, state, t, alpha, beta1, beta2=0.999):
+    """delta - alpha * Adam direction (per-pixel normalised gradient, bias-corrected)."""
+    if not state:
+        state["m"], state["v"] = torch.zeros_like(grad), torch.zeros_like(grad)
+    m, v = state["m"].mul_(beta1).add_(grad, alpha=1 - beta1), state["v"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bc1, bc2 = 1 - beta1 ** (t + 1), 1 - beta2 ** (t + 1)
+    return delta.addcdiv_(m, v.sqrt().add_(1e-12), value=-alpha * math.sqrt(bc2) / bc1)
 
 
-def _momentum(grad, state, t, mu):
+def _momentum(delta, grad, state, t, alpha, mu):
+    """MI-FGSM: sign of the accumulated L1-normalised gradient."""
     norm = grad.abs().flatten(1).mean(1).clamp_min(1e-20).view(-1, 1, 1, 1)
     m = state["m"] = mu * state.get("m", 0) + grad / norm
-    return m.sign()
+    return delta.sub_(alpha * m.sign())
 
 
-def _sign(grad, state, t, mu):
-    return grad.sign()
+def _sign(delta, grad, state, t, alpha, mu):
+    return delta.sub_(alpha * grad.sign())
 
 
 SCHEDULES = {"adam": _adam, "momentum": _momentum, "sign": _sign}
@@ -97,7 +100,9 @@ DECAYED = {"adam", "momentum"}  # the research schedule keeps a fixed step
 
 
 def default_step_size(schedule: str, eps: float) -> float:
-    return 0.5 / 255 if schedule == "sign" else eps / 4
+    """adam: eps (its steps are per-pixel normalised and cosine-decayed); momentum: eps/4;
+    sign: the research code's fixed 0.5/255 (its "1/255" in [-1,1] space)."""
+    return {"adam": eps, "momentum": eps / 4}.get(schedule, 0.5 / 255)
 
 
 # ---------------------------------------------------------------- the attack
@@ -112,7 +117,7 @@ class EmbeddingPGD:
     """
 
     def __init__(self, encoder: ImageEncoder, eps: float = 4 / 255, steps: int = 200,
-                 step_size: Optional[float] = None, schedule: str = "adam", momentum: float = 0.9,
+                 step_size: Optional[float] = None, schedule: str = "adam", momentum: float = 0.5,
                  random_start: bool = True, eot: Sequence[str] = (), lpips: Optional[nn.Module] = None,
                  lpips_weight: float = 1.0, weights: Optional[Dict[str, float]] = None, seed: int = 0,
                  callback: Optional[Callable[[int, float], None]] = None) -> None:
@@ -137,26 +142,26 @@ class EmbeddingPGD:
         delta = torch.zeros_like(x0)
         if self.random_start:
             delta = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(x0) * self.eps
-        delta = (x0 + delta).clamp(0, 1) - x0
-        best, best_loss, state = delta.clone(), torch.full((x0.shape[0],), math.inf), {}
+        lo, hi = (-x0).clamp(min=-self.eps), (1 - x0).clamp(max=self.eps)  # the ball within [0,1]
+        delta = torch.clamp(delta, lo, hi)
+        best, best_loss, state = delta.clone(), torch.full((x0.shape[0],), math.inf, device=x0.device), {}
         for t in range(self.steps):
             delta.requires_grad_(True)
             loss = self.objective(x0 + delta, x0, ref, sign, gen)
             grad, = torch.autograd.grad(loss.sum(), delta)
             with torch.no_grad():
-                better = loss.detach().cpu() < best_loss
-                best_loss = torch.where(better, loss.detach().cpu(), best_loss)
-                best[better.to(best.device)] = delta[better.to(delta.device)]
-                step = SCHEDULES[self.schedule](grad, state, t, self.momentum)
+                loss = loss.detach()
+                best = torch.where((loss < best_loss).view(-1, 1, 1, 1), delta, best)
+                best_loss = torch.minimum(loss, best_loss)
                 alpha = self.step_size * (0.5 * (1 + math.cos(math.pi * t / self.steps))
                                           if self.schedule in DECAYED else 1.0)
-                delta = (delta - alpha * step).clamp(-self.eps, self.eps)
-                delta = (x0 + delta).clamp(0, 1) - x0
+                delta = SCHEDULES[self.schedule](delta.detach(), grad, state, t, alpha, self.momentum)
+                delta = torch.clamp(delta, lo, hi)
             if self.callback is not None:
-                self.callback(t, float(loss.detach().mean()))
+                self.callback(t, float(loss.mean()))
         with torch.no_grad():  # the last iterate has not been scored yet
-            last = self.objective(x0 + delta, x0, ref, sign, gen).cpu()
-            best[(last < best_loss).to(best.device)] = delta[(last < best_loss).to(delta.device)]
+            last = self.objective(x0 + delta, x0, ref, sign, gen)
+            best = torch.where((last < best_loss).view(-1, 1, 1, 1), delta, best)
         return (x0 + best).clamp(0, 1).detach()
 
     def objective(self, x, x0, ref, sign, gen) -> torch.Tensor:
@@ -193,8 +198,8 @@ def _with_torchattacks(cls):
     class TorchattacksEmbeddingPGD(cls, Attack):
         __doc__ = cls.__doc__
 
-        def __init__(self, encoder, **kwargs):
-            cls.__init__(self, encoder, **kwargs)
+        def __init__(self, encoder, *args, **kwargs):
+            cls.__init__(self, encoder, *args, **kwargs)
             try:
                 Attack.__init__(self, "EmbeddingPGD", encoder)
             except Exception:  # noqa: BLE001 - version differences of the base's bookkeeping
@@ -272,7 +277,7 @@ class ProtectOptions:
     steps: int = 200
     step_size: Optional[float] = None
     schedule: str = "adam"
-    momentum: float = 0.9
+    momentum: float = 0.5
     random_start: bool = True
     eot: Tuple[str, ...] = ()
     lpips_weight: float = 1.0
@@ -297,7 +302,7 @@ class ProtectOptions:
             raise InputError(f"lpips weight must be >= 0, got {weight}")
         return cls(eps=parse_eps(cfg.get("eps", "4/255")), steps=parse_positive_int(cfg.get("steps", 200), "steps"),
                    step_size=step_size, schedule=schedule,
-                   momentum=parse_fraction(cfg.get("momentum", 0.9), "momentum"),
+                   momentum=parse_fraction(cfg.get("momentum", 0.5), "momentum"),
                    random_start=parse_bool(cfg.get("random_start", True), "random_start"),
                    eot=parse_eot(cfg.get("eot")), lpips_weight=weight,
                    encoder_weights={str(k): float(v) for k, v in (cfg.get("encoder_weights") or {}).items()},

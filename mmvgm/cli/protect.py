@@ -15,7 +15,7 @@ import click
 @click.option("--eps", default=None, help="L-inf budget in [0,1] pixels: 4/255, 2/255, 0.0157 [default: 4/255]. "
                                           "The research code's '4/255' was in [-1,1] space, i.e. 2/255 here.")
 @click.option("--steps", default=None, help="Attack steps [default: 200].")
-@click.option("--step-size", default=None, help="Initial step (e.g. 1/255) [default: eps/4; 0.5/255 for sign].")
+@click.option("--step-size", default=None, help="Initial step (e.g. 1/255) [default: eps for adam, eps/4 for momentum, 0.5/255 for sign].")
 @click.option("--schedule", type=click.Choice(["adam", "momentum", "sign"]), default=None,
               help="Update rule [default: adam, cosine-decayed; sign = the research schedule].")
 @click.option("--encoder", "-e", default=None,
@@ -44,7 +44,7 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
             out: Optional[str], eot: Optional[str], lpips_weight: Optional[str], lpips_weights: Optional[str],
             no_random_start: bool, seed: Optional[str], config: str, as_json: bool, report: Optional[str],
             device: str, quiet: bool) -> None:
-    """Protect images against image-to-video misuse (e.g. Stable Video Diffusion).
+    """Protect images against misuse by image-to-video models like Stable Video Diffusion.
 
     \b
     Adds an L-inf bounded perturbation that moves the image's CLIP embedding and VAE
