@@ -112,6 +112,14 @@ def load_lpips(weights: Optional[Union[str, Path]] = None, net: str = "alex",
     return model, None
 
 
+LPIPS_MIN_SIDE = 64  # AlexNet's strides leave nothing of smaller images
+
+
 def lpips_distance(model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image LPIPS of two (B,3,H,W) batches in [0,1] (differentiable)."""
+    """Per-image LPIPS of two (B,3,H,W) batches in [0,1] (differentiable); images with a side
+    below 64 px are upsampled first (AlexNet cannot see them otherwise)."""
+    side = min(a.shape[-2:])
+    if side < LPIPS_MIN_SIDE:
+        size = tuple(max(LPIPS_MIN_SIDE, round(s * LPIPS_MIN_SIDE / side)) for s in a.shape[-2:])
+        a, b = (torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False) for t in (a, b))
     return model(a * 2 - 1, b * 2 - 1).flatten()

@@ -75,7 +75,7 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
     name = encoder or (None if model_path else cfg.get("encoder", "svd"))
     enc = build_encoder(name, model_path=model_path, device=dev, **(cfg.get("encoder_options") or {}))
     lpips_model, note = load_lpips(lpips_weights, device=dev)
-    if note and not as_json:
+    if note:
         click.echo(f"note: {note}", err=True)
     reports, failures = [], 0
     with make_progress(disable=quiet) as progress:

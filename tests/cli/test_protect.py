@@ -157,3 +157,19 @@ def test_help_has_examples_in_a_subprocess():
     out = subprocess.run([sys.executable, "-m", "mmvgm", "protect", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "Examples:" in out.stdout and "--eps" in out.stdout
+
+
+def test_lpips_null_with_a_note_or_a_number_with_local_weights(tmp_path, svd, fast, monkeypatch):
+    import torch
+    import torchvision
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    img = save(tmp_path / "l.png", random_image(24, 24))
+    res = run("protect", img, "-m", svd, "--config", fast, "--json", "-q")
+    assert json.loads(res.stdout.strip())["lpips"] is None and "note: LPIPS is off" in res.stderr
+    feats = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items()
+             if k.startswith("features.")}
+    torch.save(feats, tmp_path / "alex.pth")
+    res = run("protect", img, "-m", svd, "--config", fast, "--json", "-q", "--lpips-weights", tmp_path / "alex.pth")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip())["lpips"] >= 0 and "LPIPS is off" not in res.stderr
