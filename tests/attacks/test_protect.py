@@ -119,3 +119,14 @@ def test_lpips_term_is_a_penalty(svd_encoder, fast, tmp_path):
     _, held = protect(img, svd_encoder, steps=6, lpips=lp, lpips_weight=1000.0, **fast)
     assert free["lpips"] is not None and held["lpips"] is not None
     assert held["lpips"] < free["lpips"]
+
+
+def test_torchattacks_base_only_when_installed():
+    import importlib.util
+
+    if importlib.util.find_spec("torchattacks") is None:
+        assert EmbeddingPGD.__mro__[1] is object  # the core path needs no optional extra
+    else:
+        from torchattacks.attack import Attack
+
+        assert issubclass(EmbeddingPGD, Attack)
