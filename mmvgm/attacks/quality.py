@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmvgm.errors import CheckpointError
+from mmvgm.errors import CheckpointError, DependencyError
 
 # torchvision file names of the ImageNet backbones LPIPS builds on
 LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
@@ -79,6 +79,8 @@ def load_lpips(weights: Optional[Union[str, Path]] = None, net: str = "alex",
     try:
         import lpips
     except ImportError:
+        if weights is not None:  # asked for explicitly: an error, not a silent "off"
+            raise DependencyError("--lpips-weights needs the lpips package: pip install 'mmvgm[lpips]'") from None
         return None, "LPIPS is off: the lpips package is not installed (pip install 'mmvgm[lpips]')"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -104,6 +104,7 @@ def test_helpers():
 
 def test_lpips_term_is_a_penalty(svd_encoder, fast, tmp_path):
     """With LPIPS weights the report has a number, and a heavy penalty keeps the image closer."""
+    pytest.importorskip("lpips")
     import torchvision
 
     from mmvgm.attacks.quality import load_lpips

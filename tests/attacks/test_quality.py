@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mmvgm.attacks.quality import LPIPS_MISSING_NOTE, image_metrics, json_number, load_lpips
-from mmvgm.errors import CheckpointError
+from mmvgm.errors import CheckpointError, DependencyError
 
 
 def test_metrics_of_a_known_difference():
@@ -27,9 +27,19 @@ def test_lpips_is_off_without_local_weights(tmp_path, monkeypatch):
     assert model is None and note == LPIPS_MISSING_NOTE and "\n" not in note
 
 
+def test_explicit_lpips_weights_without_the_package_is_an_error(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "alex.pth").write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "lpips", None)  # as if not installed
+    with pytest.raises(DependencyError, match="pip install 'mmvgm\\[lpips\\]'"):
+        load_lpips(tmp_path / "alex.pth")
+
+
 def test_lpips_weights_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_lpips(tmp_path / "missing.pth")
+    pytest.importorskip("lpips")
     torch.save({"something": torch.zeros(2)}, tmp_path / "wrong.pth")
     with pytest.raises(CheckpointError, match="expected torchvision"):
         load_lpips(tmp_path / "wrong.pth")
