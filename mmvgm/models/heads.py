@@ -98,24 +98,34 @@ def joint_targets(labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return is_fake.float(), trace
 
 
-def _check_range(labels: torch.Tensor, size: int, task: str) -> None:
+def _check_range(labels: torch.Tensor, size: Optional[int], task: str) -> None:
+    # Reading a value back from an accelerator stalls its queue on every training step, so only
+    # host-side labels are checked here; the engine maps every label to an index of the label
+    # file before training, which is where a mismatch on a GPU run is caught.
+    if size is None or labels.device.type != "cpu":
+        return
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= size):
         raise ConfigError(f"label index out of range for task '{task}' with {size} classes: "
                           f"got {sorted(set(labels.tolist()))}; does the label file match the model?")
 
 
+def _num_targets(outputs: Mapping[str, torch.Tensor], task: str) -> Optional[int]:
+    """Label indices the task accepts (joint: real + N sources); None for an unknown task."""
+    sizes = {"detect": lambda: 2, "trace": lambda: outputs["trace"].shape[-1],
+             "joint": lambda: outputs["trace"].shape[-1] + 1}
+    return sizes[task]() if task in sizes else None
+
+
 def loss_terms(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor, task: str) -> Dict[str, torch.Tensor]:
     """The task's loss and its parts: ``{"loss": total, "detect": ..., "trace": ...}``."""
+    _check_range(labels, _num_targets(outputs, task), task)  # before the copy to the device
     labels = labels.to(next(iter(outputs.values())).device).long()
     terms: Dict[str, torch.Tensor] = {}
     if task == "detect":
-        _check_range(labels, 2, task)
         terms["detect"] = F.binary_cross_entropy_with_logits(outputs["detect"].float(), labels.float())
     elif task == "trace":
-        _check_range(labels, outputs["trace"].shape[-1], task)
         terms["trace"] = F.cross_entropy(outputs["trace"].float(), labels)
     elif task == "joint":
-        _check_range(labels, outputs["trace"].shape[-1] + 1, task)
         detect_t, trace_t = joint_targets(labels)
         terms["detect"] = F.binary_cross_entropy_with_logits(outputs["detect"].float(), detect_t)
         # Sum over fakes / their count: a batch of only real videos adds an exact 0 (not NaN).
