@@ -165,10 +165,12 @@ class EmbeddingPGD:
         return (x0 + best).clamp(0, 1).detach()
 
     def objective(self, x, x0, ref, sign, gen) -> torch.Tensor:
-        """Per-image loss to minimise."""
+        """Per-image loss to minimise. EOT transforms what the encoder sees; LPIPS judges the
+        image that is saved, so it compares the untransformed ``x`` with ``x0``."""
+        seen = x
         for name in self.eot_choice(gen):
-            x = EOT_TRANSFORMS[name](x, gen)
-        emb = self.encoder(x)
+            seen = EOT_TRANSFORMS[name](seen, gen)
+        emb = self.encoder(seen)
         dist = sum(self.weights.get(k, 1.0) * (1 - F.cosine_similarity(emb[k], ref[k], dim=1)) for k in ref)
         loss = sign * dist
         if self.lpips is not None and self.lpips_weight > 0:
