@@ -29,6 +29,8 @@ import torch
 from mmvgm.errors import CheckpointError, InputError, MMVGMError, PathLike
 
 NOT_ASSESSED = "not-assessed"
+#: Decoded (uint8 RGB) frames a windowed prediction holds at once before transforming them.
+_WINDOW_GROUP_BYTES = 1 << 30
 CHECKPOINT_ENV = "MMVGM_CHECKPOINT"
 CHECKPOINT_HINT = ("no checkpoint given: pass --checkpoint DIR or set MMVGM_CHECKPOINT; "
                    "`mmvgm demo` makes a demo checkpoint on synthetic media, "
@@ -253,20 +255,24 @@ class Predictor:
         return self._predict_windows(str(path), frames, sampling, windows)
 
     def _predict_windows(self, path: str, frames: int, sampling: str, windows: int) -> Dict[str, Any]:
-        from mmvgm.io import probe
+        from mmvgm.io import probe, read_clips
 
         window_sampling = sampling if sampling.startswith("stride:") else "consecutive"
         step = int(sampling.split(":", 1)[1]) if sampling.startswith("stride:") else 1
-        total = int(probe(path).frames)
+        info = probe(path)
+        total = int(info.frames)
         span = (frames - 1) * step + 1
         starts = sorted({int(round(s)) for s in np.linspace(0, max(total - span, 0), windows)})
         clips, padded, indices = [], [], []
-        for start in starts:
-            pixels, clip = self.load_clip(path, frames, window_sampling, start=start)
-            clips.append(pixels)
-            padded.append(int(getattr(clip, "padded", 0)))
-            idx = getattr(clip, "indices", None)
-            indices.append([int(i) for i in idx] if idx is not None else None)
+        # One decoding pass per group of windows (same frames as load_clip per window); groups
+        # bound the decoded frames held at once.
+        group = max(1, _WINDOW_GROUP_BYTES // max(frames * info.width * info.height * 3, 1))
+        for first in range(0, len(starts), group):
+            for clip in read_clips(path, frames, starts[first:first + group], window_sampling):
+                clips.append(self.transform.geometric(torch.from_numpy(np.ascontiguousarray(clip))))
+                padded.append(int(getattr(clip, "padded", 0)))
+                idx = getattr(clip, "indices", None)
+                indices.append([int(i) for i in idx] if idx is not None else None)
         probs = self.probabilities(torch.stack(clips))
         p_fake, trace = probs.get("p_fake"), probs.get("trace_probs")
         per_window = []

@@ -10,10 +10,10 @@ from mmvgm.io.limits import (DEFAULT_MAX_FRAMES, DEFAULT_MAX_PIXELS, default_lim
                              set_default_limits)
 from mmvgm.io.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from mmvgm.io.sampling import Sampling, parse_sampling
-from mmvgm.io.video import probe, read_clip
+from mmvgm.io.video import probe, read_clip, read_clips
 
 __all__ = [
-    "Clip", "VideoInfo", "probe", "read_clip", "read_image", "write_image",
+    "Clip", "VideoInfo", "probe", "read_clip", "read_clips", "read_image", "write_image",
     "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_FRAMES", "set_default_limits", "default_limits",
     "Sampling", "parse_sampling", "VIDEO_EXTENSIONS", "IMAGE_EXTENSIONS",
 ]

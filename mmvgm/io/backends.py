@@ -4,6 +4,10 @@ A ``FrameReader`` opens a file (refusing a header larger than the pixel budget),
 ``read(wanted)`` decodes forward from the first frame, converting to RGB only the frames
 asked for, and stops after the last one. It reports the decoded count when the stream
 ended first, which is how short, truncated or lying files are measured.
+
+Readers with ``seeks = True`` (PyAV) also offer ``read_seeking(wanted, timeline)``: jump to
+the keyframe at or before a wanted frame instead of decoding from the first frame, using
+the packet ``Timeline`` from ``demux_info`` to name each decoded frame by its timestamp.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, ClassVar, Dict, Iterable, Optional, Tuple, Type
+from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -60,6 +64,7 @@ class FrameReader:
     """One open video. Subclasses set ``width``, ``height``, ``fps``, ``codec`` in ``__init__``."""
 
     name: ClassVar[str] = ""
+    seeks: ClassVar[bool] = False
     width: int = 0
     height: int = 0
     fps: Optional[float] = None
@@ -96,6 +101,12 @@ class FrameReader:
             if index >= last:
                 return got, None
         return got, self._decoded
+
+    def read_seeking(self, wanted: Iterable[int],
+                     timeline: "Timeline") -> Optional[Dict[int, np.ndarray]]:
+        """Like ``read``, seeking past frames that are not wanted. ``None`` (and the reader
+        back at the first frame) when that is not possible or not exact: call ``read``."""
+        return None
 
     def count(self, max_frames: int) -> int:
         """Decode every frame (no colour conversion) and count them, within the frame budget."""
@@ -163,6 +174,8 @@ class OpenCVReader(FrameReader):
 
 @register_backend("pyav")
 class PyAVReader(FrameReader):
+    seeks = True
+
     def __init__(self, path: Path, max_pixels: int) -> None:
         super().__init__(path, max_pixels)
         self.container, self.stream = _open_av(path)
@@ -179,11 +192,65 @@ class PyAVReader(FrameReader):
 
     def frames(self):
         for frame in self.container.decode(self.stream):
-            yield (lambda f=frame: _rotate(f.to_ndarray(format="rgb24"), f.rotation)), \
-                (frame.width, frame.height)
+            yield (lambda f=frame: _rgb(f)), (frame.width, frame.height)
+
+    def read_seeking(self, wanted: Iterable[int],
+                     timeline: "Timeline") -> Optional[Dict[int, np.ndarray]]:
+        wanted_sorted = sorted(set(int(i) for i in wanted))
+        if not wanted_sorted or wanted_sorted[-1] >= len(timeline.pts):
+            return None
+        segments = timeline.segments(wanted_sorted)
+        if not any(first > 0 for first, _ in segments):
+            return None  # nothing to skip: a plain read is the same work
+        wanted_set = set(wanted_sorted)
+        got: Dict[int, np.ndarray] = {}
+        checked = False
+        try:
+            for first, last in segments:
+                if first > 0:
+                    self.container.seek(int(timeline.pts[first]), stream=self.stream,
+                                        backward=True, any_frame=False)
+                decoded = self.container.decode(self.stream)
+                index = first
+                for frame in decoded:
+                    if frame.pts is None:
+                        raise _Inexact
+                    if index == first and frame.pts < timeline.pts[first]:
+                        continue  # decoded on the way to the keyframe (the seek landed earlier)
+                    if frame.pts != timeline.pts[index]:
+                        raise _Inexact  # a gap, a reorder or a foreign timestamp
+                    if not checked:
+                        check_pixels(frame.width, frame.height, self.max_pixels, self.path)
+                        checked = True
+                    if index in wanted_set:
+                        got[index] = _rgb(frame)
+                    index += 1
+                    if index > last:
+                        break
+                else:
+                    raise _Inexact  # ended early: let a read from the start measure the file
+        except MMVGMError:
+            raise
+        except Exception:  # noqa: BLE001 - _Inexact, or a decoder error after the seek
+            self._reopen()
+            return None
+        return got
+
+    def _reopen(self) -> None:
+        self.container.close()
+        self.container, self.stream = _open_av(self.path)
+        self.stream.thread_type = "AUTO"
 
     def close(self) -> None:
         self.container.close()
+
+
+class _Inexact(Exception):
+    """A seek read would not give exactly the frames a read from the start gives."""
+
+
+def _rgb(frame) -> np.ndarray:
+    return _rotate(frame.to_ndarray(format="rgb24"), frame.rotation)
 
 
 def _rotate(rgb: np.ndarray, degrees) -> np.ndarray:
@@ -216,6 +283,42 @@ def _short(exc: BaseException) -> str:
     return text.split(": 'file:")[0].split("; last error log:")[0]
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """Frame index -> presentation timestamp, and which frames are keyframes, from packets.
+
+    ``pts[i]`` is frame ``i``'s timestamp (sorted: decoders output frames in presentation
+    order); ``keyframes`` are sorted frame indices, starting with 0.
+    """
+
+    pts: np.ndarray
+    keyframes: np.ndarray
+
+    def keyframe_at_or_before(self, index: int) -> int:
+        pos = int(np.searchsorted(self.keyframes, index, side="right")) - 1
+        return int(self.keyframes[pos]) if pos >= 0 else 0
+
+    def segments(self, wanted: Sequence[int]) -> List[Tuple[int, int]]:
+        """(first, last) frame ranges to decode for sorted ``wanted``; each range after the
+        first, and a first range not starting at 0, begins with a seek to keyframe ``first``."""
+        segments: List[List[int]] = []
+        position = 0  # the next frame the decoder would give without seeking
+        for index in wanted:
+            keyframe = self.keyframe_at_or_before(index)
+            if keyframe > position:
+                segments.append([keyframe, index])
+            elif segments:
+                segments[-1][1] = index
+            else:
+                segments.append([0, index])
+            position = index + 1
+        return [(first, last) for first, last in segments]
+
+    def decode_cost(self, wanted: Sequence[int]) -> int:
+        """Frames decoded by a seeking read of sorted ``wanted``."""
+        return sum(last - first + 1 for first, last in self.segments(wanted))
+
+
 @dataclass
 class DemuxInfo:
     frames: int
@@ -224,6 +327,8 @@ class DemuxInfo:
     height: int
     codec: str
     duration: Optional[float]
+    #: None when the packets' timestamps cannot name frames exactly (then no seeking).
+    timeline: Optional[Timeline] = None
 
 
 def demux_info(path: Path, max_frames: Optional[int] = None) -> DemuxInfo:
@@ -236,6 +341,9 @@ def demux_info(path: Path, max_frames: Optional[int] = None) -> DemuxInfo:
     try:
         ctx = stream.codec_context
         count, first, end, timed = 0, None, None, False
+        pts: List[int] = []
+        keys: List[int] = []
+        exact = True  # every packet timed and flagged as an ordinary frame
         try:
             for packet in container.demux(stream):
                 if not packet.size:
@@ -248,10 +356,15 @@ def demux_info(path: Path, max_frames: Optional[int] = None) -> DemuxInfo:
                     timed = timed or bool(packet.duration)
                     stop = packet.pts + (packet.duration or 0)
                     end = stop if end is None else max(end, stop)
+                    pts.append(packet.pts)
+                    if packet.is_keyframe:
+                        keys.append(packet.pts)
+                if packet.pts is None or packet.is_discard or packet.is_corrupt:
+                    exact = False
         except MMVGMError:
             raise
         except Exception:  # noqa: BLE001 - a damaged tail: keep the packets read so far
-            pass
+            exact = False
         fps = _rate(stream)
         duration = None
         if first is not None and end is not None and end > first and stream.time_base:
@@ -261,6 +374,18 @@ def demux_info(path: Path, max_frames: Optional[int] = None) -> DemuxInfo:
         elif fps and count:
             duration = count / fps
         return DemuxInfo(count, fps, int(ctx.width or 0), int(ctx.height or 0),
-                         ctx.name or "unknown", None if duration is None else round(duration, 6))
+                         ctx.name or "unknown", None if duration is None else round(duration, 6),
+                         _timeline(pts, keys) if exact else None)
     finally:
         container.close()
+
+
+def _timeline(pts: List[int], keys: List[int]) -> Optional[Timeline]:
+    """The timeline, or None where timestamps repeat or frame 0 is not a keyframe."""
+    table = np.sort(np.asarray(pts, dtype=np.int64))
+    if len(table) == 0 or np.any(np.diff(table) <= 0):
+        return None
+    keyframes = np.unique(np.searchsorted(table, np.asarray(keys, dtype=np.int64)))
+    if len(keyframes) == 0 or keyframes[0] != 0:
+        return None
+    return Timeline(table, keyframes.astype(np.int64))
