@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from mmvgm.config import load_config
+from mmvgm.data.labels import LabelSet
 from mmvgm.errors import CheckpointError, InputError, PathLike
 from mmvgm.io.atomic import atomic_path, write_json_atomic
 
@@ -36,8 +36,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def category_names(labels: str = DEFAULT_LABELS) -> List[str]:
     """Unsafe categories of a label set (``configs/labels/<name>.yaml`` or a YAML path)."""
-    cfg = load_config(labels, "labels")
-    return [c["name"] for c in cfg.get("classes", [])]
+    return list(LabelSet.load(labels).names)
 
 
 @dataclass
