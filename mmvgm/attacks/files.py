@@ -40,9 +40,19 @@ def output_paths(inputs: Sequence[PathLike], out: Optional[PathLike] = None) -> 
         if key in seen and os.path.abspath(seen[key]) != os.path.abspath(src):
             raise InputError(f"{seen[key]} and {src} would both be written to {dst}; use separate --out folders")
         seen[key] = src
-        if os.path.abspath(dst) == os.path.abspath(src) or (dst.exists() and src.exists() and os.path.samefile(dst, src)):
-            raise InputError("refusing to overwrite the input file; choose another output path", dst)
+    for dst in outs:  # any input, not only its own: a.protected.png may be the next input
+        refuse_input(dst, inputs)
     return outs
+
+
+def refuse_input(dest: PathLike, inputs: Sequence[PathLike]) -> None:
+    """InputError if writing ``dest`` would overwrite one of ``inputs``."""
+    dest = Path(dest)
+    key = os.path.normcase(os.path.abspath(dest))
+    for src in map(Path, inputs):
+        if key == os.path.normcase(os.path.abspath(src)) or (dest.exists() and src.exists()
+                                                              and os.path.samefile(dest, src)):
+            raise InputError("refusing to overwrite the input file; choose another output path", dest)
 
 
 def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike] = None,

@@ -31,3 +31,13 @@ def test_never_the_input_and_no_collisions(tmp_path):
     with pytest.raises(InputError, match="both be written"):
         output_paths([tmp_path / "d1" / "a.png", tmp_path / "d2" / "a.png"], tmp_path / "out")
     assert len(output_paths([Path("a.png"), Path("a.png")])) == 2  # the same input twice is harmless
+
+
+def test_never_another_input(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "a.protected.png"
+    a.write_bytes(b"")
+    b.write_bytes(b"")
+    with pytest.raises(InputError, match="overwrite the input"):
+        output_paths([a, b])  # a's output is the second input
+    with pytest.raises(InputError, match="overwrite the input"):
+        output_paths([b, a])
