@@ -60,7 +60,7 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
       mmvgm protect imgs/*.png --out protected/ --eot jpeg,resize --report report.json
     """
     from mmvgm.attacks.encoders import build_encoder
-    from mmvgm.attacks.files import output_paths, protect_files, resolve_options
+    from mmvgm.attacks.files import output_paths, protect_files, refuse_input, resolve_options
     from mmvgm.attacks.quality import load_lpips
     from mmvgm.cli import fail
     from mmvgm.io.atomic import write_json_atomic
@@ -70,6 +70,8 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
     options = {"eps": eps, "steps": steps, "step_size": step_size, "schedule": schedule, "eot": eot,
                "lpips_weight": lpips_weight, "seed": seed, "random_start": False if no_random_start else None}
     output_paths(images, out)  # refuse bad output paths and options before loading models
+    if report:
+        refuse_input(report, images + ((target,) if target else ()))
     cfg, _ = resolve_options(config, **options)
     dev = pick_device(device)
     name = encoder or (None if model_path else cfg.get("encoder", "svd"))

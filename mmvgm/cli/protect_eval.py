@@ -35,12 +35,15 @@ def command(original: str, protected: str, target: Optional[str], purify: str, e
       mmvgm protect-eval photo.png photo.protected.png --target t.png --purify jpeg:90,blur:2 --json
     """
     from mmvgm.attacks.encoders import build_encoder
+    from mmvgm.attacks.files import refuse_input
     from mmvgm.attacks.purify import evaluate_protection, parse_purify
     from mmvgm.io.atomic import write_json_atomic
     from mmvgm.io.image import read_image
     from mmvgm.runtime import pick_device
 
     parse_purify(purify)  # refuse a bad spec before loading models
+    if report:
+        refuse_input(report, (original, protected) + ((target,) if target else ()))
     images = [read_image(p) for p in (original, protected)] + ([read_image(target)] if target else [])
     enc = build_encoder(encoder or (None if model_path else "svd"), model_path=model_path,
                         device=pick_device(device))

@@ -137,6 +137,19 @@ def test_output_equal_to_input_is_refused(tmp_path, svd, fast):
     assert img.read_bytes() == before
 
 
+def test_report_over_an_input_is_refused(tmp_path, svd, fast):
+    img = save(tmp_path / "x.png", random_image(16, 16))
+    tgt = save(tmp_path / "t.png", random_image(16, 16, 1))
+    before = img.read_bytes(), tgt.read_bytes()
+    for args in (("protect", img, "--target", tgt, "--report", tgt, "-m", svd, "--config", fast, "-q"),
+                 ("protect", img, "--report", img, "-m", svd, "--config", fast, "-q"),
+                 ("protect-eval", img, tgt, "--report", tgt, "-m", svd)):
+        res = run(*args)
+        assert res.exit_code != 0 and "overwrite the input" in res.stderr, args
+    assert (img.read_bytes(), tgt.read_bytes()) == before
+    assert not (tmp_path / "x.protected.png").exists()
+
+
 def test_protect_eval_table_and_json(tmp_path, svd, fast):
     img = save(tmp_path / "o.png", random_image(32, 40, 5))
     tgt = save(tmp_path / "t.png", random_image(32, 40, 6))
