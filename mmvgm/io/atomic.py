@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -22,9 +22,7 @@ def atomic_path(dest: PathLike, protect: Optional[PathLike] = None) -> Iterator[
     if protect is not None and _same_file(dest, Path(protect)):
         raise InputError("refusing to overwrite the input file; choose another output path", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + dest.suffix, dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp(dest)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -45,6 +43,19 @@ def write_text_atomic(dest: PathLike, text: str, protect: Optional[PathLike] = N
 def write_json_atomic(dest: PathLike, obj: Any, protect: Optional[PathLike] = None) -> Path:
     return write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n",
                              protect=protect)
+
+
+def _new_temp(dest: Path) -> Path:
+    """An empty new file beside ``dest``, with the permissions any new file gets (0666 less the
+    umask); ``tempfile.mkstemp`` would make it, hence ``dest``, readable by its owner only."""
+    for _ in range(100):
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}.tmp{dest.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {dest}")
 
 
 def _jsonable(obj: Any) -> Any:

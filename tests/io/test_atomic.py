@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 
@@ -31,3 +33,13 @@ def test_refuses_to_overwrite_the_protected_input(tmp_path):
         with atomic_path(tmp_path / "." / "img.png", protect=src):
             pass
     assert src.read_bytes() == b"original"
+
+
+def test_new_files_get_the_usual_permissions(tmp_path):
+    """Like any new file (0666 less the umask), not mkstemp's owner-only 0600."""
+    old = os.umask(0o022)
+    try:
+        dest = write_json_atomic(tmp_path / "out.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644
