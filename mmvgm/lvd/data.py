@@ -5,7 +5,6 @@ stratified by label, normal videos included: the research code never held normal
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -56,27 +55,21 @@ def parse_categories(spec: Optional[Sequence[str]], known: Sequence[str]) -> Lis
 
 def split_videos(store: TrajectoryStore, ratios: Sequence[float] = DEFAULT_RATIOS,
                  seed: int = 2024) -> Dict[str, List[str]]:
-    """Seeded, label-stratified video split; every label with >= 3 videos reaches every split."""
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise InputError(f"split ratios must be three non-negative numbers summing to 1, got {list(ratios)}")
-    groups: Dict[str, List[str]] = defaultdict(list)
-    for v in store.videos:
-        groups[v.labels[0] if v.labels else NORMAL].append(v.id)
-    rng = np.random.default_rng(seed)
-    out: Dict[str, List[str]] = {s: [] for s in SPLITS}
-    for key in sorted(groups):
-        ids = sorted(groups[key])
-        rng.shuffle(ids)
-        n = len(ids)
-        n_val, n_test = int(round(n * ratios[1])), int(round(n * ratios[2]))
-        if n >= 3:
-            n_val, n_test = max(n_val, 1 if ratios[1] else 0), max(n_test, 1 if ratios[2] else 0)
-        n_train = max(n - n_val - n_test, 0)
-        out["train"] += ids[:n_train]
-        out["val"] += ids[n_train:n_train + n_val]
-        out["test"] += ids[n_train + n_val:]
-    for name in SPLITS:
-        out[name].sort()
+    """Seeded video split (``mmvgm.data.split_samples``), stratified by a video's first category
+    (or normal); every label with >= 3 videos reaches every split with a non-zero ratio."""
+    from mmvgm.data.datasets import Sample
+    from mmvgm.data.splits import split_samples
+
+    try:
+        values = [float(r) for r in ratios]
+    except (TypeError, ValueError):
+        values = None
+    if values is None or len(values) != 3 or any(r < 0 for r in values) or abs(sum(values) - 1) > 1e-6:
+        raise InputError(f"split ratios must be three non-negative numbers summing to 1, got {ratios!r}")
+    samples = [Sample(v.id, v.labels[0] if v.labels else NORMAL) for v in store.videos]
+    # the ids stand in for paths: trajectories have no video files to hash for duplicates
+    splits = split_samples(samples, values, seed, duplicates="off")
+    out = {name: [s.path for s in splits[name]] for name in SPLITS}
     if not out["train"]:
         raise InputError("no training videos after splitting; record or import more videos", store.root)
     return out

@@ -107,3 +107,20 @@ def test_steps_per_video_sampler_covers_each_video_once_per_draw(store_dir):
     videos = [ds.items[i][0] for i in picks]
     assert sorted(set(videos)) == ids and all(videos.count(v) == 2 for v in ids)
     assert all(len({ds.items[i][1] for i in picks if ds.items[i][0] == v}) == 2 for v in ids)
+
+
+def test_split_videos_stratified_disjoint_and_bad_ratios(store_dir):
+    from mmvgm.lvd.data import split_videos
+    from mmvgm.lvd.store import TrajectoryStore
+
+    store = TrajectoryStore(store_dir)
+    split = split_videos(store, (0.6, 0.2, 0.2), seed=3)
+    assert sorted(sum(split.values(), [])) == sorted(v.id for v in store)
+    for name, ids in split.items():
+        assert ids == sorted(ids)
+        unsafe = sum(store.get(v).unsafe for v in ids)
+        assert unsafe and len(ids) - unsafe, f"{name} holds both normal and unsafe videos"
+    assert split_videos(store, (0.6, 0.2, 0.2), seed=3) == split
+    for bad in (0.7, "abc", (0.5, 0.5), (0.8, 0.3, -0.1), (0.5, 0.2, 0.2)):
+        with pytest.raises(InputError, match="split ratios"):
+            split_videos(store, bad)
