@@ -44,6 +44,10 @@ def load_yaml(path: PathLike) -> dict:
             data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise InputError("file not found", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a YAML file (not UTF-8 text)", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}", path) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}".splitlines()[0], path) from None
     if data is None:
@@ -53,13 +57,16 @@ def load_yaml(path: PathLike) -> dict:
     return data
 
 
-def load_config(name_or_path: PathLike, group: str) -> dict:
+def load_config(name_or_path: PathLike, group: str, _children: tuple = ()) -> dict:
     """Load ``configs/<group>/<name>.yaml`` (or a file path), following ``base:`` inheritance."""
     path = resolve_config(name_or_path, group)
+    chain = (*_children, path.resolve())
+    if chain[-1] in _children:
+        raise ConfigError("'base:' chain loops: " + " -> ".join(p.name for p in chain), _children[0])
     data = load_yaml(path)
     base = data.pop("base", None)
     if base is not None:
-        parent = load_config(base, group)
+        parent = load_config(base, group, chain)
         data = merge(parent, data)
     return data
 

@@ -44,3 +44,20 @@ def test_overrides_skip_unset_values_and_create_nesting():
 def test_typo_in_keys_is_refused_with_a_hint():
     with pytest.raises(ConfigError, match="unknown key 'epochz'.*did you mean 'epochs'"):
         check_keys({"epochz": 3}, ["epochs", "lr"], where="train config")
+
+
+def test_base_loop_is_a_config_error(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\nx: 1\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\ny: 2\n")
+    with pytest.raises(ConfigError, match=r"chain loops: a.yaml -> b.yaml -> a.yaml"):
+        load_config(tmp_path / "a.yaml", "train")
+    (tmp_path / "self.yaml").write_text(f"base: {tmp_path / 'self.yaml'}\n")
+    with pytest.raises(ConfigError, match="chain loops"):
+        load_config(tmp_path / "self.yaml", "train")
+
+
+def test_binary_file_as_config_is_a_config_error(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x80\xff\x00binary")
+    with pytest.raises(ConfigError, match="not a YAML file"):
+        load_config(weights, "train")
