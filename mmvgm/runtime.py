@@ -29,6 +29,9 @@ def pick_device(preference: Optional[str] = None) -> torch.device:
         raise InputError(f"unknown device '{preference}' (use cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device '{preference}' requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device '{preference}' requested but only {torch.cuda.device_count()} CUDA "
+                         f"device(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return device
 
 

@@ -28,3 +28,12 @@ def test_seeding_is_reproducible():
     a = torch.rand(3)
     seed_everything(7)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_cuda_index_past_the_visible_devices_is_an_input_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+    assert pick_device("cuda") == torch.device("cuda")
+    with pytest.raises(InputError, match=r"'cuda:2' requested but only 2 CUDA device\(s\) are visible"):
+        pick_device("cuda:2")
