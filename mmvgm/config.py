@@ -33,7 +33,7 @@ def resolve_config(name_or_path: PathLike, group: str) -> Path:
     if shipped.is_file():
         return shipped
     known = sorted(p.stem for p in (configs_dir() / group).glob("*.yaml"))
-    hint = _did_you_mean(str(name_or_path), known)
+    hint = did_you_mean(str(name_or_path), known)
     raise ConfigError(f"no {group} config named '{name_or_path}'{hint}; known: {', '.join(known)}")
 
 
@@ -104,10 +104,14 @@ def check_keys(cfg: Mapping[str, Any], allowed: Iterable[str], where: str = "con
     allowed = list(allowed)
     for key in cfg:
         if key not in allowed:
-            hint = _did_you_mean(key, allowed)
+            hint = did_you_mean(key, allowed)
             raise ConfigError(f"unknown key '{key}' in {where}{hint}", path)
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` for the closest candidate, or ``""``."""
     close = difflib.get_close_matches(word, list(candidates), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+_did_you_mean = did_you_mean  # the former private name, still imported elsewhere

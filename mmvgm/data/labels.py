@@ -13,11 +13,10 @@ Folder datasets use ``name`` as the sub-folder (``root/<name>/*.mp4``).
 """
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
-from mmvgm.config import check_keys, load_yaml, resolve_config
+from mmvgm.config import check_keys, did_you_mean, load_yaml, resolve_config
 from mmvgm.errors import ConfigError, InputError, PathLike
 
 TASKS = ("detect", "trace", "multilabel")
@@ -110,10 +109,8 @@ class LabelSet:
             raise InputError(self.unknown_message(name), where) from None
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), self.names, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return (f"unknown label '{name}'{hint}; label set '{self.name}' knows: "
-                f"{', '.join(self.names)}" + (f" (and '{self.negative}' for none)" if self.negative else ""))
+        return (f"unknown label '{name}'{did_you_mean(str(name), self.names)}; "
+                f"label set '{self.name}' knows: {', '.join(self.names)}" + (f" (and '{self.negative}' for none)" if self.negative else ""))
 
     def display_name(self, name_or_index: Union[str, int]) -> str:
         i = name_or_index if isinstance(name_or_index, int) else self.index(name_or_index)
