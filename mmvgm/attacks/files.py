@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from mmvgm.errors import InputError, MMVGMError, PathLike
 
@@ -58,19 +58,16 @@ def refuse_input(dest: PathLike, inputs: Sequence[PathLike]) -> None:
 def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike] = None,
                   out: Optional[PathLike] = None, lpips=None,
                   on_image: Optional[Callable[[Path, int], Callable[[int, float], None]]] = None,
-                  **options) -> Iterator[dict]:
+                  config: PathLike = "default", **options) -> Iterator[dict]:
     """Protect each image file; yields one report per input (``{"path", "error"}`` for a bad one).
 
-    ``options``: keyword options of :func:`mmvgm.attacks.protect` (eps, steps, step_size, ...).
+    ``config`` and ``options``: as for :func:`mmvgm.attacks.protect` (eps, steps, step_size, ...).
     ``on_image(path, steps)`` may return a per-step callback (progress bars).
     """
     from mmvgm.attacks.protect import protect
     from mmvgm.io.image import read_image, write_image
 
-    config = options.pop("config", "default")
-    cfg, opts = resolve_options(config, **options)
-    cfg.pop("encoder", None)
-    cfg.pop("encoder_options", None)  # used where the encoder is built
+    _, opts = resolve_options(config, **options)  # bad options are refused before any image is read
     target_image = read_image(target) if target is not None else None
     outs = output_paths(inputs, out)
     for src, dst in zip(inputs, outs):
@@ -78,9 +75,8 @@ def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike
         try:
             image = read_image(src)
             callback = on_image(src, opts.steps) if on_image is not None else None
-            protected, report = protect(image, encoder, eps=opts.eps, steps=opts.steps, target=target_image,
-                                        lpips=lpips, callback=callback, config=config,
-                                        **{k: v for k, v in cfg.items() if k not in ("eps", "steps")})
+            protected, report = protect(image, encoder, target=target_image, lpips=lpips, callback=callback,
+                                        config=config, **options)
             write_image(dst, protected, protect=src)
         except MMVGMError as exc:
             yield {"path": str(src), "error": exc.message}

@@ -311,7 +311,7 @@ class ProtectOptions:
                    seed=parse_positive_int(cfg.get("seed", 0), "seed", allow_zero=True))
 
 
-def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", eps: Union[str, float] = 4 / 255,
+def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", eps: Union[str, float, None] = None,
             steps: Optional[int] = None, target: Optional[Image] = None, *, model_path=None,
             lpips: Optional[nn.Module] = None, device=None, callback=None, config: str = "default",
             **options) -> Tuple[Image, Union[dict, List[dict]]]:
@@ -320,17 +320,14 @@ def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", 
     ``image``: uint8 (H,W,3) RGB array -> a uint8 array back (rounded into the eps ball, so its
     8-bit L-inf distance is <= eps); or float (B,3,H,W) in [0,1] -> a float tensor back.
     ``encoder``: ``"svd"``, ``"clip"``, ``"vae"``, ``"timm:NAME"`` (with ``model_path``) or any
-    ``nn.Module``. ``target``: directed mode (resized to the image). ``options``: any key of
-    ``configs/protect/default.yaml`` (``step_size``, ``schedule``, ``eot``, ``seed``, ...).
+    ``nn.Module``. ``target``: directed mode (resized to the image). ``eps``, ``steps`` and
+    ``options`` (any key of ``configs/protect/default.yaml``: ``step_size``, ``schedule``, ``eot``,
+    ``seed``, ...) override ``config`` where given (default eps 4/255, steps 200).
     The report is a dict (one image) or a list of dicts (a batch).
     """
-    from mmvgm.config import load_config, merge
+    from mmvgm.attacks.files import resolve_options
 
-    cfg = merge(load_config(config, "protect"), {k: v for k, v in options.items() if v is not None})
-    cfg["eps"] = eps if eps is not None else cfg.get("eps")
-    if steps is not None:
-        cfg["steps"] = steps
-    opts = ProtectOptions.from_config(cfg)
+    cfg, opts = resolve_options(config, eps=eps, steps=steps, **options)
     if not isinstance(encoder, ImageEncoder):
         from mmvgm.runtime import pick_device
 

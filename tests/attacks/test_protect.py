@@ -131,3 +131,13 @@ def test_torchattacks_base_only_when_installed():
         from torchattacks.attack import Attack
 
         assert issubclass(EmbeddingPGD, Attack)
+
+
+def test_eps_from_the_config_unless_given(svd_encoder, tmp_path):
+    cfg = tmp_path / "eps2.yaml"
+    cfg.write_text("base: default\neps: 2/255\nsteps: 2\nencoder_options:\n  vae_max_side: 64\n")
+    img = random_image(16, 16, 7)
+    out, rep = protect(img, svd_encoder, config=str(cfg))
+    assert rep["eps"] == pytest.approx(2 / 255) and rep["steps"] == 2
+    assert np.abs(out.astype(int) - img.astype(int)).max() <= 2
+    assert protect(img, svd_encoder, eps="3/255", config=str(cfg))[1]["eps"] == pytest.approx(3 / 255)
