@@ -105,18 +105,6 @@ def discover(root_or_manifest: PathLike, labels: LabelsArg = None, on_missing: s
     return sorted(samples)
 
 
-def is_frame_dir(path: Path) -> bool:
-    """A folder that directly holds at least one frame image."""
-    try:
-        return path.is_dir() and any(_is_frame(p) for p in path.iterdir())
-    except OSError:
-        return False
-
-
-def _is_frame(p: Path) -> bool:
-    return p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-
-
 def _discover_folder(root: Path, label_set: Optional[LabelSet]) -> List[Sample]:
     label_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not label_dirs:
