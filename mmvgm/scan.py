@@ -25,12 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from mmvgm.errors import InputError, PathLike
+from mmvgm.io.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".flv", ".gif", ".mpg", ".mpeg", ".wmv",
-    ".ts", ".3gp", ".ogv",
-})
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".txt"})
 OUTPUT_FORMATS = ("jsonl", "csv")
 

@@ -36,6 +36,18 @@ def test_list_inputs_folder_is_recursive_and_sorted(tmp_path):
     assert root == tmp_path
 
 
+def test_list_inputs_finds_every_video_type_read_clip_reads(tmp_path):
+    from mmvgm.io import VIDEO_EXTENSIONS
+
+    for i, ext in enumerate(VIDEO_EXTENSIONS):
+        (tmp_path / f"v{i}{ext}").write_bytes(b"x")
+    files, _ = list_inputs(tmp_path)
+    assert len(files) == len(VIDEO_EXTENSIONS)
+    assert list_inputs(tmp_path / "v0.mp4")[0] == [str(tmp_path / "v0.mp4")]
+    y4m = tmp_path / f"v{VIDEO_EXTENSIONS.index('.y4m')}.y4m"
+    assert list_inputs(y4m)[0] == [str(y4m)]
+
+
 @pytest.mark.parametrize("kind", ["csv", "jsonl", "txt"])
 def test_list_inputs_manifest_relative_to_manifest(tmp_path, kind):
     m = tmp_path / f"list.{kind}"
