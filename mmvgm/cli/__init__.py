@@ -57,25 +57,31 @@ class VerbGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except MMVGMError as exc:
-            if _debug(ctx):
+            if debug_enabled(ctx):
                 raise
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for users
-            if _debug(ctx):
+            if debug_enabled(ctx):
                 raise
             fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
                  INTERNAL_ERROR_EXIT)
 
 
-def _debug(ctx: click.Context) -> bool:
+def debug_enabled(ctx: click.Context) -> bool:
+    """Whether ``mmvgm --debug`` was given (verbs then let exceptions through)."""
     return bool(ctx.find_root().params.get("debug"))
 
 
+def echo_error(message: object) -> None:
+    """``mmvgm: error: MESSAGE`` on stderr, always exactly one line; for a verb that reports a
+    failed item (``f"{path}: {reason}"``, or an ``MMVGMError``) and goes on with the rest."""
+    click.echo("mmvgm: error: " + " ".join(str(message).split()), err=True)
+
+
 def fail(message: str, code: int = 1) -> None:
-    message = " ".join(str(message).split())  # always exactly one line
-    click.echo(f"mmvgm: error: {message}", err=True)
+    echo_error(message)
     sys.exit(code)
 
 

@@ -36,10 +36,11 @@ def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backen
       mmvgm info clip.mp4
       mmvgm info uploads/*.mp4 frames_dir/ --json > probe.jsonl
     """
+    from mmvgm.cli import debug_enabled, echo_error
     from mmvgm.io import probe
     from mmvgm.progress import track
 
-    debug = bool(ctx.find_root().params.get("debug"))
+    debug = debug_enabled(ctx)
     rows = []
     for path in track(paths, "probing", disable=len(paths) < 20):
         try:
@@ -49,7 +50,7 @@ def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backen
             if debug:
                 raise
             rows.append({"path": path, "error": exc.message})
-            click.echo(f"mmvgm: error: {exc}", err=True)
+            echo_error(exc)
         if as_json:
             click.echo(json.dumps(rows[-1]))
     if not as_json:

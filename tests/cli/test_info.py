@@ -92,3 +92,11 @@ def test_budgets(media):
     result = invoke(media["mp4"], "--json", "--exact", "--max-frames", "5")
     assert result.exit_code == 1 and "frame budget" in json.loads(result.stdout)["error"]
     assert invoke(media["mp4"], "--max-frames", "5").exit_code == 0  # packet counts are cheap
+
+
+def test_each_failure_is_exactly_one_stderr_line(tmp_path):
+    """A newline in a file name must not split the error line (the CLI's one-line contract)."""
+    missing = tmp_path / "two\nlines.mp4"
+    result = invoke(missing)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"mmvgm: error: {tmp_path}/two lines.mp4: no such file or directory"]
