@@ -494,8 +494,13 @@ def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8,
                          "(RANK/WORLD_SIZE are set); use one or the other")
     active = shard or env_shard
     target = rank_output(out, active.index) if active is not None and active.count > 1 else Path(out)
-    if _path_key(str(target)) in {_path_key(p) for p in inputs}:
-        raise InputError("refusing to write results over an input file", target)
+    # Neither this process's file nor the merged OUT may be an input: a listed video or the
+    # manifest itself (resuming "over" a JSONL manifest would truncate and append to it).
+    scanned = Path(path).expanduser()
+    guarded = {_path_key(p) for p in inputs} | {_path_key(str(scanned))}
+    for dest in dict.fromkeys([target, Path(out)]):
+        if _path_key(str(dest)) in guarded or (dest.exists() and os.path.samefile(dest, scanned)):
+            raise InputError("refusing to write results over an input file", dest)
     mine = select_shard(inputs, root, active)
     started = time.perf_counter()
     scored = errors = 0

@@ -252,3 +252,20 @@ def test_run_scan_resume_skips_done(tmp_path):
     manifest.write_text("data/v1.mp4\nres.jsonl\n")
     with pytest.raises(InputError, match="over an input"):
         run_scan(FakePredictor(), manifest, out, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("shard", [None, Shard(0, 2)])
+def test_run_scan_never_writes_over_the_manifest(tmp_path, shard):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"v{i}.mp4").write_bytes(b"x")
+    manifest = tmp_path / "list.jsonl"
+    text = "".join(json.dumps({"path": f"data/v{i}.mp4"}) + "\n" for i in range(3)) + '{"path": "data/v0.mp4"}'
+    manifest.write_text(text)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(manifest)
+    for out in (manifest, tmp_path / "." / "list.jsonl", link):
+        with pytest.raises(InputError, match="over an input"):
+            run_scan(FakePredictor(), manifest, out, resume=True, shard=shard, progress=False)
+    assert manifest.read_text() == text
