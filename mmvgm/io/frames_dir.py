@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -45,19 +45,20 @@ def probe_frames(folder: Path, max_pixels: int) -> VideoInfo:
     return VideoInfo(str(folder), len(files), None, width, height, f"{codec} frames", None)
 
 
-def read_frames_clip(folder: Path, num_frames: int, sampling: Sampling, start: int,
-                     max_pixels: int, max_frames: int) -> Clip:
+def read_frames_clips(folder: Path, num_frames: int, sampling: Sampling, starts: Sequence[int],
+                      max_pixels: int, max_frames: int) -> List[Clip]:
+    """One clip per start; the folder is listed once and each frame image read once."""
     files = list_frames(folder)
     check_frames(len(files), max_frames, folder)
     width, height = _first_size(files, max_pixels)
-    indices, padded = sampling.plan(len(files), num_frames, start)
+    plans = [sampling.plan(len(files), num_frames, start) for start in starts]
     unique = {}
-    for index in sorted(set(indices.tolist())):
+    for index in sorted(set().union(*(indices.tolist() for indices, _ in plans))):
         frame = read_image(files[index], max_pixels=max_pixels)
         if frame.shape[:2] != (height, width):
             raise DecodeError(f"frame size {frame.shape[1]}x{frame.shape[0]} differs from the first "
                               f"frame's {width}x{height}", files[index])
         unique[index] = frame
-    frames = np.stack([unique[i] for i in indices.tolist()])
-    return Clip(frames, padded=padded, indices=indices, total_frames=len(files),
-                backend=BACKEND_NAME, path=str(folder))
+    return [Clip(np.stack([unique[i] for i in indices.tolist()]), padded=padded, indices=indices,
+                 total_frames=len(files), backend=BACKEND_NAME, path=str(folder))
+            for indices, padded in plans]

@@ -9,7 +9,7 @@ import numpy as np
 from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
 from mmvgm.io.backends import AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DemuxInfo, Timeline, demux_info
 from mmvgm.io.clip import Clip, VideoInfo
-from mmvgm.io.frames_dir import probe_frames, read_frames_clip
+from mmvgm.io.frames_dir import probe_frames, read_frames_clips
 from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels
 from mmvgm.io.paths import VIDEO_EXTENSIONS, check_media_file, existing_path, explain_undecodable
 from mmvgm.io.sampling import Sampling, StartPastEndError, parse_sampling
@@ -77,8 +77,7 @@ def _read_clips(path: PathLike, num_frames: int, sampling: "str | Sampling", sta
     order = _backend_order(backend)
     path = existing_path(path)
     if path.is_dir():
-        return [read_frames_clip(path, num_frames, plan, start, pixels, frames_budget)
-                for start in starts]
+        return read_frames_clips(path, num_frames, plan, starts, pixels, frames_budget)
     check_media_file(path, VIDEO_EXTENSIONS, "video")
 
     info = _demux_or_none(path, frames_budget)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from mmvgm.errors import DecodeError, LimitError
-from mmvgm.io import probe, read_clip
+import mmvgm.io.frames_dir
+from mmvgm.io import probe, read_clip, read_clips
 from mmvgm.io.frames_dir import list_frames, natural_key
 from tests.io.conftest import HEIGHT, N_FRAMES, WIDTH, png_with_claimed_size
 from tests.media import frame_index, write_frame_dir
@@ -21,6 +22,17 @@ def test_natural_sort():
 def test_frame_directory_in_natural_order(frame_dir, sampling, expected):
     clip = read_clip(frame_dir, 4, sampling, start=8)
     assert [frame_index(f) for f in clip] == expected  # frame_10 after frame_9, not after frame_1
+
+
+def test_read_clips_reads_each_frame_image_once(frame_dir, monkeypatch):
+    reads = []
+    real = mmvgm.io.frames_dir.read_image
+    monkeypatch.setattr(mmvgm.io.frames_dir, "read_image",
+                        lambda path, **kw: reads.append(path) or real(path, **kw))
+    clips = read_clips(frame_dir, 4, starts=[0, 2, 3])
+    assert [[frame_index(f) for f in clip] for clip in clips] == [[0, 1, 2, 3], [2, 3, 4, 5], [3, 4, 5, 6]]
+    assert [c.indices.tolist() for c in clips] == [[0, 1, 2, 3], [2, 3, 4, 5], [3, 4, 5, 6]]
+    assert len(reads) == len(set(reads)) == 7
 
 
 def test_jpg_frames_and_hidden_files(tmp_path, frames):
