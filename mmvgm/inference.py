@@ -255,10 +255,11 @@ class Predictor:
         return self._predict_windows(str(path), frames, sampling, windows)
 
     def _predict_windows(self, path: str, frames: int, sampling: str, windows: int) -> Dict[str, Any]:
-        from mmvgm.io import probe, read_clips
+        from mmvgm.io import parse_sampling, probe, read_clips
 
-        window_sampling = sampling if sampling.startswith("stride:") else "consecutive"
-        step = int(sampling.split(":", 1)[1]) if sampling.startswith("stride:") else 1
+        spec = parse_sampling(sampling)  # a bad spec: InputError, not a ValueError from int()
+        window_sampling = sampling if spec.kind == "stride" else "consecutive"
+        step = spec.stride if spec.kind == "stride" else 1
         info = probe(path)
         total = int(info.frames)
         span = (frames - 1) * step + 1

@@ -118,6 +118,9 @@ def test_windows_are_spread_and_averaged(ckpts, tmp_path):
     assert rec["windows"][1]["fake_probability"] == pytest.approx(single["fake_probability"], abs=1e-5)
     with pytest.raises(InputError):
         pred.predict(video, windows=0)
+    for bad in ("stride:x", "stride:0", "sometimes"):
+        with pytest.raises(InputError, match="sampling"):
+            pred.predict(video, sampling=bad, windows=2)
 
 
 def test_predict_batch_reports_bad_files_and_keeps_order(ckpts, videos, tmp_path):
