@@ -11,6 +11,9 @@ validation split only (Youden's J), never on test.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -110,17 +113,27 @@ def train_lvd(data: PathLike, out: PathLike, mode: str = "conditioned", steps: O
     }
     model = LVDModel(cfg, device=dev)
     out = Path(out)
-    trainer = _Trainer(model, store, split, dev, epochs, batch_size, lr, weight_decay, seed, progress)
-    trainer.steps_per_video = steps_per_video
-    start = time.perf_counter()
-    validation = trainer.per_step() if mode == "per-step" else trainer.conditioned()
-    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    # each network is written to a staging folder as soon as it is trained (a per-step bundle holds
+    # up to 250 backbones: they never have to fit in memory together); a previous bundle in ``out``
+    # stays intact until every new network exists
+    staging = Path(tempfile.mkdtemp(prefix=".lvd-train-", dir=out))
+    try:
+        trainer = _Trainer(model, store, split, staging, dev, epochs, batch_size, lr, weight_decay, seed,
+                           steps_per_video, progress)
+        start = time.perf_counter()
+        validation = trainer.per_step() if mode == "per-step" else trainer.conditioned()
+        seconds = time.perf_counter() - start
+        (out / "lvd.yaml").unlink(missing_ok=True)  # lvd.yaml, written last, marks a complete bundle
+        for rel in model.cfg["files"].values():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, out / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     model.cfg["training"]["seconds"] = round(seconds, 3)
     model.cfg["validation"] = validation
-    for key, net in trainer.trained:
-        model.save_net(out, key, net)
     model.save_config(out)
-    size = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
+    size = sum((out / rel).stat().st_size for rel in model.cfg["files"].values())
     summary = {"out": str(out), "mode": mode, "models": len(model.cfg["files"]), "steps": len(step_list),
                "categories": cats, "train_seconds": round(seconds, 3), "bytes": size,
                "split": cfg["data"]["split_counts"], "validation": validation}
@@ -128,14 +141,16 @@ def train_lvd(data: PathLike, out: PathLike, mode: str = "conditioned", steps: O
 
 
 class _Trainer:
-    def __init__(self, model: LVDModel, store: TrajectoryStore, split: Dict[str, List[str]],
+    def __init__(self, model: LVDModel, store: TrajectoryStore, split: Dict[str, List[str]], out: Path,
                  device: torch.device, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                 seed: int, progress: bool) -> None:
-        self.model, self.store, self.split, self.device = model, store, split, device
+                 seed: int, steps_per_video: Optional[int], progress: bool) -> None:
+        self.model, self.store, self.split, self.out, self.device = model, store, split, out, device
         self.epochs, self.batch_size, self.lr, self.wd, self.seed = epochs, batch_size, lr, weight_decay, seed
+        self.steps_per_video = steps_per_video
         self.progress = progress
-        self.trained: List[Tuple[str, LVDNet]] = []
-        self.steps_per_video: Optional[int] = None
+
+    def _save(self, key: str, net: LVDNet) -> None:
+        self.model.save_net(self.out, key, net)
 
     def _loader(self, ids: Sequence[str], steps: Sequence[int], shuffle: bool,
                 per_video: Optional[int] = None) -> DataLoader:
@@ -159,7 +174,7 @@ class _Trainer:
                 thr, auc = fit_threshold(targets[:, k], probs[:, 0])
                 self.model.thresholds.setdefault(cat, {})[str(step)] = thr
                 report[key] = {"threshold": thr, "val_auc": auc}
-                self.trained.append((key, net.cpu()))
+                self._save(key, net)
         return report
 
     def conditioned(self) -> dict:
@@ -173,7 +188,7 @@ class _Trainer:
             thr, auc = fit_threshold(targets[:, k], probs[:, k])
             self.model.thresholds[cat] = thr
             report[cat] = {"threshold": thr, "val_auc": auc}
-        self.trained.append(("conditioned", net.cpu()))
+        self._save("conditioned", net)
         return report
 
     def _fit(self, net: LVDNet, loader: DataLoader, column: Optional[int], description: str) -> None:

@@ -124,3 +124,41 @@ def test_split_videos_stratified_disjoint_and_bad_ratios(store_dir):
     for bad in (0.7, "abc", (0.5, 0.5), (0.8, 0.3, -0.1), (0.5, 0.2, 0.2)):
         with pytest.raises(InputError, match="split ratios"):
             split_videos(store, bad)
+
+
+def test_retraining_into_a_bundle_counts_only_its_own_weights(store_dir, tmp_path):
+    out = tmp_path / "p"
+    train_lvd(store_dir, out, mode="per-step", steps="0-1", categories=["violent"], epochs=1,
+              device="cpu", progress=False)
+    model, summary = train_lvd(store_dir, out, mode="per-step", steps="0", categories=["violent"], epochs=1,
+                               device="cpu", progress=False)
+    assert sorted(model.cfg["files"]) == ["violent_step00"]
+    assert summary["bytes"] == (out / "per_step" / "violent_step00.safetensors").stat().st_size
+    assert (out / "per_step" / "violent_step01.safetensors").exists()  # stale, and not counted
+
+
+def test_interrupted_retraining_keeps_the_previous_bundle(store_dir, tmp_path, monkeypatch):
+    import mmvgm.lvd.train as lvd_train
+
+    out = tmp_path / "p"
+    before, _ = train_lvd(store_dir, out, mode="per-step", steps="0-1", categories=["violent"], epochs=1,
+                          device="cpu", progress=False)
+    x = torch.randn(2, *SHAPE[1:])
+    expected = [before.probs(x, s) for s in (0, 1)]
+    calls = []
+    real = lvd_train.fit_threshold
+
+    def fail_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(lvd_train, "fit_threshold", fail_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_lvd(store_dir, out, mode="per-step", steps="0-1", categories=["violent"], epochs=1,
+                  seed=7, device="cpu", progress=False)
+    # the network already trained for step 0 was staged, not written over the previous bundle's
+    again = load_lvd_model(out, device="cpu")
+    assert all(torch.equal(again.probs(x, s), p) for s, p in zip((0, 1), expected))
+    assert sorted(p.name for p in out.iterdir()) == ["lvd.yaml", "per_step"]
