@@ -122,12 +122,12 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
     for name in order:
         try:
             with BACKENDS[name](path, pixels) as reader:
-                first, ended = reader.read([0])
+                first, _ = reader.read([0])
                 if not first:
                     raise DecodeError("no decodable video frames", path)
                 height, width = first[0].shape[:2]
             frames = info.frames if info is not None else None
-            if exact or frames is None or ended is not None:
+            if exact or frames is None:
                 with BACKENDS[name](path, pixels) as reader:
                     frames = reader.count(frames_budget)
             fps = (info.fps if info is not None else None) or reader.fps
