@@ -58,7 +58,10 @@ def load_yaml(path: PathLike) -> dict:
 
 
 def load_config(name_or_path: PathLike, group: str, _children: tuple = ()) -> dict:
-    """Load ``configs/<group>/<name>.yaml`` (or a file path), following ``base:`` inheritance."""
+    """Load ``configs/<group>/<name>.yaml`` (or a file path), following ``base:`` inheritance.
+
+    ``base:`` is a shipped config name or a YAML path; a relative path names a file beside
+    the config that says it, whatever the working directory."""
     path = resolve_config(name_or_path, group)
     chain = (*_children, path.resolve())
     if chain[-1] in _children:
@@ -66,7 +69,8 @@ def load_config(name_or_path: PathLike, group: str, _children: tuple = ()) -> di
     data = load_yaml(path)
     base = data.pop("base", None)
     if base is not None:
-        parent = load_config(base, group, chain)
+        beside = path.parent / str(base)
+        parent = load_config(beside if beside.is_file() else base, group, chain)
         data = merge(parent, data)
     return data
 

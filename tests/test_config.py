@@ -61,3 +61,12 @@ def test_binary_file_as_config_is_a_config_error(tmp_path):
     weights.write_bytes(b"\x80\xff\x00binary")
     with pytest.raises(ConfigError, match="not a YAML file"):
         load_config(weights, "train")
+
+
+def test_relative_base_is_the_file_beside_the_config(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "common.yaml").write_text("lr: 1\nepochs: 2\n")
+    (tmp_path / "sub" / "child.yaml").write_text("base: common.yaml\nepochs: 3\n")
+    (tmp_path / "common.yaml").write_text("lr: 99\n")  # the working directory's, not the config's
+    monkeypatch.chdir(tmp_path)
+    assert load_config(tmp_path / "sub" / "child.yaml", "train") == {"lr": 1, "epochs": 3}
