@@ -149,9 +149,6 @@ class _Trainer:
         self.steps_per_video = steps_per_video
         self.progress = progress
 
-    def _save(self, key: str, net: LVDNet) -> None:
-        self.model.save_net(self.out, key, net)
-
     def _loader(self, ids: Sequence[str], steps: Sequence[int], shuffle: bool,
                 per_video: Optional[int] = None) -> DataLoader:
         ds = StepDataset(self.store, ids, steps, self.model.categories)
@@ -174,7 +171,7 @@ class _Trainer:
                 thr, auc = fit_threshold(targets[:, k], probs[:, 0])
                 self.model.thresholds.setdefault(cat, {})[str(step)] = thr
                 report[key] = {"threshold": thr, "val_auc": auc}
-                self._save(key, net)
+                self.model.save_net(self.out, key, net)
         return report
 
     def conditioned(self) -> dict:
@@ -188,7 +185,7 @@ class _Trainer:
             thr, auc = fit_threshold(targets[:, k], probs[:, k])
             self.model.thresholds[cat] = thr
             report[cat] = {"threshold": thr, "val_auc": auc}
-        self._save("conditioned", net)
+        self.model.save_net(self.out, "conditioned", net)
         return report
 
     def _fit(self, net: LVDNet, loader: DataLoader, column: Optional[int], description: str) -> None:
