@@ -374,31 +374,14 @@ def _timm(model_path=None, name: Optional[str] = None, **_) -> ImageEncoder:
         model = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as exc:
         raise InputError(f"unknown timm model '{name}': {exc}") from None
-    state = _load_state_dict(path)
-    result = model.load_state_dict(state, strict=False)
-    head = str(getattr(model, "pretrained_cfg", {}).get("classifier", "") or "")
-    unexpected = [k for k in result.unexpected_keys if not (head and k.startswith(head + "."))]
-    if result.missing_keys or unexpected:
-        raise CheckpointError(f"checkpoint does not match timm:{name} (missing {len(result.missing_keys)} keys, "
-                              f"e.g. {result.missing_keys[:3]}; unexpected {unexpected[:3]})", path)
+    from mmvgm.models.pretrained import load_state_strict, read_state_dict
+
+    state = read_state_dict(path)
+    heads = getattr(model, "pretrained_cfg", {}).get("classifier") or ()  # "fc", or ("head", "head_dist")
+    try:  # the classifier the user's checkpoint still has is the one thing it may hold beyond the model
+        load_state_strict(model, state, source=path,
+                          ignore_unexpected=[h + "." for h in ((heads,) if isinstance(heads, str) else heads)])
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint does not match timm:{name}: {exc.message}", path) from None
     return TimmEncoder(model, name=f"timm:{name}")
 
-
-def _load_state_dict(path: Path) -> dict:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the user's file problem
-        raise CheckpointError(f"cannot read checkpoint: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                              path) from None
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise CheckpointError("checkpoint is not a state dict", path)
-    return {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}

@@ -115,3 +115,19 @@ def test_any_module_and_registering_a_new_encoder():
     assert set(build_encoder("unit-test-encoder")(torch.rand(1, 3, 2, 2))) == {"flat"}
     with pytest.raises(InputError, match=r"\(B,3,H,W\)"):
         enc(torch.rand(3, 8, 8))
+
+
+def test_timm_checkpoint_of_other_shapes_is_a_checkpoint_error(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    state = dict(timm.create_model("test_resnet", pretrained=False).state_dict())
+    key = next(k for k in state if k.endswith("conv1.weight") and k != "conv1.weight")
+    state[key] = torch.zeros(3, *state[key].shape[1:])  # same keys, another width
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(CheckpointError, match="does not match.*shape"):
+        build_encoder("timm:test_resnet", model_path=tmp_path / "w.safetensors")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as info:  # unreadable, not "does not match"
+        build_encoder("timm:test_resnet", model_path=tmp_path / "junk.pth")
+    assert "does not match" not in info.value.message
