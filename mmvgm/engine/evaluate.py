@@ -59,20 +59,43 @@ def predict(model: torch.nn.Module, loader, transform, accelerator=None, device=
             skipped.extend(batch.skipped)
             if batch.clips is not None:
                 out = model(transform.normalize(batch.clips.to(device)))
-                heads = {k: out[k].float() for k in HEADS if k in out}
-                batch_labels = batch.labels.to(device)
-                batch_paths = list(batch.paths)
-                if accelerator is not None and accelerator.num_processes > 1:
-                    heads, batch_labels = accelerator.gather_for_metrics((heads, batch_labels))
-                    batch_paths = accelerator.gather_for_metrics(batch_paths, use_gather_object=True)
-                for k, v in heads.items():
-                    logits.setdefault(k, []).append(v.cpu())
-                labels.append(batch_labels.cpu())
-                paths.extend(batch_paths)
+                for k in HEADS:
+                    if k in out:
+                        logits.setdefault(k, []).append(out[k].float().cpu())
+                labels.append(batch.labels.cpu())
+                paths.extend(batch.paths)
             bar.advance(task)
     model.train(was_training)
-    return Predictions({k: torch.cat(v).numpy() for k, v in logits.items()},
-                       torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64), paths, skipped)
+    preds = Predictions({k: torch.cat(v).numpy() for k, v in logits.items()},
+                        torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64), paths, skipped)
+    if accelerator is not None and accelerator.num_processes > 1:
+        preds = _gather_predictions(preds)
+    return preds
+
+
+def _gather_predictions(local: Predictions) -> Predictions:
+    """Every process's predictions, each video once.
+
+    One gather after the loop, not one per batch: a rank whose batch was all unreadable files
+    (or held fewer readable ones) would otherwise skip or mismatch a collective and hang the
+    others. The copies of the first videos that pad the last batches of a sharded loader are
+    dropped by path.
+    """
+    from accelerate.utils import gather_object
+
+    parts = gather_object([local])
+    keep, seen, skipped = [], set(), {}
+    for part_index, part in enumerate(parts):
+        for row, path in enumerate(part.paths):
+            if path not in seen:
+                seen.add(path)
+                keep.append((part_index, row))
+        for path, reason in part.skipped:
+            skipped.setdefault(path, reason)
+    heads = sorted({k for part in parts for k in part.logits})
+    logits = {k: np.stack([parts[i].logits[k][r] for i, r in keep]) for k in heads}
+    labels = np.array([parts[i].labels[r] for i, r in keep], dtype=np.int64)
+    return Predictions(logits, labels, [parts[i].paths[r] for i, r in keep], list(skipped.items()))
 
 
 def metrics_for(preds: Predictions, cal: Calibration, task: str, names: Sequence[str]) -> dict:

@@ -431,7 +431,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
             bar = progress.add_task(f"epoch {epoch + 1}/{cfg['epochs']}", total=len(train_loader), loss=0.0, rate=0.0)
             for batch in train_loader:
                 _report_skipped(batch, say, bad_files)
-                if batch.clips is None:
+                if _any_process(batch.clips is None, accelerator):  # every rank skips together, or DDP hangs
                     progress.advance(bar)
                     continue
                 with accelerator.accumulate(model):
@@ -511,6 +511,21 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     return TrainResult(out, out / "last", out / "best", epochs_run=len(history), global_step=global_step,
                        best_epoch=best["epoch"], best_metric=best_name, best_value=best["value"],
                        history=history, calibration=final_cal, is_main_process=main)
+
+
+def _any_process(flag: bool, accelerator) -> bool:
+    """``flag`` or-ed over all processes (each must call this at the same point).
+
+    A rank whose batch was all unreadable files must not skip a step alone: the others would
+    wait for its gradients in DDP's all-reduce forever. One process: no communication.
+    """
+    if accelerator.num_processes == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([float(flag)], device=accelerator.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def _report_skipped(batch, say, seen: set) -> None:
