@@ -90,9 +90,7 @@ def evaluate_flags(table: FlagTable, eta: int = DEFAULT_ETA, lam: Number = DEFAU
 
     counts_before = {cls: len(table[cls]) for cls in ("0", "1")}
     data = balance(table, seed) if balanced else table
-    if not data["0"] and not data["1"]:
-        raise InputError("no videos to evaluate")
-    total = len(next(iter(next(v for v in data.values() if v).values())))
+    total = _num_steps(data)
     check_eta(eta, total)
     lam_f = parse_lambda(lam)
     y_true, y_pred, ran = [], [], {"0": [], "1": []}
@@ -112,11 +110,19 @@ def evaluate_flags(table: FlagTable, eta: int = DEFAULT_ETA, lam: Number = DEFAU
         "eta": int(eta), "lambda": float(lam_f), "required_flags": required_flags(eta, lam_f),
         "total_steps": total,
         "mean_steps_run": float(np.mean(all_ran)),
-        "compute_saved": 1.0 - sum(all_ran) / (total * len(all_ran)),
+        "compute_saved": _saved(all_ran, total),
         "compute_saved_normal": _saved(ran["0"], total), "compute_saved_unsafe": _saved(ran["1"], total),
         "sequential": bool(sequential), "balanced": bool(balanced), "seed": int(seed),
         "n_before_balancing": {"normal": counts_before["0"], "unsafe": counts_before["1"]},
     }
+
+
+def _num_steps(table: FlagTable) -> int:
+    """Flags per video (``normalize_flags`` made them all the same length)."""
+    for videos in table.values():
+        for flags in videos.values():
+            return len(flags)
+    raise InputError("no videos to evaluate")
 
 
 def _saved(ran: Sequence[int], total: int) -> Optional[float]:
@@ -128,8 +134,7 @@ def sweep(table: FlagTable, etas: Optional[Sequence[int]] = None,
           seed: int = DEFAULT_SEED, balanced: bool = True) -> List[dict]:
     """One row per (lambda, eta): the same balanced subset for every point."""
     data = balance(table, seed) if balanced else table
-    total = len(next(iter(next(v for v in data.values() if v).values())))
-    etas = list(etas) if etas else list(range(1, total + 1))
+    etas = list(etas) if etas else list(range(1, _num_steps(data) + 1))
     rows = []
     for lam in lambdas:
         for eta in etas:

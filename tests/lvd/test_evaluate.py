@@ -56,6 +56,9 @@ def test_bad_inputs():
         evaluate_flags(_table(), eta=4, lam=1.5)
     with pytest.raises(InputError, match="lambda"):
         evaluate_flags(_table(), eta=4, lam=0)
+    for fn in (evaluate_flags, sweep):
+        with pytest.raises(InputError, match="no videos"):
+            fn({"0": {}, "1": {}}, balanced=False)
 
 
 def test_load_json_and_research_pth(tmp_path):
