@@ -79,16 +79,12 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"encoder input must be (B,3,H,W), got {tuple(images.shape)}")
-        with _autocast(images.device):
+        from mmvgm.runtime import autocast_dtype
+
+        dtype = autocast_dtype(images.device)  # bf16 on CUDA that has it, else full precision
+        with torch.autocast("cuda" if dtype is not None else "cpu", dtype=dtype, enabled=dtype is not None):
             out = self.encode(images)
         return {k: v.float().flatten(1) for k, v in out.items()}
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
 
 
 def resize(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
