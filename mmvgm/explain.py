@@ -100,10 +100,9 @@ def _target(predictor: Any, x: torch.Tensor, target: Optional[str]) -> Tuple[str
 
 def render(frames: np.ndarray, saliency: np.ndarray, out: PathLike, title: str = "",
            columns: int = 8, alpha: float = 0.5, protect: Optional[PathLike] = None) -> Path:
-    """PNG grid: every frame with the saliency overlaid (matplotlib Agg, written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    """PNG grid: every frame with the saliency overlaid (matplotlib's Agg canvas, no global
+    backend or pyplot state; written atomically)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from mmvgm.io.atomic import atomic_path
@@ -115,6 +114,7 @@ def render(frames: np.ndarray, saliency: np.ndarray, out: PathLike, title: str =
     cols = min(columns, t)
     rows = (t + cols - 1) // cols
     fig = Figure(figsize=(2.0 * cols, 2.0 * rows + (0.5 if title else 0)), dpi=100)
+    FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()

@@ -84,3 +84,13 @@ def test_explain_writes_png_grid(setup):
     assert not list((root / "out").glob(".*tmp*"))
     with pytest.raises(InputError, match="PNG"):
         explain(joint, video, root / "sal.jpg")
+
+
+def test_render_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
+    import matplotlib
+
+    from mmvgm.explain import render
+
+    monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")  # e.g. a notebook's backend
+    render(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.float32), tmp_path / "s.png")
+    assert (tmp_path / "s.png").is_file() and matplotlib.rcParams["backend"] == "svg"
