@@ -113,13 +113,6 @@ class StepDataset(Dataset):
         vid, step = self.items[i]
         return self.store.load(vid, [step])[0], step, self.targets[vid]
 
-    def positives(self) -> torch.Tensor:
-        """Positive count per category (over items)."""
-        steps_per_video = len(self.items) // max(len(self.targets), 1)
-        if not self.targets:
-            return torch.zeros(len(self.categories))
-        return torch.stack(list(self.targets.values())).sum(0) * steps_per_video
-
 
 class StepsPerVideoSampler(Sampler):
     """Each epoch, ``per_video`` random steps of every video (diffusion-style timestep sampling).
