@@ -378,15 +378,15 @@ def _jsonable(obj: Any) -> Any:
 
 # --------------------------------------------------------------------------- merging
 
-def shard_outputs(out: PathLike) -> List[Path]:
-    """The ``OUT.rankK.<ext>`` files beside ``out``, ordered by K."""
+def shard_outputs(out: PathLike) -> List[Tuple[int, Path]]:
+    """``(K, OUT.rankK.<ext>)`` for each shard output beside ``out``, ordered by K."""
     out = Path(out)
     found = []
     for candidate in out.parent.glob(f"{out.stem}.rank*{out.suffix}"):
         middle = candidate.name[len(out.stem) + len(".rank"): len(candidate.name) - len(out.suffix)]
         if middle.isdigit():
             found.append((int(middle), candidate))
-    return [p for _, p in sorted(found)]
+    return sorted(found)
 
 
 def merge_outputs(out: PathLike, expected: Optional[int] = None) -> Tuple[Path, int]:
@@ -396,10 +396,11 @@ def merge_outputs(out: PathLike, expected: Optional[int] = None) -> Tuple[Path, 
     """
     out = Path(out)
     fmt = output_format(out)
-    parts = shard_outputs(out)
-    if not parts:
+    found = shard_outputs(out)
+    if not found:
         raise InputError(f"no shard outputs to merge (looked for {out.stem}.rank*{out.suffix})", out)
-    ranks = sorted(int(p.name[len(out.stem) + 5: len(p.name) - len(out.suffix)]) for p in parts)
+    ranks = [rank for rank, _ in found]
+    parts = [part for _, part in found]
     count = expected if expected is not None else ranks[-1] + 1
     missing = sorted(set(range(count)) - set(ranks))
     if missing:
