@@ -155,13 +155,12 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
         raise InputError(f"no videos to evaluate in the {split} split", data)
 
     def run(samples_: Sequence, perturbation=None, desc: str = "evaluating") -> Predictions:
-        from mmvgm.data.datasets import VideoDataset, collate_skip_bad
+        from mmvgm.data.datasets import VideoDataset, make_loader
 
         reader = PerturbedReader(perturbation) if perturbation is not None else None
         ds = VideoDataset(samples_, label_set.label_to_index, num_frames=frames, sampling=sampling,
                           transform=transform, reader=reader)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                             collate_fn=collate_skip_bad)
+        loader = make_loader(ds, batch_size, workers=workers, pin_memory=False)
         return predict(model, loader, transform, device=dev, desc=desc, progress=progress)
 
     preds = run(samples)
@@ -272,10 +271,10 @@ def _holdout(run, known_samples, known_preds: Predictions, cal: Calibration, tas
 def _attack(model, samples, attack: str, transform, label_set, task: str, frames: int, sampling: str,
             batch_size: int, device) -> dict:
     from mmvgm.attacks.robustness import evaluate_attack
-    from mmvgm.data.datasets import VideoDataset, collate_skip_bad
+    from mmvgm.data.datasets import VideoDataset, make_loader
 
     ds = VideoDataset(samples, label_set.label_to_index, num_frames=frames, sampling=sampling, transform=transform)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_skip_bad)
+    loader = make_loader(ds, batch_size, pin_memory=False)
     mean = torch.tensor(transform.mean, device=device).view(-1, 1, 1)
     std = torch.tensor(transform.std, device=device).view(-1, 1, 1)
     scale = 255.0 * transform.rescale
