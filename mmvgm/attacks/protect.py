@@ -34,15 +34,11 @@ Image = Union[np.ndarray, torch.Tensor]
 
 def _jpeg_straight_through(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Real JPEG in the forward pass, identity gradient in the backward pass."""
-    import cv2
+    from mmvgm.attacks.purify import jpeg
 
     quality = int(torch.randint(50, 96, (1,), generator=gen))
-    out = torch.empty_like(x)
     u8 = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    for i, img in enumerate(u8):
-        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
-        out[i] = torch.from_numpy(dec).to(x.device).permute(2, 0, 1).float() / 255
+    out = torch.from_numpy(np.stack([jpeg(img, quality) for img in u8])).permute(0, 3, 1, 2).to(x) / 255
     return x + (out - x).detach()
 
 
