@@ -52,23 +52,16 @@ def resolve_checkpoint(checkpoint: Optional[PathLike]) -> Path:
 
 
 def _label_names(labels: Any) -> Tuple[List[str], Dict[str, str]]:
-    """Checkpoint ``labels`` (a list of names, or a label-set mapping) -> (names, display)."""
+    """Checkpoint ``labels`` -> (names, display): the label-set mapping ``engine.train`` stores
+    (read as ``engine.evaluate`` reads it), or a plain list of names."""
     if isinstance(labels, Mapping):
-        classes = labels.get("classes") or labels.get("names") or []
+        from mmvgm.data.labels import LabelSet
+
+        label_set = LabelSet.from_dict(labels)
+        names, display = label_set.names, label_set.display
     else:
-        classes = list(labels or [])
-    names, display = [], {}
-    for item in classes:
-        if isinstance(item, Mapping):
-            name = str(item["name"])
-            display[name] = str(item.get("display", name))
-        else:
-            name = str(item)
-            display[name] = name
-        names.append(name)
-    if isinstance(labels, Mapping) and isinstance(labels.get("display"), Mapping):
-        display.update({str(k): str(v) for k, v in labels["display"].items()})
-    return names, display
+        names = display = [str(n) for n in labels or []]
+    return list(names), dict(zip(names, display))
 
 
 def _worker_init(_: int) -> None:

@@ -164,3 +164,17 @@ def test_lazy_export():
     import mmvgm
 
     assert mmvgm.Predictor is Predictor
+
+
+def test_label_set_mapping_as_train_stores_it(ckpts, videos):
+    """``engine.train`` stores ``LabelSet.to_dict()``: names in order, display names kept."""
+    from mmvgm.data.labels import LabelSet
+    from mmvgm.engine.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(ckpts["joint"])
+    display = ["Real video", "LaVie", "Show-1", "SVD-XT"]
+    meta["labels"] = LabelSet("demo+real", ["real", *SOURCES], display).to_dict()
+    pred = Predictor(model, meta, device="cpu")
+    assert pred.labels == ["real", *SOURCES] and pred.source_labels == list(SOURCES)
+    assert pred.display == dict(zip(["real", *SOURCES], display))
+    assert set(pred.predict(videos[0])["sources"]) == set(SOURCES)
