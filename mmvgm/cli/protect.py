@@ -104,10 +104,11 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
 def _print_report(rep: dict) -> None:
     lp = "off" if rep["lpips"] is None else f"{rep['lpips']:.4f}"
     psnr = "inf" if rep["psnr"] is None else f"{rep['psnr']:.2f}"
+    ssim = "n/a" if rep["ssim"] is None else f"{rep['ssim']:.4f}"  # images under 3 px a side
     click.echo(f"{rep['path']} -> {rep['output']}  ({rep['mode']}, eps {rep['eps'] * 255:.3g}/255, "
                f"{rep['steps']} steps, {rep['seconds']:.1f}s)")
     click.echo(f"  L-inf {rep['linf'] * 255:.3g}/255  L2 {rep['l2']:.3f}  PSNR {psnr} dB  "
-               f"SSIM {rep['ssim']:.4f}  LPIPS {lp}")
+               f"SSIM {ssim}  LPIPS {lp}")
     ref = "target" if rep["mode"] == "directed" else "original"
     for name, c in rep["encoders"].items():
         click.echo(f"  {name}: cos to {ref} {c['cos_before']:.4f} -> {c['cos_after']:.4f}")

@@ -187,3 +187,13 @@ def test_lpips_null_with_a_note_or_a_number_with_local_weights(tmp_path, svd, fa
     res = run("protect", img, "-m", svd, "--config", fast, "--json", "-q", "--lpips-weights", tmp_path / "alex.pth")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip())["lpips"] >= 0 and "LPIPS is off" not in res.stderr
+
+
+def test_report_lines_without_ssim_psnr_or_lpips(capsys):
+    from mmvgm.cli.protect import _print_report
+
+    _print_report({"path": "a.png", "output": "a.protected.png", "mode": "undirected", "eps": 4 / 255, "steps": 2,
+                   "seconds": 0.1, "linf": 1 / 255, "l2": 0.01, "psnr": None, "ssim": None, "lpips": None,
+                   "encoders": {"clip": {"cos_before": 1.0, "cos_after": 0.9}}})
+    out = capsys.readouterr().out
+    assert "PSNR inf dB" in out and "SSIM n/a" in out and "LPIPS off" in out
