@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -171,6 +171,7 @@ class DemoResult:
     data: Optional[Path]              # the training videos (kept only with keep=True)
     history: List[dict] = field(default_factory=list)
     seconds: float = 0.0
+    predictor: Any = None             # the Predictor that traced the examples (from checkpoint)
 
     @property
     def correct(self) -> int:
@@ -244,4 +245,4 @@ def run_demo(out: PathLike = "mmvgm-demo", keep: bool = False, per_source: int =
             shutil.rmtree(scratch, ignore_errors=True)
     return DemoResult(out=out, checkpoint=checkpoint, examples=examples, results=results,
                       data=data if keep else None, history=result.history,
-                      seconds=time.perf_counter() - started)
+                      seconds=time.perf_counter() - started, predictor=predictor)

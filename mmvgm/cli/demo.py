@@ -1,7 +1,6 @@
 """``mmvgm demo``: synthetic data -> tiny model -> trace, offline (over ``mmvgm.demo``)."""
 from __future__ import annotations
 
-
 import click
 
 
@@ -38,21 +37,17 @@ def command(out: str, keep: bool, epochs: int, per_source: int, seed: int, devic
     from rich.table import Table
 
     from mmvgm.cli.trace import _pct, _print_table
-    from mmvgm.demo import DISCLAIMER, TRAIN_HINT, run_demo
-    from mmvgm.inference import Predictor
+    from mmvgm.demo import DISCLAIMER, TRAIN_HINT, _predicted, run_demo
 
     console = Console()
     console.print(Panel(DISCLAIMER, title="mmvgm demo", border_style="yellow"))
     result = run_demo(out, keep=keep, per_source=per_source, epochs=epochs, seed=seed,
                       device=None if device == "auto" else device, progress=not quiet,
                       say=lambda message: console.print(f"[bold]{message}"))
-    predictor = Predictor.from_checkpoint(result.checkpoint, device="cpu")
     summary = Table(title="held-out videos (one per synthetic source)", title_justify="left",
                     header_style="bold")
     for column in ("true source", "verdict", "P(fake)", "traced source", "correct"):
         summary.add_column(column)
-    from mmvgm.demo import _predicted
-
     for source, rec in result.results.items():
         if rec["verdict"] == "real":
             traced = "- (verdict real)"
@@ -66,7 +61,7 @@ def command(out: str, keep: bool, epochs: int, per_source: int, seed: int, devic
     console.print(summary)
     example = next((s for s in result.results if s != "real"), next(iter(result.results)))
     console.print(f"\n[bold]mmvgm trace {result.examples[example]} --checkpoint {result.checkpoint}[/]")
-    _print_table(predictor, result.results[example])
+    _print_table(result.predictor, result.results[example])
     console.print(f"\n{result.correct} of {len(result.results)} held-out videos traced correctly "
                   f"in {result.seconds:.0f} s.")
     console.print(f"checkpoint: [bold]{result.checkpoint}[/]")
