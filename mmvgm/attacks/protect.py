@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -298,12 +298,18 @@ class ProtectOptions:
         weight = parse_fraction(cfg.get("lpips_weight", 1.0), "lpips weight")
         if weight < 0:
             raise InputError(f"lpips weight must be >= 0, got {weight}")
+        momentum = parse_fraction(cfg.get("momentum", 0.5), "momentum")
+        if momentum < 0 or (schedule == "adam" and momentum >= 1):  # adam's bias correction divides by 1 - beta1^t
+            raise InputError(f"momentum must be in [0, {'1)' if schedule == 'adam' else 'inf)'}, got {momentum}")
+        weights = cfg.get("encoder_weights") or {}
+        if not isinstance(weights, Mapping):
+            raise InputError(f"encoder_weights must map embedding names to weights, e.g. {{clip: 1.0}}, got {weights!r}")
         return cls(eps=parse_eps(cfg.get("eps", "4/255")), steps=parse_positive_int(cfg.get("steps", 200), "steps"),
                    step_size=step_size, schedule=schedule,
-                   momentum=parse_fraction(cfg.get("momentum", 0.5), "momentum"),
+                   momentum=momentum,
                    random_start=parse_bool(cfg.get("random_start", True), "random_start"),
                    eot=parse_eot(cfg.get("eot")), lpips_weight=weight,
-                   encoder_weights={str(k): float(v) for k, v in (cfg.get("encoder_weights") or {}).items()},
+                   encoder_weights={str(k): parse_fraction(v, f"encoder weight of {k}") for k, v in weights.items()},
                    seed=parse_positive_int(cfg.get("seed", 0), "seed", allow_zero=True))
 
 

@@ -102,6 +102,16 @@ def test_helpers():
     assert opts.eps == pytest.approx(2 / 255) and opts.steps == 7 and opts.step_size == pytest.approx(1 / 255)
 
 
+def test_bad_momentum_and_encoder_weights_are_input_errors():
+    assert ProtectOptions.from_config({"schedule": "momentum", "momentum": 1}).momentum == 1.0  # MI-FGSM's mu
+    assert ProtectOptions.from_config({"encoder_weights": {"clip": "1/2"}}).encoder_weights == {"clip": 0.5}
+    for cfg, words in (({"momentum": 1}, r"momentum must be in \[0, 1\)"), ({"momentum": -0.5}, "momentum"),
+                       ({"encoder_weights": {"clip": "x"}}, "encoder weight of clip"),
+                       ({"encoder_weights": [1.0]}, "encoder_weights must map")):
+        with pytest.raises(InputError, match=words):
+            ProtectOptions.from_config(cfg)
+
+
 def test_lpips_term_is_a_penalty(svd_encoder, fast, tmp_path):
     """With LPIPS weights the report has a number, and a heavy penalty keeps the image closer."""
     pytest.importorskip("lpips")
