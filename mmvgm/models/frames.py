@@ -41,7 +41,8 @@ def complete_timm(cfg: dict) -> dict:
     crop_pct = pcfg.get("crop_pct") or 0.875
     defaults = {"resize_shortest": int(math.floor(cfg["size"] / crop_pct)), "crop": cfg["size"],
                 "mean": list(pcfg.get("mean") or IMAGENET_MEAN), "std": list(pcfg.get("std") or IMAGENET_STD),
-                "resample": pcfg.get("interpolation") or "bicubic"}
+                "resample": pcfg.get("interpolation") or "bicubic",
+                "crop_offset": "round"}  # torchvision's CenterCrop, as in timm's eval transform
     cfg["preprocess"] = dict(defaults, **(cfg.get("preprocess") or {}))
     return cfg
 

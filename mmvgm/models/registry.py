@@ -13,7 +13,8 @@ Backbone config keys (all validated, a typo is a ``ConfigError`` with a did-you-
     channels:   input channels C (3 for RGB, 4 for LVD latents)
     model:      builder options (HF config fields for videomae/xclip, create_resnet options
                 for i3d_r50, create_model kwargs + ``name`` for timm); never frames/size/channels
-    preprocess: {resize_shortest, crop, mean, std, resample} for data.transforms (or null)
+    preprocess: {resize_shortest, crop, mean, std, resample, rescale, crop_offset} for
+                data.transforms (or null)
     weights:    optional local pretrained weights (file or directory), see models.pretrained
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mmvgm.config import _did_you_mean, check_keys, configs_dir, load_config, lo
 from mmvgm.errors import ConfigError, PathLike
 
 BACKBONE_KEYS = ("backbone", "frames", "size", "channels", "model", "preprocess", "weights")
-PREPROCESS_KEYS = ("resize_shortest", "crop", "mean", "std", "resample")
+PREPROCESS_KEYS = ("resize_shortest", "crop", "mean", "std", "resample", "rescale", "crop_offset")
 CONFIG_GROUP = "backbones"
 TIMM_PREFIX = "timm:"
 

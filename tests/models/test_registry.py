@@ -123,3 +123,17 @@ def test_a_folder_named_like_a_config_does_not_shadow_it(tmp_path, monkeypatch):
     assert resolve_backbone_config("videomae")["backbone"] == "videomae"
     with pytest.raises(Exception, match="config file not found|not found"):
         resolve_backbone_config(str(tmp_path / "missing.yaml"))
+
+
+def test_timm_preprocessing_crops_where_timm_does():
+    """An odd margin: torchvision's CenterCrop (timm's eval transform) rounds the offset."""
+    import torch
+    from torchvision.transforms import CenterCrop
+
+    from mmvgm.data.transforms import VideoTransform
+
+    cfg = resolve_backbone_config("timm:resnet18", size=32)
+    t = VideoTransform.from_config(cfg["preprocess"])
+    h = cfg["preprocess"]["resize_shortest"]  # already the resized height: only the crop acts
+    frame = torch.arange(43, dtype=torch.uint8).repeat(3, h, 1)  # (C, H, 43): column index as value
+    assert torch.equal(t.geometric(frame[None], layout="channels_first")[0], CenterCrop(32)(frame))
