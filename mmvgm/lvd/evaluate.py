@@ -233,6 +233,7 @@ def flags_from_models(models: PathLike, data: PathLike, split: str = "test", dev
             x0 = torch.stack([store.load(vid, [step])[0] for vid in chunk])
             for vid, flag in zip(chunk, model.flags(x0, step).tolist()):
                 flags[vid].append(int(flag))
+        model.release(step)  # per-step bundles: one step's models in memory at a time
     for vid in ids:
         table["1" if store.get(vid).unsafe else "0"][vid] = flags[vid]
     return table

@@ -139,6 +139,14 @@ class LVDModel(nn.Module):
             self.nets[key] = self._load_net(key)
         return self.nets[key]
 
+    def release(self, step: int) -> None:
+        """Unload the per-step networks of ``step`` (read again from disk on next use): a per-step
+        bundle holds up to 250 backbones, more than a GPU needs to keep when steps are scored in turn."""
+        if self.mode == "per-step" and self.root is not None:
+            for key in (per_step_key(c, step) for c in self.categories):
+                if key in self.nets:
+                    del self.nets[key]
+
     def _load_net(self, key: str) -> LVDNet:
         from safetensors.torch import load_file
 

@@ -62,6 +62,20 @@ def test_per_step_training_one_model_per_category_and_step(store_dir, tmp_path):
     assert model.probs(x, 1).shape == (2, 2)
     with pytest.raises(InputError, match="cover steps"):
         model.probs(x, 2)
+    model.probs(x, 0)
+    p1 = model.probs(x, 1)
+    assert len(model.nets) == 4
+    model.release(1)
+    assert sorted(model.nets) == ["distorted_step00", "violent_step00"]
+    assert torch.equal(model.probs(x, 1), p1)  # read again from disk
+    from mmvgm.lvd.evaluate import flags_from_models
+    from mmvgm.lvd.store import TrajectoryStore
+
+    table = flags_from_models(tmp_path / "p", store_dir, split="all", device="cpu", batch_size=7, progress=False)
+    store = TrajectoryStore(store_dir)
+    assert sorted({**table["0"], **table["1"]}) == [v.id for v in store]
+    for vid, flags in {**table["0"], **table["1"]}.items():
+        assert flags == [int(model.flags(store.load(vid, [s]), s)[0]) for s in (0, 1)]
 
 
 def test_train_bad_inputs(store_dir, tmp_path):
