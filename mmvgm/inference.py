@@ -89,7 +89,7 @@ class ClipDataset(torch.utils.data.Dataset):
             from mmvgm.io import read_clip
 
             clip = read_clip(path, num_frames=self.num_frames, sampling=self.sampling)
-            pixels = self.geometric(torch.from_numpy(np.ascontiguousarray(clip)))
+            pixels = self.geometric(clip)
             return {"path": path, "pixels": pixels, "padded": int(getattr(clip, "padded", 0)),
                     "error": None}
         except MMVGMError as exc:
@@ -226,7 +226,7 @@ class Predictor:
 
         clip = read_clip(path, num_frames=self.frames if frames is None else frames, sampling=sampling or self.sampling,
                          start=start)
-        return self.transform.geometric(torch.from_numpy(np.ascontiguousarray(clip))), clip
+        return self.transform.geometric(clip), clip
 
     def predict(self, path: PathLike, frames: Optional[int] = None, sampling: Optional[str] = None,
                 windows: int = 1) -> Dict[str, Any]:
@@ -263,7 +263,7 @@ class Predictor:
         group = max(1, _WINDOW_GROUP_BYTES // max(frames * info.width * info.height * 3, 1))
         for first in range(0, len(starts), group):
             for clip in read_clips(path, frames, starts[first:first + group], window_sampling):
-                clips.append(self.transform.geometric(torch.from_numpy(np.ascontiguousarray(clip))))
+                clips.append(self.transform.geometric(clip))
                 padded.append(int(getattr(clip, "padded", 0)))
                 idx = getattr(clip, "indices", None)
                 indices.append([int(i) for i in idx] if idx is not None else None)
