@@ -7,8 +7,6 @@ from mmvgm.attacks.protect import ProtectOptions, match_size, parse_eot, quantiz
 from mmvgm.errors import InputError
 from tests.attacks.conftest import random_image
 
-FAST = {"config": None}
-
 
 @pytest.fixture(scope="module")
 def fast(fast_config):
