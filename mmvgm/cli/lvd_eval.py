@@ -57,7 +57,7 @@ def command(scores, models, data, eta, lam, sequential, do_sweep, sweep_lambdas,
         lambdas = [x.strip() for x in sweep_lambdas.split(",") if x.strip()]
         rows = ev.sweep(table, lambdas=lambdas, sequential=sequential, seed=seed, balanced=not no_balance)
     if out:
-        written = ev.write_report(out, metrics, rows)
+        written = ev.write_report(out, metrics, rows, protect=scores)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     else:

@@ -153,7 +153,8 @@ def sweep_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def sweep_png(rows: Sequence[dict], dest: PathLike, title: str = "LVD rule sweep") -> Path:
+def sweep_png(rows: Sequence[dict], dest: PathLike, title: str = "LVD rule sweep",
+              protect: Optional[PathLike] = None) -> Path:
     """Accuracy and compute saved against eta, one line per lambda."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -175,21 +176,24 @@ def sweep_png(rows: Sequence[dict], dest: PathLike, title: str = "LVD rule sweep
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, protect=protect) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return Path(dest)
 
 
-def write_report(out: PathLike, metrics: dict, rows: Optional[Sequence[dict]] = None) -> List[Path]:
-    """``metrics.json`` (with package versions) and, for a sweep, ``sweep.csv`` + ``sweep.png``."""
+def write_report(out: PathLike, metrics: dict, rows: Optional[Sequence[dict]] = None,
+                 protect: Optional[PathLike] = None) -> List[Path]:
+    """``metrics.json`` (with package versions) and, for a sweep, ``sweep.csv`` + ``sweep.png``;
+    ``protect``: the scores file read, never overwritten by them."""
     from mmvgm.io.atomic import write_json_atomic, write_text_atomic
     from mmvgm.runtime import package_versions
 
     out = Path(out)
-    written = [write_json_atomic(out / "metrics.json", {**metrics, "versions": package_versions()})]
+    written = [write_json_atomic(out / "metrics.json", {**metrics, "versions": package_versions()},
+                                 protect=protect)]
     if rows:
-        written.append(write_text_atomic(out / "sweep.csv", sweep_csv(rows)))
-        written.append(sweep_png(rows, out / "sweep.png"))
+        written.append(write_text_atomic(out / "sweep.csv", sweep_csv(rows), protect=protect))
+        written.append(sweep_png(rows, out / "sweep.png", protect=protect))
     return written
 
 

@@ -33,6 +33,15 @@ def test_lvd_eval_scores_json(tmp_path):
     assert len((tmp_path / "rep" / "sweep.csv").read_text().splitlines()) == 1 + 2 * 30
 
 
+def test_lvd_eval_never_overwrites_its_scores_file(tmp_path):
+    p = _flags(tmp_path)
+    scores = p.rename(tmp_path / "metrics.json")
+    before = scores.read_bytes()
+    r = CliRunner().invoke(cli, ["lvd-eval", "--scores", str(scores), "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "refusing to overwrite the input" in r.stderr
+    assert scores.read_bytes() == before
+
+
 def test_lvd_eval_errors_are_one_line(tmp_path):
     p = _flags(tmp_path)
     for args, msg in ((["--eta", "31"], "larger than the number"), (["--lambda", "1.2"], "lambda"),
