@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import numpy as np
 import torch
 
-from mmvgm.config import check_keys, load_config, merge
+from mmvgm.config import check_keys, did_you_mean, load_config, merge
 from mmvgm.errors import ConfigError, InputError, PathLike
 
 DEFAULTS: Dict[str, Any] = {
@@ -72,6 +72,10 @@ RESUME_FIXED = ("backbone", "task", "data", "labels", "batch_size", "lr", "weigh
                 "max_grad_norm")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LOWER_IS_BETTER = ("loss",)
+# the scalar validation metrics stored per checkpoint; best_metric picks one of them (or auto)
+SUMMARY_METRICS = ("n", "loss", "accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "tpr_at_fpr_1",
+                   "tpr_at_fpr_5")
+BEST_METRICS = ("auto", *SUMMARY_METRICS[1:])
 LOSS_READ_EVERY = 10
 
 
@@ -156,6 +160,10 @@ def _check_values(cfg: dict) -> dict:
     if cfg["mixed_precision"] not in MIXED_PRECISION:
         raise ConfigError(f"'mixed_precision' must be one of {', '.join(MIXED_PRECISION)}, "
                           f"got {cfg['mixed_precision']!r}")
+    if cfg["best_metric"] not in BEST_METRICS:  # any other name never improves: 'best' would stay epoch 1
+        raise ConfigError(f"unknown best_metric {cfg['best_metric']!r}"
+                          f"{did_you_mean(str(cfg['best_metric']), BEST_METRICS)}; "
+                          f"use one of {', '.join(BEST_METRICS)}")
     cal = cfg["calibration"]
     if cal.get("threshold") is not None and not 0.0 <= float(cal["threshold"]) <= 1.0:
         raise ConfigError(f"calibration threshold must be in [0, 1], got {cal['threshold']}")
@@ -536,8 +544,7 @@ def _report_skipped(batch, say, seen: set) -> None:
 
 
 def _summary(metrics: Mapping[str, Any]) -> dict:
-    keys = ("n", "loss", "accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5")
-    return {k: metrics.get(k) for k in keys if k in metrics}
+    return {k: metrics.get(k) for k in SUMMARY_METRICS if k in metrics}
 
 
 def _fmt(value: Optional[float]) -> str:

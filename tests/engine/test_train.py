@@ -115,6 +115,7 @@ def test_calibration_sees_only_the_validation_split(tmp_path, monkeypatch, synth
     ({"split": {"ratio": [0.8, 0.2]}}, "did you mean 'ratios'"),
     ({"data": "/nonexistent/data"}, "dataset not found"),
     ({"mixed_precision": "fp8"}, "mixed_precision"),
+    ({"best_metric": "macro-f1"}, "did you mean 'macro_f1'"),
 ])
 def test_bad_configs_fail_before_training(tmp_path, synth_data, synth_labels, override, message):
     cfg = tiny_config(synth_data, tmp_path / "x", synth_labels)
