@@ -79,7 +79,7 @@ def _read_manifest(path: Path) -> List[str]:
     base = path.parent
     suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel, Notepad) is not part of the text
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the manifest: {exc}", path) from None
     raw: List[str] = []

@@ -62,6 +62,14 @@ def test_list_inputs_manifest_relative_to_manifest(tmp_path, kind):
     assert root == tmp_path
 
 
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "txt"])
+def test_list_inputs_manifest_with_byte_order_mark(tmp_path, kind):
+    text = {"csv": "path,label\nv/a.mp4,fake\n", "jsonl": '{"path": "v/a.mp4"}\n', "txt": "v/a.mp4\n"}[kind]
+    manifest = tmp_path / f"list.{kind}"
+    manifest.write_text(text, encoding="utf-8-sig")  # as Excel and Notepad save it
+    assert list_inputs(manifest)[0] == [str(tmp_path / "v/a.mp4")]
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda p: p / "missing", "no such file"),
     (lambda p: (p / "empty").mkdir() or p / "empty", "no videos found"),
