@@ -93,6 +93,8 @@ def train_lvd(data: PathLike, out: PathLike, mode: str = "conditioned", steps: O
         raise InputError(f"--input must be one of {INPUTS}, got '{input_kind}'")
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise InputError("--epochs and --batch-size must be positive and --lr > 0")
+    if steps_per_video is not None and steps_per_video < 1:
+        raise InputError("--steps-per-video must be at least 1")
     store = TrajectoryStore(data)
     step_list = parse_steps(steps, store.num_steps)
     cats = parse_categories(categories, store.categories)
@@ -152,7 +154,7 @@ class _Trainer:
     def _loader(self, ids: Sequence[str], steps: Sequence[int], shuffle: bool,
                 per_video: Optional[int] = None) -> DataLoader:
         ds = StepDataset(self.store, ids, steps, self.model.categories)
-        if per_video:
+        if per_video is not None:
             return DataLoader(ds, batch_size=self.batch_size, sampler=StepsPerVideoSampler(ds, per_video, self.seed))
         gen = torch.Generator().manual_seed(self.seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen)

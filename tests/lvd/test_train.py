@@ -85,6 +85,9 @@ def test_train_bad_inputs(store_dir, tmp_path):
         train_lvd(store_dir, tmp_path / "x", categories=["gore"], progress=False)
     with pytest.raises(InputError, match="--mode"):
         train_lvd(store_dir, tmp_path / "x", mode="joint", progress=False)
+    with pytest.raises(InputError, match="steps-per-video"):
+        train_lvd(store_dir, tmp_path / "x", steps_per_video=0, progress=False)
+    assert not (tmp_path / "x").exists()
     with pytest.raises(InputError, match="needs --vae"):
         train_lvd(store_dir, tmp_path / "x", input_kind="rgb", progress=False)
     with pytest.raises(CheckpointError, match="no lvd.yaml"):
