@@ -13,11 +13,13 @@ from mmvgm.errors import InputError, MMVGMError, PathLike
 PROTECTED_SUFFIX = ".protected.png"
 
 
-def output_paths(inputs: Sequence[PathLike], out: Optional[PathLike] = None) -> List[Path]:
+def output_paths(inputs: Sequence[PathLike], out: Optional[PathLike] = None,
+                 target: Optional[PathLike] = None) -> List[Path]:
     """Where each protected image goes: ``<stem>.protected.png`` beside its input or in ``out``.
 
     ``out`` is a directory (created when written to), or a ``.png`` path for a single input.
-    Two inputs that would write the same file, or an output that is an input, are refused.
+    Two inputs that would write the same file, or an output that is an input or the
+    ``target``, are refused.
     """
     inputs = [Path(p) for p in inputs]
     if out is None:
@@ -41,7 +43,7 @@ def output_paths(inputs: Sequence[PathLike], out: Optional[PathLike] = None) -> 
             raise InputError(f"{seen[key]} and {src} would both be written to {dst}; use separate --out folders")
         seen[key] = src
     for dst in outs:  # any input, not only its own: a.protected.png may be the next input
-        refuse_input(dst, inputs)
+        refuse_input(dst, inputs + ([Path(target)] if target is not None else []))
     return outs
 
 
@@ -69,7 +71,7 @@ def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike
 
     _, opts = resolve_options(config, **options)  # bad options are refused before any image is read
     target_image = read_image(target) if target is not None else None
-    outs = output_paths(inputs, out)
+    outs = output_paths(inputs, out, target)
     for src, dst in zip(inputs, outs):
         src = Path(src)
         try:

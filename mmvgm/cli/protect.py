@@ -69,7 +69,7 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
 
     options = {"eps": eps, "steps": steps, "step_size": step_size, "schedule": schedule, "eot": eot,
                "lpips_weight": lpips_weight, "seed": seed, "random_start": False if no_random_start else None}
-    output_paths(images, out)  # refuse bad output paths and options before loading models
+    output_paths(images, out, target)  # refuse bad output paths and options before loading models
     if report:
         refuse_input(report, images + ((target,) if target else ()))
     cfg, _ = resolve_options(config, **options)

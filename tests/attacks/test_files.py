@@ -41,3 +41,7 @@ def test_never_another_input(tmp_path):
         output_paths([a, b])  # a's output is the second input
     with pytest.raises(InputError, match="overwrite the input"):
         output_paths([b, a])
+    with pytest.raises(InputError, match="overwrite the input"):
+        output_paths([a], target=b)  # the target of a directed protection is an input too
+    with pytest.raises(InputError, match="overwrite the input"):
+        output_paths([a], tmp_path / "t.png", target=tmp_path / "t.png")
