@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmvgm.errors import CheckpointError, InputError
+from mmvgm.runtime import autocast_dtype
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -79,8 +80,6 @@ class ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"encoder input must be (B,3,H,W), got {tuple(images.shape)}")
-        from mmvgm.runtime import autocast_dtype
-
         dtype = autocast_dtype(images.device)  # bf16 on CUDA that has it, else full precision
         with torch.autocast("cuda" if dtype is not None else "cpu", dtype=dtype, enabled=dtype is not None):
             out = self.encode(images)
