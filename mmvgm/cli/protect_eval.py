@@ -45,8 +45,7 @@ def command(original: str, protected: str, target: Optional[str], purify: str, e
     if report:
         refuse_input(report, (original, protected) + ((target,) if target else ()))
     images = [read_image(p) for p in (original, protected)] + ([read_image(target)] if target else [])
-    enc = build_encoder(encoder or (None if model_path else "svd"), model_path=model_path,
-                        device=pick_device(device))
+    enc = build_encoder(encoder, model_path=model_path, device=pick_device(device))  # None: svd, or guessed
     result = {"original": original, "protected": protected, **({"target": target} if target else {}),
               **evaluate_protection(images[0], images[1], enc, target=images[2] if target else None,
                                     purify=purify)}
