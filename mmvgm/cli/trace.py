@@ -48,7 +48,7 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
       mmvgm trace a.mp4 b.webm --json > verdicts.jsonl
       mmvgm trace long.mp4 --windows 4 --explain saliency.png
     """
-    from mmvgm.cli import fail
+    from mmvgm.cli import echo_error, fail
     from mmvgm.inference import Predictor
 
     if explain_png and len(videos) > 1 and "{stem}" not in explain_png:
@@ -72,7 +72,7 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
             failures += 1
             if as_json:
                 click.echo(json.dumps({"path": video, "error": exc.message}))
-            click.echo(f"mmvgm: error: {video}: {' '.join(exc.message.split())}", err=True)
+            echo_error(f"{video}: {exc.message}")
             continue
         if as_json:
             click.echo(json.dumps(result))
