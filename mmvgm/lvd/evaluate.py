@@ -222,6 +222,10 @@ def flags_from_models(models: PathLike, data: PathLike, split: str = "test", dev
         if not ids:
             raise InputError(f"none of the models' {split} videos are in this store; "
                              "use --split all to score every video", data)
+    trained = model.cfg.get("data", {}).get("shape")
+    if trained and store.shape and list(trained[1:]) != list(store.shape[1:]):
+        raise InputError(f"the store's x0 latents are {store.shape[1:]} (channels, frames, height, width); "
+                         f"the models were trained on {trained[1:]}", data)
     if model.mode == "conditioned":
         steps = list(range(store.num_steps))
     else:
@@ -229,6 +233,9 @@ def flags_from_models(models: PathLike, data: PathLike, split: str = "test", dev
         if model.steps != steps:
             raise InputError(f"the per-step models cover steps {model.steps}; the rule needs every step "
                              f"from 0 (train with --steps 0-{max(model.steps)})", models)
+        if len(steps) > store.num_steps:
+            raise InputError(f"the per-step models cover steps 0-{len(steps) - 1}; the store records "
+                             f"{store.num_steps} step(s)", data)
     table: FlagTable = {"0": {}, "1": {}}
     flags = {vid: [] for vid in ids}
     for step in track(steps, "scoring steps", disable=not progress):

@@ -76,6 +76,12 @@ def test_per_step_training_one_model_per_category_and_step(store_dir, tmp_path):
     assert sorted({**table["0"], **table["1"]}) == [v.id for v in store]
     for vid, flags in {**table["0"], **table["1"]}.items():
         assert flags == [int(model.flags(store.load(vid, [s]), s)[0]) for s in (0, 1)]
+    for name, shape, message in (("short", (1, 4, 4, 8, 8), "records 1 step"),
+                                 ("large", (3, 4, 4, 16, 16), "trained on")):
+        with TrajectoryWriter(tmp_path / name, category_names()) as w:
+            w.add("a", torch.zeros(shape), ["violent"])
+        with pytest.raises(InputError, match=message):
+            flags_from_models(tmp_path / "p", tmp_path / name, split="all", device="cpu", progress=False)
 
 
 def test_train_bad_inputs(store_dir, tmp_path):
