@@ -110,6 +110,15 @@ def load_checkpoint(directory: PathLike, device: Any = "cpu",
     if isinstance(model_cfg.get("backbone"), dict):
         model_cfg["backbone"]["weights"] = None  # the checkpoint replaces any pretrained weights
     model = builder(model_cfg)
+    load_weights(model, directory)
+    model.to(device).eval()
+    return model, meta
+
+
+def load_weights(model: torch.nn.Module, directory: PathLike) -> None:
+    """Fill ``model`` (already built, e.g. by ``load_checkpoint`` or a resumed training) from
+    the checkpoint's ``model.safetensors``, strictly."""
+    directory = Path(directory)
     try:
         state = load_file(str(directory / WEIGHTS_NAME))
     except Exception as exc:  # safetensors raises its own types for truncated/corrupt files
@@ -123,8 +132,6 @@ def load_checkpoint(directory: PathLike, device: Any = "cpu",
     except RuntimeError as exc:
         raise CheckpointError(f"weights do not fit the model: {str(exc).splitlines()[0]}",
                               directory) from None
-    model.to(device).eval()
-    return model, meta
 
 
 def load_train_state(directory: PathLike) -> Optional[dict]:

@@ -398,10 +398,9 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     start_epoch, global_step, history = 0, 0, []
     best = {"metric": best_name, "value": None, "epoch": None}
     if resume_state is not None:
-        from mmvgm.engine.checkpoint import load_checkpoint
+        from mmvgm.engine.checkpoint import load_weights
 
-        restored, _ = load_checkpoint(out / "last")
-        accelerator.unwrap_model(model).load_state_dict(restored.state_dict())
+        load_weights(accelerator.unwrap_model(model), out / "last")  # into the model just built
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         start_epoch, global_step = int(resume_state["epoch"]), int(resume_state["global_step"])
