@@ -21,7 +21,8 @@ from typing import Any, Callable, List, Optional, Union
 import torch
 
 from mmvgm.errors import InputError
-from mmvgm.lvd.rule import DEFAULT_ETA, DEFAULT_LAMBDA, Decision, Number, SequentialRule, apply_rule
+from mmvgm.lvd.rule import (DEFAULT_ETA, DEFAULT_LAMBDA, Decision, Number, SequentialRule, apply_rule,
+                            required_flags)
 
 # detector(x0 (B, C, F, H, W), step_index) -> one flag per video (bool, list or tensor of B)
 Detector = Callable[[torch.Tensor, int], Union[bool, List[bool], torch.Tensor]]
@@ -73,6 +74,13 @@ class LatentGuard:
     def __call__(self, pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict) -> dict:
         if step_index == 0:
             self.reset()
+            # a call with too few denoising steps could never be stopped: refuse it rather than pass it
+            total = getattr(pipe, "num_timesteps", None)  # diffusers pipelines set it before the loop
+            needed = required_flags(self.eta, self.lam) if self.sequential else self.eta
+            if isinstance(total, int) and total < needed:
+                raise InputError(f"this call runs {total} denoising steps; the guard (eta={self.eta}, "
+                                 f"lambda={self.lam}) needs {needed} to ever flag a video: lower eta or "
+                                 "run more steps")
         res = self.result
         res.steps_run = step_index + 1
         if res.unsafe or step_index >= self.eta or self._all_decided():

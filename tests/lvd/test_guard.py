@@ -73,6 +73,14 @@ def test_guard_bad_arguments(tiny_pipeline):
     guard = LatentGuard(tiny_pipeline, lambda x, s: [True, True, True], eta=2)
     with pytest.raises(InputError, match="3 flags for a batch of 1"):
         run_tiny(tiny_pipeline, steps=3, callback_on_step_end=guard)
+    # too few denoising steps for the rule to ever flag: refused, not silently passed
+    for kwargs, needed in (({"lam": 1}, 4), ({"lam": 0.5, "sequential": False}, 4)):
+        guard = LatentGuard(tiny_pipeline, lambda x, s: True, eta=4, **kwargs)
+        with pytest.raises(InputError, match=f"runs 3 denoising steps.*needs {needed}"):
+            run_tiny(tiny_pipeline, steps=3, callback_on_step_end=guard)
+    guard = LatentGuard(tiny_pipeline, lambda x, s: True, eta=4, lam=0.5)  # 2 flags can still stop it
+    run_tiny(tiny_pipeline, steps=3, callback_on_step_end=guard)
+    assert guard.unsafe and guard.decision_step == 2
 
 
 def test_guard_with_a_trained_lvd_model(tiny_pipeline, tmp_path):
