@@ -26,6 +26,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from mmvgm.errors import CheckpointError, PathLike
+from mmvgm.io.atomic import new_temp_dir
 
 CONFIG_NAME = "mmvgm.yaml"
 WEIGHTS_NAME = "model.safetensors"
@@ -44,7 +45,7 @@ def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: Dict[str,
         raise CheckpointError("checkpoint meta needs 'model_cfg' to rebuild the model", directory)
     dest = Path(directory)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp = new_temp_dir(dest.parent, prefix=f".{dest.name}.tmp-")
     try:
         meta = {"format_version": FORMAT_VERSION, **_plain(meta)}
         (tmp / CONFIG_NAME).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")

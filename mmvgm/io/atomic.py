@@ -58,6 +58,19 @@ def _new_temp(dest: Path) -> Path:
     raise FileExistsError(f"no free temporary name beside {dest}")
 
 
+def new_temp_dir(parent: Path, prefix: str) -> Path:
+    """An empty new folder in ``parent`` with the permissions any new folder gets (0777 less the
+    umask), to be renamed into place; ``tempfile.mkdtemp`` would make it owner-only."""
+    for _ in range(100):
+        tmp = Path(parent) / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            os.mkdir(tmp, 0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary folder name in {parent}")
+
+
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()

@@ -94,3 +94,15 @@ def test_pack_state_refuses_unknown_objects():
         pack_state({"f": object()})
     tensors, skel = pack_state({1: (1, "a", None), "x": [np.float32(2.5)]})
     assert unpack_state(tensors, skel) == {1: (1, "a", None), "x": [2.5]}
+
+
+def test_checkpoint_folder_is_readable_by_others_like_any_new_folder(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "ck", Toy({"d": 2}), {"model_cfg": {"d": 2}})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ck").stat().st_mode) == 0o755

@@ -43,3 +43,16 @@ def test_new_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+
+
+def test_new_temp_dirs_get_the_usual_permissions(tmp_path):
+    """Renamed into place as checkpoint folders: 0777 less the umask, not mkdtemp's 0700."""
+    from mmvgm.io.atomic import new_temp_dir
+
+    old = os.umask(0o022)
+    try:
+        first, second = new_temp_dir(tmp_path, ".x-"), new_temp_dir(tmp_path, ".x-")
+    finally:
+        os.umask(old)
+    assert first != second and first.name.startswith(".x-")
+    assert stat.S_IMODE(first.stat().st_mode) == 0o755
