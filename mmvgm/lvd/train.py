@@ -40,6 +40,7 @@ def train_from_config(data: PathLike, out: PathLike, config: PathLike = "default
                       overrides: Optional[Dict[str, Any]] = None, device: Optional[str] = None,
                       progress: bool = True) -> Tuple[LVDModel, dict]:
     """``train_lvd`` with settings from ``configs/lvd/<config>.yaml`` (or a YAML path) + overrides."""
+    from mmvgm.attacks.budget import parse_fraction, parse_positive_int
     from mmvgm.config import apply_overrides, check_keys, load_config
 
     cfg = apply_overrides(load_config(config, "lvd"), overrides or {})
@@ -47,14 +48,17 @@ def train_from_config(data: PathLike, out: PathLike, config: PathLike = "default
     cats = cfg.get("categories")
     if isinstance(cats, str):
         cats = [cats]
+    per_video = cfg.get("steps_per_video")
     return train_lvd(data, out, mode=cfg.get("mode", "conditioned"), steps=cfg.get("steps"), categories=cats,
                      backbone=cfg.get("backbone", "videomae_tiny"), input_kind=cfg.get("input", "latent"),
-                     vae=cfg.get("vae"), epochs=int(cfg.get("epochs", DEFAULTS["epochs"])),
-                     batch_size=int(cfg.get("batch_size", DEFAULTS["batch_size"])),
-                     lr=float(cfg.get("lr", DEFAULTS["lr"])),
-                     weight_decay=float(cfg.get("weight_decay", DEFAULTS["weight_decay"])),
-                     seed=int(cfg.get("seed", DEFAULTS["seed"])), ratios=cfg.get("split", DEFAULT_RATIOS),
-                     steps_per_video=cfg.get("steps_per_video"), device=device, progress=progress)
+                     vae=cfg.get("vae"), epochs=parse_positive_int(cfg.get("epochs", DEFAULTS["epochs"]), "epochs"),
+                     batch_size=parse_positive_int(cfg.get("batch_size", DEFAULTS["batch_size"]), "batch_size"),
+                     lr=parse_fraction(cfg.get("lr", DEFAULTS["lr"]), "lr"),
+                     weight_decay=parse_fraction(cfg.get("weight_decay", DEFAULTS["weight_decay"]), "weight_decay"),
+                     seed=parse_positive_int(cfg.get("seed", DEFAULTS["seed"]), "seed", allow_zero=True),
+                     ratios=cfg.get("split", DEFAULT_RATIOS),
+                     steps_per_video=None if per_video is None else parse_positive_int(per_video, "steps_per_video"),
+                     device=device, progress=progress)
 
 
 def backbone_for(store: TrajectoryStore, backbone: Any, input_kind: str) -> dict:

@@ -94,6 +94,13 @@ def test_train_bad_inputs(store_dir, tmp_path):
     with pytest.raises(InputError, match="steps-per-video"):
         train_lvd(store_dir, tmp_path / "x", steps_per_video=0, progress=False)
     assert not (tmp_path / "x").exists()
+    from mmvgm.lvd.train import train_from_config
+
+    for override, message in (({"epochs": 2.5}, "epochs must be an integer"),
+                              ({"steps_per_video": "some"}, "steps_per_video must be an integer"),
+                              ({"lr": "fast"}, "lr 'fast' is not a number")):
+        with pytest.raises(InputError, match=message):
+            train_from_config(store_dir, tmp_path / "x", overrides=override, progress=False)
     with pytest.raises(InputError, match="needs --vae"):
         train_lvd(store_dir, tmp_path / "x", input_kind="rgb", progress=False)
     with pytest.raises(CheckpointError, match="no lvd.yaml"):
