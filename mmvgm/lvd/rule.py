@@ -79,7 +79,7 @@ class SequentialRule:
     def __init__(self, eta: int = DEFAULT_ETA, lam: Number = DEFAULT_LAMBDA) -> None:
         self.eta = check_eta(eta)
         self.lam = parse_lambda(lam)
-        self.required = math.ceil(self.eta * self.lam)
+        self.required = required_flags(self.eta, self.lam)
         self.seen = 0
         self.count = 0
         self.decision: Optional[Decision] = None
