@@ -8,6 +8,7 @@ statistics, validation-fitted thresholds, the split, provenance) and safetensors
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -119,9 +120,8 @@ class LVDModel(nn.Module):
         self.categories: List[str] = list(self.cfg["categories"])
         self.steps: List[int] = [int(s) for s in self.cfg["steps"]]
         self.root = None if root is None else Path(root)
-        self._device = device or torch.device("cpu")
         self.adapter = InputAdapter(self.cfg["input"], self.cfg.get("latent_stats"), self.cfg.get("vae"),
-                                    self.cfg["backbone"].get("preprocess")).to(self._device)
+                                    self.cfg["backbone"].get("preprocess")).to(device or torch.device("cpu"))
         self.nets = nn.ModuleDict()
 
     # -- structure
@@ -165,17 +165,14 @@ class LVDModel(nn.Module):
         if missing or unexpected:
             raise CheckpointError(f"weights do not fit the model: missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]}", path)
-        return net.to(self._device).eval()
+        return net.to(self.device).eval()
 
     @property
     def device(self) -> torch.device:
-        return self._device
-
-    def to(self, *args: Any, **kwargs: Any) -> "LVDModel":  # type: ignore[override]
-        device = kwargs.get("device", args[0] if args else None)
-        if isinstance(device, (str, torch.device)):
-            self._device = torch.device(device)
-        return super().to(*args, **kwargs)
+        """Where the adapter's tensors are, so it follows ``.to()``, ``.cuda()``...; lazily loaded nets go there."""
+        for tensor in itertools.chain(self.adapter.buffers(), self.adapter.parameters()):
+            return tensor.device
+        return torch.device("cpu")
 
     @property
     def thresholds(self) -> Dict[str, Any]:

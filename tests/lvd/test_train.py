@@ -49,6 +49,8 @@ def test_conditioned_training_learns_and_saves_safetensors_yaml(store_dir, tmp_p
     # reload from disk alone gives the same probabilities
     again = load_lvd_model(tmp_path / "m", device="cpu")
     assert torch.allclose(again.probs(x, 1), model.probs(x, 1))
+    again.to_empty(device="meta")  # moves every tensor without calling .to(), as .cuda() does
+    assert again.device == torch.device("meta")
 
 
 def test_per_step_training_one_model_per_category_and_step(store_dir, tmp_path):
