@@ -160,6 +160,7 @@ def main() -> None:
            "progress": False, "lr": 1e-5, "split": {"ratios": [0.98, 0.02, 0.0], "seed": 2024, "duplicates": "off"},
            "calibration": {"threshold": 0.5}}
 
+    threads_before = torch.get_num_threads()
     before = model_only_rate(cfg, args.model_steps)
 
     import mmvgm.engine.evaluate as evaluate_module
@@ -178,8 +179,11 @@ def main() -> None:
     sampler.stop()
     evaluate_module.predict = real_predict
     rate = result.history[0]["train_clips_per_s"]
+    loop_threads = torch.get_num_threads()  # train() leaves a core per worker on CPU
     after = model_only_rate(cfg, args.model_steps)
-    ceiling = max(before, after)  # the machine may be shared: take the better of two measurements
+    torch.set_num_threads(threads_before)
+    again = model_only_rate(cfg, args.model_steps)
+    ceiling = max(before, again)  # the machine may be shared: take the better of two measurements
     loader_rate = loader_only_rate(cfg, args.clips)
 
     # the training loop: from the first DataLoader worker to the start of validation
@@ -191,15 +195,19 @@ def main() -> None:
     held = args.clips * args.video_frames * args.video_size ** 2 * 3
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({psutil.cpu_count()} cores)"
-    print(f"device {device}, torch threads {torch.get_num_threads()}, backbone {args.backbone} "
+    print(f"device {device}, torch threads {threads_before}, backbone {args.backbone} "
           f"({args.frames}x{args.size}px), batch {args.batch_size}, workers {args.workers}, "
           f"{result.history[0]['step'] * args.batch_size} train clips")
-    print(f"model-only step rate : {ceiling:8.1f} clips/s   (measured before/after: {before:.1f} / {after:.1f})")
+    print(f"model-only step rate : {ceiling:8.1f} clips/s   (measured before/after: {before:.1f} / {again:.1f}; "
+          f"{after:.1f} with the {loop_threads} compute thread(s) the loop keeps)")
     steady = result.history[0].get("train_clips_per_s_steady") or rate
     print(f"loop with DataLoader : {rate:8.1f} clips/s over the epoch, {steady:.1f} after the first step "
           f"(worker start-up excluded)")
     print(f"DataLoader alone     : {loader_rate:8.1f} clips/s   (decode + resize/crop, {args.workers} workers, no model)")
     print(f"ratio                : {steady / ceiling:8.3f}   (goal >= 0.85; {rate / ceiling:.3f} with start-up)")
+    if loop_threads != threads_before:
+        print(f"ratio, same threads  : {steady / after:8.3f}   (CPU: the workers' cores are not the model's; "
+              f"this is decoding hidden behind the compute it shares the machine with)")
     print("RSS in the training loop (MiB, main RSS / + workers' USS) at 10%, 25%, 50%, 75%, 100% of it:")
     print("   " + "  ".join(f"{m / 2**20:.0f}/{a / 2**20:.0f}" for _, m, a, _ in marks))
     t_end = loop[-1, 0]

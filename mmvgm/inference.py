@@ -308,22 +308,28 @@ class Predictor:
         sampling = sampling or self.sampling
         if not paths:
             return
+        from mmvgm.io.backends import preload_decoders
+        from mmvgm.runtime import cpu_shared_with_workers
+
+        if workers:
+            preload_decoders()
         dataset = ClipDataset(paths, frames, sampling, self.transform.geometric)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
             collate_fn=collate_items, worker_init_fn=_worker_init if workers else None,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if workers else None, persistent_workers=False)
-        for batch in loader:
-            items = batch["items"]
-            good = [it for it in items if it["error"] is None]
-            scored: Dict[int, Dict[str, Any]] = {}
-            if good:
-                records = self._records([it["path"] for it in good], batch["pixels"],
-                                        [it["padded"] for it in good], frames, sampling)
-                scored = {id(it): rec for it, rec in zip(good, records)}
-            yield [scored[id(it)] if it["error"] is None else {"path": it["path"], "error": it["error"]}
-                   for it in items]
+        with cpu_shared_with_workers(self.device, workers):
+            for batch in loader:
+                items = batch["items"]
+                good = [it for it in items if it["error"] is None]
+                scored: Dict[int, Dict[str, Any]] = {}
+                if good:
+                    records = self._records([it["path"] for it in good], batch["pixels"],
+                                            [it["padded"] for it in good], frames, sampling)
+                    scored = {id(it): rec for it, rec in zip(good, records)}
+                yield [scored[id(it)] if it["error"] is None else {"path": it["path"], "error": it["error"]}
+                       for it in items]
 
     def describe(self) -> Dict[str, Any]:
         cal = self.calibration

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import random
 from importlib import metadata
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -40,6 +42,29 @@ def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def share_cpu_with_workers(device: torch.device, workers: int) -> None:
+    """On CPU, leave a core per decoding worker: compute threads spinning on every core starve
+    the DataLoader workers (measured: 4-10x slower epochs). ``OMP_NUM_THREADS`` wins if set."""
+    if device.type != "cpu" or workers <= 0 or os.environ.get("OMP_NUM_THREADS"):
+        return
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), usable_cores() - workers)))
+
+
+@contextmanager
+def cpu_shared_with_workers(device: torch.device, workers: int) -> Iterator[None]:
+    """:func:`share_cpu_with_workers` for the duration of a ``with`` block only."""
+    before = torch.get_num_threads()
+    share_cpu_with_workers(device, workers)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:

@@ -37,3 +37,20 @@ def test_cuda_index_past_the_visible_devices_is_an_input_error(monkeypatch):
     assert pick_device("cuda") == torch.device("cuda")
     with pytest.raises(InputError, match=r"'cuda:2' requested but only 2 CUDA device\(s\) are visible"):
         pick_device("cuda:2")
+
+
+def test_cpu_shared_with_workers_leaves_cores_and_restores(monkeypatch):
+    from mmvgm import runtime
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with runtime.cpu_shared_with_workers(torch.device("cpu"), 3):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 4
+        with runtime.cpu_shared_with_workers(torch.device("cuda"), 3):  # GPU compute: untouched
+            assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)

@@ -403,6 +403,10 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     if workers < 0:
         raise InputError(f"workers must be >= 0, got {workers}")
+    if workers > 0:
+        from mmvgm.io.backends import preload_decoders
+
+        preload_decoders()
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     loader = SkipBadLoader(

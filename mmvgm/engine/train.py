@@ -261,15 +261,6 @@ def _fresh_accelerator_state() -> None:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def _share_cpu_with_workers(device: torch.device, workers: int) -> None:
-    """On CPU, leave a core per decoding worker: compute threads spinning on every core starve
-    the DataLoader workers (measured: 4-10x slower epochs). ``OMP_NUM_THREADS`` wins if set."""
-    if device.type != "cpu" or workers <= 0 or os.environ.get("OMP_NUM_THREADS"):
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - workers)))
-
-
 def _best_metric_name(cfg: Mapping[str, Any]) -> str:
     if cfg["best_metric"] != "auto":
         return str(cfg["best_metric"])
@@ -316,7 +307,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     from mmvgm.models import build_model
     from mmvgm.models.registry import resolve_backbone_config
     from mmvgm.progress import make_progress, stderr_console
-    from mmvgm.runtime import package_versions
+    from mmvgm.runtime import package_versions, share_cpu_with_workers
 
     cfg = copy.deepcopy(dict(cfg))
     validate_keys(cfg)
@@ -342,7 +333,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
                               dataloader_config=DataLoaderConfiguration(non_blocking=cuda))
     main = accelerator.is_main_process
     say = stderr_console.print if main else (lambda *a, **k: None)
-    _share_cpu_with_workers(accelerator.device, cfg["workers"])
+    share_cpu_with_workers(accelerator.device, cfg["workers"])
     set_seed(cfg["seed"])
 
     # -- data -------------------------------------------------------------------------------
@@ -372,6 +363,10 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     loader_kw = dict(num_workers=cfg["workers"], pin_memory=cuda,
                      persistent_workers=cfg["workers"] > 0)
     from mmvgm.data.datasets import collate_skip_bad
+    from mmvgm.io.backends import preload_decoders
+
+    if cfg["workers"]:
+        preload_decoders()
 
     train_loader = torch.utils.data.DataLoader(dataset("train"), batch_size=cfg["batch_size"],
                                                sampler=train_sampler, collate_fn=collate_skip_bad,
