@@ -17,6 +17,7 @@ from torch import nn
 
 from mmvgm.config import load_yaml
 from mmvgm.errors import CheckpointError, InputError, PathLike
+from mmvgm.lvd.graphs import GraphCache
 
 FORMAT = "mmvgm-lvd-model"
 MODES = ("per-step", "conditioned")
@@ -123,6 +124,10 @@ class LVDModel(nn.Module):
         self.adapter = InputAdapter(self.cfg["input"], self.cfg.get("latent_stats"), self.cfg.get("vae"),
                                     self.cfg["backbone"].get("preprocess")).to(device or torch.device("cpu"))
         self.nets = nn.ModuleDict()
+        # conditioned + latent on CUDA: each input shape is captured once as a CUDA graph and
+        # replayed (``lvd.graphs``); set False to always run eagerly
+        self.use_cuda_graphs = True
+        self._graphs = GraphCache()
 
     # -- structure
     def net_keys(self) -> List[str]:
@@ -190,12 +195,21 @@ class LVDModel(nn.Module):
                              "train them for every step the rule reads (or use --mode conditioned)")
         from mmvgm.runtime import autocast_dtype
 
-        frames = self.adapter(x0.to(self.device))
+        x0 = x0.to(self.device)
         amp = autocast_dtype(self.device)  # bf16 on CUDA: the guard runs inside every denoising step
+        if self.mode == "conditioned":
+            net = self.net("conditioned")
+            steps = torch.full((x0.shape[0],), step, device=x0.device)
+
+            def conditioned(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+                # no autocast weight cache: a captured graph must not keep casts made while capturing
+                with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None, cache_enabled=False):
+                    return torch.sigmoid(net(self.adapter(x), s).float())
+
+            graphable = self.use_cuda_graphs and self.adapter.kind == "latent" and not net.training
+            return self._graphs(conditioned, x0, steps, owner=net) if graphable else conditioned(x0, steps)
+        frames = self.adapter(x0)
         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-            if self.mode == "conditioned":
-                steps = torch.full((frames.shape[0],), step, device=frames.device)
-                return torch.sigmoid(self.net("conditioned")(frames, steps).float())
             cols = [self.net(per_step_key(c, step))(frames) for c in self.categories]
             return torch.sigmoid(torch.cat(cols, dim=1).float())
 
