@@ -488,7 +488,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
             best = {"metric": best_name, "value": value, "epoch": epoch + 1, "loss": val_loss}
 
         # -- checkpoints (main process only; the others wait) --
-        accelerator.wait_for_everyone()
+        _wait_for_everyone(accelerator)
         if main:
             meta = {**meta_base, "calibration": calibration.to_dict(), "epoch": epoch + 1, "global_step": global_step,
                     "val_metrics": _summary(val_metrics), "best": best}
@@ -500,7 +500,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
             _write_history(out, history)
             say(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss "
                 f"{_fmt(val_loss)}, val {best_name} {_fmt(value)}" + (" (best)" if improved else ""))
-        accelerator.wait_for_everyone()
+        _wait_for_everyone(accelerator)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
@@ -513,6 +513,17 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     return TrainResult(out, out / "last", out / "best", epochs_run=len(history), global_step=global_step,
                        best_epoch=best["epoch"], best_metric=best_name, best_value=best["value"],
                        history=history, calibration=final_cal, is_main_process=main)
+
+
+def _wait_for_everyone(accelerator) -> None:
+    """A barrier. accelerate's passes the local rank's CUDA device even to a CPU (gloo) run, which
+    fails on a machine with fewer GPUs than processes; a CPU run waits without naming a device."""
+    if accelerator.num_processes > 1 and accelerator.device.type == "cpu":
+        import torch.distributed as dist
+
+        dist.barrier()
+    else:
+        accelerator.wait_for_everyone()
 
 
 def _any_process(flag: bool, accelerator) -> bool:

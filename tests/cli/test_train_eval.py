@@ -71,7 +71,8 @@ def test_subprocess_eval_json_smoke(run_dir, env):
     proc = subprocess.run([sys.executable, "-m", "mmvgm", "eval", "-c", str(run_dir / "best"), "-d",
                            str(env["data"]), "--json", "--workers", "0", "--no-progress"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n"] == 2
 
