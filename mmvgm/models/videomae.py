@@ -53,6 +53,7 @@ class VideoMAE(Backbone):
         self.hf_config = VideoMAEConfig(image_size=self.size, num_frames=self.frames,
                                         num_channels=self.channels, **cfg["model"])
         self.videomae = VideoMAEModel(self.hf_config)
+        _position_table_as_buffer(self.videomae.embeddings)
         hidden = self.hf_config.hidden_size
         # Default eps, as in VideoMAEForVideoClassification (not config.layer_norm_eps).
         self.fc_norm = nn.LayerNorm(hidden) if self.hf_config.use_mean_pooling else None
@@ -68,6 +69,16 @@ class VideoMAE(Backbone):
         tokens = self.videomae(pixel_values=pixel_values).last_hidden_state
         features = self.fc_norm(tokens.mean(1)) if self.fc_norm is not None else tokens[:, 0]
         return {"features": features}
+
+
+def _position_table_as_buffer(embeddings: nn.Module) -> None:
+    """transformers keeps VideoMAE's fixed sin-cos table as a plain CPU tensor and copies it to the
+    input's device in every forward: a host-to-device copy per batch that waits for the host and
+    cannot be captured in a CUDA graph. As a (non-persistent) buffer it moves with ``.to()``."""
+    table = embeddings.position_embeddings
+    if isinstance(table, torch.Tensor) and "position_embeddings" not in dict(embeddings.named_buffers()):
+        del embeddings.position_embeddings
+        embeddings.register_buffer("position_embeddings", table, persistent=False)
 
 
 @register_backbone("videomae", default_config="videomae", complete=complete_videomae)
