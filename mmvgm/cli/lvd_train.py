@@ -22,8 +22,8 @@ import click
 @click.option("--batch-size", type=int, help="Batch size. [8]")
 @click.option("--lr", type=float, help="AdamW learning rate. [1e-4]")
 @click.option("--seed", type=int, help="Seed of the split and the training. [2024]")
-@click.option("--steps-per-video", type=int,
-              help="conditioned: random steps per video per epoch (diffusion-style); default all steps.")
+@click.option("--steps-per-video", metavar="K|all",
+              help="conditioned: random steps of each video per epoch (diffusion-style), or all. [4]")
 @click.option("--config", default="default", show_default=True,
               help="configs/lvd/<name>.yaml or a YAML path (e.g. research: per-step VideoMAE-base).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")

@@ -48,8 +48,13 @@ def train_from_config(data: PathLike, out: PathLike, config: PathLike = "default
     cats = cfg.get("categories")
     if isinstance(cats, str):
         cats = [cats]
-    per_video = cfg.get("steps_per_video")
-    return train_lvd(data, out, mode=cfg.get("mode", "conditioned"), steps=cfg.get("steps"), categories=cats,
+    mode = cfg.get("mode", "conditioned")
+    per_video = _steps_per_video(cfg.get("steps_per_video"))
+    if mode == "per-step":  # each per-step model trains on its one step: nothing to sample
+        if (overrides or {}).get("steps_per_video") is not None:
+            raise InputError("--steps-per-video applies to --mode conditioned only")
+        per_video = None
+    return train_lvd(data, out, mode=mode, steps=cfg.get("steps"), categories=cats,
                      backbone=cfg.get("backbone", "videomae_tiny"), input_kind=cfg.get("input", "latent"),
                      vae=cfg.get("vae"), epochs=parse_positive_int(cfg.get("epochs", DEFAULTS["epochs"]), "epochs"),
                      batch_size=parse_positive_int(cfg.get("batch_size", DEFAULTS["batch_size"]), "batch_size"),
@@ -57,8 +62,17 @@ def train_from_config(data: PathLike, out: PathLike, config: PathLike = "default
                      weight_decay=parse_fraction(cfg.get("weight_decay", DEFAULTS["weight_decay"]), "weight_decay"),
                      seed=parse_positive_int(cfg.get("seed", DEFAULTS["seed"]), "seed", allow_zero=True),
                      ratios=cfg.get("split", DEFAULT_RATIOS),
-                     steps_per_video=None if per_video is None else parse_positive_int(per_video, "steps_per_video"),
+                     steps_per_video=per_video,
                      device=device, progress=progress)
+
+
+def _steps_per_video(value: Any) -> Optional[int]:
+    """``steps_per_video`` from a config or the command line: a positive integer, or all/null."""
+    from mmvgm.attacks.budget import parse_positive_int
+
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    return parse_positive_int(value, "steps_per_video")
 
 
 def backbone_for(store: TrajectoryStore, backbone: Any, input_kind: str) -> dict:

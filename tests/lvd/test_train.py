@@ -194,3 +194,20 @@ def test_interrupted_retraining_keeps_the_previous_bundle(store_dir, tmp_path, m
     again = load_lvd_model(out, device="cpu")
     assert all(torch.equal(again.probs(x, s), p) for s, p in zip((0, 1), expected))
     assert sorted(p.name for p in out.iterdir()) == ["lvd.yaml", "per_step"]
+
+
+def test_steps_per_video_default_all_and_per_step(store_dir, tmp_path):
+    from mmvgm.lvd.train import train_from_config
+
+    common = dict(overrides={"epochs": 1, "categories": ["violent"]}, progress=False, device="cpu")
+    model, _ = train_from_config(store_dir, tmp_path / "d", **common)
+    assert model.cfg["training"]["steps_per_video"] == 4  # configs/lvd/default.yaml
+    model, _ = train_from_config(store_dir, tmp_path / "a", overrides={**common["overrides"], "steps_per_video": "all"},
+                                 progress=False, device="cpu")
+    assert model.cfg["training"]["steps_per_video"] is None
+    model, _ = train_from_config(store_dir, tmp_path / "p", overrides={**common["overrides"], "mode": "per-step",
+                                                                       "steps": "0"}, progress=False, device="cpu")
+    assert model.cfg["training"]["steps_per_video"] is None  # the config's default does not apply
+    with pytest.raises(InputError, match="conditioned only"):
+        train_from_config(store_dir, tmp_path / "x", overrides={"mode": "per-step", "steps_per_video": 2},
+                          progress=False)
