@@ -203,6 +203,10 @@ def main() -> None:
     steady = result.history[0].get("train_clips_per_s_steady") or rate
     print(f"loop with DataLoader : {rate:8.1f} clips/s over the epoch, {steady:.1f} after the first step "
           f"(worker start-up excluded)")
+    h = result.history[0]
+    if h.get("train_steady_s"):
+        print(f"waiting for data     : {h['train_data_wait_s']:8.2f} s of the {h['train_steady_s']:.2f} s loop after "
+              f"the first step ({h['train_data_wait_s'] / h['train_steady_s']:.1%}; the rest is the training step)")
     print(f"DataLoader alone     : {loader_rate:8.1f} clips/s   (decode + resize/crop, {args.workers} workers, no model)")
     print(f"ratio                : {steady / ceiling:8.3f}   (goal >= 0.85; {rate / ceiling:.3f} with start-up)")
     if loop_threads != threads_before:

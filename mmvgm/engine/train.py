@@ -26,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -431,7 +431,8 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
         with make_progress(TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} clips/s"),
                            disable=not (main and cfg["progress"])) as progress:
             bar = progress.add_task(f"epoch {epoch + 1}/{cfg['epochs']}", total=len(train_loader), loss=0.0, rate=0.0)
-            for batch in train_loader:
+            waits = _WaitClock(train_loader)
+            for batch in waits:
                 _report_skipped(batch, say, bad_files)
                 if _any_process(batch.clips is None, accelerator):  # every rank skips together, or DDP hangs
                     progress.advance(bar)
@@ -479,6 +480,9 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
         val_metrics["loss"] = val_loss
         record = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
                   "train_clips_per_s": seen / max(train_time, 1e-9), "train_clips_per_s_steady": steady,
+                  # seconds the loop waited for decoded batches after the first: ~0 when decoding keeps up
+                  "train_data_wait_s": round(waits.seconds, 3),
+                  "train_steady_s": round(t_end - t_first, 3) if t_first is not None else None,
                   "val_loss": val_loss,
                   **{f"val_{k}": val_metrics.get(k) for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}
         history.append(record)
@@ -513,6 +517,29 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     return TrainResult(out, out / "last", out / "best", epochs_run=len(history), global_step=global_step,
                        best_epoch=best["epoch"], best_metric=best_name, best_value=best["value"],
                        history=history, calibration=final_cal, is_main_process=main)
+
+
+class _WaitClock:
+    """Iterates ``loader`` and adds up the time spent waiting for each batch but the first (whose
+    wait is worker start-up): how long the model sat idle for want of decoded clips."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        first = True
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            if not first:
+                self.seconds += time.perf_counter() - start
+            first = False
+            yield batch
 
 
 def _wait_for_everyone(accelerator) -> None:
