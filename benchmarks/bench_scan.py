@@ -131,8 +131,16 @@ def decode_only_rate(predictor, paths, batch_size: int, workers: int) -> float:
                                          collate_fn=collate_items,
                                          worker_init_fn=_worker_init if workers else None)
     start = time.perf_counter()
-    n = sum(len(batch["items"]) for batch in loader)
-    return n / (time.perf_counter() - start)
+    n, first = 0, None
+    for batch in loader:
+        n += len(batch["items"])
+        if first is None:
+            first, n_first = time.perf_counter(), n
+    end = time.perf_counter()
+    if n > n_first:
+        print(f"      decode-only: first batch after {first - start:.2f} s (worker start-up), then "
+              f"{(n - n_first) / (end - first):.1f} files/s")
+    return n / (end - start)
 
 
 class PeakRSS:

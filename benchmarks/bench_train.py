@@ -105,11 +105,18 @@ def model_only_rate(cfg: dict, steps: int) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for i in range(steps):
         step()
+        if i == steps // 2 - 1 and device.type == "cuda":
+            torch.cuda.synchronize()
+            t_half = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * b / (time.perf_counter() - t0)
+    end = time.perf_counter()
+    if device.type == "cuda":  # a GPU may slow down (clocks, power) under sustained load
+        print(f"  model-only: {steps // 2 * b / (t_half - t0):.1f} clips/s in the first half of "
+              f"{steps} steps, {(steps - steps // 2) * b / (end - t_half):.1f} in the second")
+    return steps * b / (end - t0)
 
 
 def loader_only_rate(cfg: dict, limit: int) -> float:

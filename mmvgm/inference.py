@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -161,10 +161,32 @@ class Predictor:
 
     def logits(self, pixels_uint8: torch.Tensor) -> Dict[str, np.ndarray]:
         """Raw head logits for a uint8 batch (B,T,3,S,S) after the geometric transform."""
+        return self.submit(pixels_uint8)()
+
+    def submit(self, pixels_uint8: torch.Tensor) -> Callable[[], Dict[str, np.ndarray]]:
+        """Start scoring a batch; returns a function that waits for its raw logits.
+
+        On CUDA the logits are copied to pinned host memory behind the batch's own kernels, so
+        a caller can submit the next batch before collecting this one and the GPU never idles
+        while the host turns results into records (``stream`` keeps one batch in flight).
+        """
         with torch.inference_mode(), self._autocast():
             x = self.transform.normalize(pixels_uint8.to(self.device, non_blocking=True))
             out = self.model(x)
-        return {k: out[k].float().cpu().numpy() for k in ("detect", "trace") if k in out}
+            heads = {k: out[k].float() for k in ("detect", "trace") if k in out}
+        if self.device.type != "cuda":
+            host = {k: v.cpu().numpy() for k, v in heads.items()}
+            return lambda: host
+        pinned = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in heads.items()}
+        for k, v in heads.items():
+            pinned[k].copy_(v, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def collect() -> Dict[str, np.ndarray]:
+            done.synchronize()
+            return {k: v.numpy() for k, v in pinned.items()}
+        return collect
 
     def probabilities(self, pixels_uint8: torch.Tensor) -> Dict[str, np.ndarray]:
         """Calibrated ``p_fake`` (B,) and/or ``trace_probs`` (B, N)."""
@@ -200,7 +222,13 @@ class Predictor:
 
     def _records(self, paths: Sequence[str], pixels: torch.Tensor, padded: Sequence[int],
                  frames: int, sampling: str) -> List[Dict[str, Any]]:
-        probs = self.probabilities(pixels)
+        return self._records_from_logits(paths, self.logits(pixels), padded, frames, sampling)
+
+    def _records_from_logits(self, paths: Sequence[str], logits: Dict[str, np.ndarray], padded: Sequence[int],
+                             frames: int, sampling: str) -> List[Dict[str, Any]]:
+        from mmvgm.engine.calibration import calibrate_outputs
+
+        probs = calibrate_outputs(logits, self.calibration, self.task)
         p_fake = probs.get("p_fake")
         trace = probs.get("trace_probs")
         return [self.record(path, None if p_fake is None else p_fake[i],
@@ -320,16 +348,26 @@ class Predictor:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if workers else None, persistent_workers=False)
         with cpu_shared_with_workers(self.device, workers):
+            pending = None  # one batch in flight: the next is submitted before this one is collected
             for batch in loader:
-                items = batch["items"]
-                good = [it for it in items if it["error"] is None]
-                scored: Dict[int, Dict[str, Any]] = {}
-                if good:
-                    records = self._records([it["path"] for it in good], batch["pixels"],
-                                            [it["padded"] for it in good], frames, sampling)
-                    scored = {id(it): rec for it, rec in zip(good, records)}
-                yield [scored[id(it)] if it["error"] is None else {"path": it["path"], "error": it["error"]}
-                       for it in items]
+                submitted = self.submit(batch["pixels"]) if batch["pixels"] is not None else None
+                if pending is not None:
+                    yield self._batch_records(*pending, frames, sampling)
+                pending = (batch["items"], submitted)
+            if pending is not None:
+                yield self._batch_records(*pending, frames, sampling)
+
+    def _batch_records(self, items: List[dict], submitted: Optional[Callable[[], Dict[str, np.ndarray]]],
+                       frames: int, sampling: str) -> List[Dict[str, Any]]:
+        """Records in ``items`` order: scored ones from ``submitted``'s logits, errors as they are."""
+        good = [it for it in items if it["error"] is None]
+        scored: Dict[int, Dict[str, Any]] = {}
+        if good:
+            records = self._records_from_logits([it["path"] for it in good], submitted(),
+                                                [it["padded"] for it in good], frames, sampling)
+            scored = {id(it): rec for it, rec in zip(good, records)}
+        return [scored[id(it)] if it["error"] is None else {"path": it["path"], "error": it["error"]}
+                for it in items]
 
     def describe(self) -> Dict[str, Any]:
         cal = self.calibration

@@ -178,3 +178,16 @@ def test_label_set_mapping_as_train_stores_it(ckpts, videos):
     assert pred.labels == ["real", *SOURCES] and pred.source_labels == list(SOURCES)
     assert pred.display == dict(zip(["real", *SOURCES], display))
     assert set(pred.predict(videos[0])["sources"]) == set(SOURCES)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_stream_keeps_a_batch_in_flight_and_matches_cpu(ckpts, videos, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    paths = [str(videos[0]), str(bad), *[str(v) for v in videos[1:]]]
+    cpu = Predictor.from_checkpoint(ckpts["joint"], device="cpu").predict_batch(paths, batch_size=2)
+    gpu = Predictor.from_checkpoint(ckpts["joint"], device="cuda").predict_batch(paths, batch_size=2)
+    assert [r["path"] for r in gpu] == paths and "error" in gpu[1]
+    for a, b in zip(cpu, gpu):
+        if "error" not in a:  # bf16 autocast on CUDA
+            assert b["fake_probability"] == pytest.approx(a["fake_probability"], abs=2e-2)
