@@ -148,6 +148,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--model-steps", type=int, default=40)
+    ap.add_argument("--rss-every", type=float, default=0.1,
+                    help="seconds between memory samples (the sampler thread shares the main process)")
     ap.add_argument("--data", default=None, help="reuse a dataset folder instead of generating one")
     ap.add_argument("--workdir", default=None, help="where data/ and run/ go [default: a temp dir]")
     args = ap.parse_args()
@@ -180,7 +182,7 @@ def main() -> None:
         return real_predict(*a, **k)
 
     evaluate_module.predict = marking_predict
-    sampler = RssSampler()
+    sampler = RssSampler(args.rss_every)
     sampler.start()
     result = train(cfg)
     sampler.stop()
