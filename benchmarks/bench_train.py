@@ -69,7 +69,7 @@ class RssSampler(threading.Thread):
                 except psutil.Error:
                     pass
             self.samples.append((time.perf_counter(), main, main + kids, len(self.proc.children())))
-            time.sleep(self.every)
+            self._halt.wait(self.every)
 
     def stop(self) -> None:
         self._halt.set()
@@ -137,6 +137,30 @@ def loader_only_rate(cfg: dict, limit: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def print_memory(samples: np.ndarray, loop_end: float, args: argparse.Namespace) -> None:
+    # the training loop: from the first DataLoader worker to the start of validation
+    start = samples[samples[:, 3] > 0][0, 0] if (samples[:, 3] > 0).any() else samples[0, 0]
+    loop = samples[(samples[:, 0] >= start) & (samples[:, 0] <= loop_end)]
+    if len(loop) < 8:
+        print(f"memory: {len(loop)} samples in the loop (--rss-every {args.rss_every}): not reported")
+        return
+    loop[:, 0] -= start
+    marks = [loop[min(len(loop) - 1, int(q * (len(loop) - 1)))] for q in (0.1, 0.25, 0.5, 0.75, 1.0)]
+    held = args.clips * args.video_frames * args.video_size ** 2 * 3
+
+    print("RSS in the training loop (MiB, main RSS / + workers' USS) at 10%, 25%, 50%, 75%, 100% of it:")
+    print("   " + "  ".join(f"{m / 2**20:.0f}/{a / 2**20:.0f}" for _, m, a, _ in marks))
+    t_end = loop[-1, 0]
+    # workers start (and fill their prefetch queues) in the first part: compare the second
+    # quarter's peak with the last quarter's to see growth per clip
+    q2 = loop[(loop[:, 0] >= t_end * 0.25) & (loop[:, 0] < t_end * 0.5)][:, 2].max()
+    q4 = loop[loop[:, 0] >= t_end * 0.75][:, 2].max()
+    print(f"peak RSS in the loop: main {loop[:, 1].max() / 2**20:.0f} MiB, main + workers {loop[:, 2].max() / 2**20:.0f} MiB "
+          f"(whole run {samples[:, 2].max() / 2**20:.0f}); last quarter vs second quarter: {(q4 - q2) / 2**20:+.0f} MiB")
+    print(f"(holding all {args.clips} decoded videos in RAM, as the research code did, would need "
+          f"{held / 2**20:.0f} MiB more)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=500)
@@ -195,14 +219,6 @@ def main() -> None:
     ceiling = max(before, again)  # the machine may be shared: take the better of two measurements
     loader_rate = loader_only_rate(cfg, args.clips)
 
-    # the training loop: from the first DataLoader worker to the start of validation
-    samples = np.array(sampler.samples)
-    start = samples[samples[:, 3] > 0][0, 0] if (samples[:, 3] > 0).any() else samples[0, 0]
-    loop = samples[(samples[:, 0] >= start) & (samples[:, 0] <= validation_started[0])]
-    loop[:, 0] -= start
-    marks = [loop[min(len(loop) - 1, int(q * (len(loop) - 1)))] for q in (0.1, 0.25, 0.5, 0.75, 1.0)]
-    held = args.clips * args.video_frames * args.video_size ** 2 * 3
-
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({psutil.cpu_count()} cores)"
     print(f"device {device}, torch threads {threads_before}, backbone {args.backbone} "
           f"({args.frames}x{args.size}px), batch {args.batch_size}, workers {args.workers}, "
@@ -221,17 +237,7 @@ def main() -> None:
     if loop_threads != threads_before:
         print(f"ratio, same threads  : {steady / after:8.3f}   (CPU: the workers' cores are not the model's; "
               f"this is decoding hidden behind the compute it shares the machine with)")
-    print("RSS in the training loop (MiB, main RSS / + workers' USS) at 10%, 25%, 50%, 75%, 100% of it:")
-    print("   " + "  ".join(f"{m / 2**20:.0f}/{a / 2**20:.0f}" for _, m, a, _ in marks))
-    t_end = loop[-1, 0]
-    # workers start (and fill their prefetch queues) in the first part: compare the second
-    # quarter's peak with the last quarter's to see growth per clip
-    q2 = loop[(loop[:, 0] >= t_end * 0.25) & (loop[:, 0] < t_end * 0.5)][:, 2].max()
-    q4 = loop[loop[:, 0] >= t_end * 0.75][:, 2].max()
-    print(f"peak RSS in the loop: main {loop[:, 1].max() / 2**20:.0f} MiB, main + workers {loop[:, 2].max() / 2**20:.0f} MiB "
-          f"(whole run {samples[:, 2].max() / 2**20:.0f}); last quarter vs second quarter: {(q4 - q2) / 2**20:+.0f} MiB")
-    print(f"(holding all {args.clips} decoded videos in RAM, as the research code did, would need "
-          f"{held / 2**20:.0f} MiB more)")
+    print_memory(np.array(sampler.samples), validation_started[0], args)
 
 
 if __name__ == "__main__":
