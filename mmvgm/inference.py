@@ -19,6 +19,7 @@ source ranking answers "if generated, by what?" and is reported whatever the ver
 """
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -105,6 +106,33 @@ def collate_items(items: List[dict]) -> dict:
         "items": [{k: v for k, v in it.items() if k != "pixels"} for it in items],
         "pixels": torch.stack([it["pixels"] for it in good]) if good else None,
     }
+
+
+def worker_chunk(batch_size: int, workers: int) -> int:
+    """Files per DataLoader item: the largest divisor of ``batch_size`` that still gives every
+    worker a share of one batch. A worker collating a whole batch alone would decode it file
+    after file while the other workers idle (slow first batch, and short scans never spread)."""
+    if workers <= 1:
+        return batch_size
+    cap = max(1, -(-batch_size // workers))
+    return max(d for d in range(1, cap + 1) if batch_size % d == 0)
+
+
+def _grouped(loader: Any, batch_size: int, device: torch.device
+             ) -> Iterator[Tuple[List[dict], Optional[torch.Tensor]]]:
+    """Chunks from ``loader`` -> (items, pixels on ``device`` or None) of ``batch_size`` items;
+    each chunk is copied to the device as it arrives (pinned, non-blocking) and joined there."""
+    items: List[dict] = []
+    parts: List[torch.Tensor] = []
+    for chunk in loader:
+        items.extend(chunk["items"])
+        if chunk["pixels"] is not None:
+            parts.append(chunk["pixels"].to(device, non_blocking=True))
+        if len(items) >= batch_size:
+            yield items, (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
+            items, parts = [], []
+    if items:
+        yield items, (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
 
 
 class Predictor:
@@ -337,23 +365,32 @@ class Predictor:
         if not paths:
             return
         from mmvgm.io.backends import preload_decoders
-        from mmvgm.runtime import cpu_shared_with_workers
+        from mmvgm.runtime import CpuThreadsByLoad
 
         if workers:
             preload_decoders()
         dataset = ClipDataset(paths, frames, sampling, self.transform.geometric)
+        chunk = worker_chunk(batch_size, workers)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+            dataset, batch_size=chunk, shuffle=False, num_workers=workers,
             collate_fn=collate_items, worker_init_fn=_worker_init if workers else None,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if workers else None, persistent_workers=False)
-        with cpu_shared_with_workers(self.device, workers):
+        groups = _grouped(loader, batch_size, self.device)
+        with CpuThreadsByLoad(self.device, workers) as threads:
             pending = None  # one batch in flight: the next is submitted before this one is collected
-            for batch in loader:
-                submitted = self.submit(batch["pixels"]) if batch["pixels"] is not None else None
+            while True:
+                asked = time.perf_counter()
+                group = next(groups, None)
+                got = time.perf_counter()
+                if group is None:
+                    break
+                items, pixels = group
+                submitted = self.submit(pixels) if pixels is not None else None
+                threads.record(waited=got - asked, computed=time.perf_counter() - got)
                 if pending is not None:
                     yield self._batch_records(*pending, frames, sampling)
-                pending = (batch["items"], submitted)
+                pending = (items, submitted)
             if pending is not None:
                 yield self._batch_records(*pending, frames, sampling)
 

@@ -6,9 +6,8 @@ import os
 import platform
 import random
 from importlib import metadata
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -56,15 +55,49 @@ def share_cpu_with_workers(device: torch.device, workers: int) -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), usable_cores() - workers)))
 
 
-@contextmanager
-def cpu_shared_with_workers(device: torch.device, workers: int) -> Iterator[None]:
-    """:func:`share_cpu_with_workers` for the duration of a ``with`` block only."""
-    before = torch.get_num_threads()
-    share_cpu_with_workers(device, workers)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+class CpuThreadsByLoad:
+    """Compute threads for a CPU loop fed by decoding workers, chosen from what the loop waits on.
+
+    A slow model keeps the workers ahead: it should have every core. A fast model leaves the
+    loop waiting for decoded clips: its compute threads, spinning on every core, then slow the
+    workers down, so a core per worker is left to them (:func:`share_cpu_with_workers`).
+    Every ``window`` batches (the first, whose wait is worker start-up, aside): more waiting
+    than computing leaves cores to the workers; computing ``margin`` times longer than waiting
+    takes them back. Measured on 2 cores: 1.7x more
+    files/s for a tiny model, 1.5x for VideoMAE-base, than the opposite choice. Threads are
+    restored on exit; CUDA loops and ``OMP_NUM_THREADS`` are left alone.
+    """
+
+    def __init__(self, device: torch.device, workers: int, window: int = 4, margin: float = 2.0) -> None:
+        self.active = device.type == "cpu" and workers > 0 and not os.environ.get("OMP_NUM_THREADS")
+        self.device, self.workers, self.window, self.margin = device, workers, window, margin
+        self.waited = self.computed = 0.0
+        self.batches = 0
+        self.shared: Optional[bool] = None
+        self._all = self._before = torch.get_num_threads()
+
+    def __enter__(self) -> "CpuThreadsByLoad":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self._before)
+
+    def record(self, waited: float, computed: float) -> None:
+        """One batch: seconds spent waiting for its data, seconds spent computing it."""
+        self.batches += 1
+        if not self.active or self.batches == 1:
+            return
+        self.waited += waited
+        self.computed += computed
+        if (self.batches - 1) % self.window:
+            return
+        if self.waited > self.computed and self.shared is not True:
+            self.shared = True
+            share_cpu_with_workers(self.device, self.workers)
+        elif self.computed > self.margin * self.waited and self.shared is not False:
+            self.shared = False
+            torch.set_num_threads(self._all)
+        self.waited = self.computed = 0.0
 
 
 def seed_everything(seed: int) -> None:

@@ -191,3 +191,24 @@ def test_cuda_stream_keeps_a_batch_in_flight_and_matches_cpu(ckpts, videos, tmp_
     for a, b in zip(cpu, gpu):
         if "error" not in a:  # bf16 autocast on CUDA
             assert b["fake_probability"] == pytest.approx(a["fake_probability"], abs=2e-2)
+
+
+def test_worker_chunks_divide_the_batch_and_spread_it():
+    from mmvgm.inference import worker_chunk
+
+    assert worker_chunk(16, 14) == 2 and worker_chunk(8, 2) == 4 and worker_chunk(8, 3) == 2
+    assert worker_chunk(8, 0) == 8 and worker_chunk(8, 1) == 8 and worker_chunk(7, 4) == 1
+
+
+def test_stream_batches_keep_their_size_and_order_with_chunked_workers(ckpts, videos, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
+    paths = [str(videos[0]), str(bad), *[str(v) for v in videos[1:]]] * 2  # 10 files
+    batches = list(pred.stream(paths, batch_size=4, workers=2))  # chunks of 2 per worker
+    assert [len(b) for b in batches] == [4, 4, 2]
+    flat = [r for b in batches for r in b]
+    assert [r["path"] for r in flat] == paths and "error" in flat[1] and "error" in flat[6]
+    alone = pred.predict_batch(paths, batch_size=4, workers=0)
+    assert [r.get("fake_probability") for r in flat] == pytest.approx([r.get("fake_probability") for r in alone],
+                                                                     abs=1e-6)
