@@ -1,6 +1,8 @@
 """Resumable, sharded scanning of many videos: one result line per file, written as it goes.
 
-The output file is the only state. Every batch of results is appended, flushed and fsync'd;
+The output file is the only state. Every batch of results is appended and flushed (a killed
+process loses nothing written: it is in the kernel's cache) and fsync'd at most once a second
+and at the end (a power cut loses at most that second, which a resume scans again);
 ``resume=True`` repairs a torn last line (left by ``kill -9`` mid-write), drops duplicate lines
 and skips every path already present, so after any number of kills and resumes each input
 appears exactly once.
@@ -258,11 +260,16 @@ def read_results(path: PathLike) -> List[Dict[str, Any]]:
 
 
 class ResultWriter:
-    """Appends result records to a JSONL or CSV file; flush + fsync per :meth:`write` call."""
+    """Appends result records to a JSONL or CSV file: flushed per :meth:`write` call, fsync'd at
+    most every ``fsync_every`` seconds and on close (an fsync per batch cost more than scoring
+    a batch of a small model on slow disks)."""
 
     def __init__(self, path: PathLike, source_labels: Sequence[str] = (), resume: bool = False,
-                 retry_errors: bool = False, protect: Iterable[PathLike] = ()) -> None:
+                 retry_errors: bool = False, protect: Iterable[PathLike] = (),
+                 fsync_every: float = 1.0) -> None:
         self.path = Path(path)
+        self.fsync_every = fsync_every
+        self._synced = time.monotonic()
         self.format = output_format(self.path)
         self.columns = csv_columns(source_labels)
         for item in protect:
@@ -330,10 +337,15 @@ class ResultWriter:
     def _write_text(self, text: str) -> None:
         self._fh.write(text)
         self._fh.flush()
+        if time.monotonic() - self._synced >= self.fsync_every:
+            self._sync()
+
+    def _sync(self) -> None:
         os.fsync(self._fh.fileno())
+        self._synced = time.monotonic()
 
     def write(self, records: Iterable[Dict[str, Any]]) -> int:
-        """Append records (one line each) and make them durable; returns how many."""
+        """Append records (one line each); returns how many."""
         lines = []
         for record in records:
             key = _path_key(str(record["path"]))
@@ -347,6 +359,8 @@ class ResultWriter:
 
     def close(self) -> None:
         if not self._fh.closed:
+            self._fh.flush()
+            self._sync()
             self._fh.close()
 
     def __enter__(self) -> "ResultWriter":

@@ -277,3 +277,21 @@ def test_run_scan_never_writes_over_the_manifest(tmp_path, shard):
         with pytest.raises(InputError, match="over an input"):
             run_scan(FakePredictor(), manifest, out, resume=True, shard=shard, progress=False)
     assert manifest.read_text() == text
+
+
+def test_writer_flushes_every_batch_and_fsyncs_at_most_once_a_second(tmp_path, monkeypatch):
+    import mmvgm.scan as scan_module
+
+    syncs = []
+    monkeypatch.setattr(scan_module.os, "fsync", lambda fd: syncs.append(fd))
+    out = tmp_path / "out.jsonl"
+    with ResultWriter(out, ["a"], fsync_every=3600) as writer:
+        for i in range(5):
+            writer.write([{"path": f"/v/{i}.mp4", "verdict": "real"}])
+            # another process (a resume after kill -9) sees every line already
+            assert len(out.read_text().splitlines()) == i + 1
+        assert syncs == []
+    assert len(syncs) == 1  # on close
+    with ResultWriter(out, ["a"], resume=True, fsync_every=0) as writer:
+        writer.write([{"path": "/v/9.mp4", "verdict": "real"}])
+        assert len(syncs) == 2
