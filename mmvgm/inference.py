@@ -376,7 +376,11 @@ class Predictor:
             collate_fn=collate_items, worker_init_fn=_worker_init if workers else None,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if workers else None, persistent_workers=False)
-        groups = _grouped(loader, batch_size, self.device)
+        # the pin-memory thread pins for the CUDA device current when the iterator starts: make it
+        # ours (cuda:K under torchrun), or every rank would also open a context on GPU 0
+        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
+            batches = iter(loader)
+        groups = _grouped(batches, batch_size, self.device)
         with CpuThreadsByLoad(self.device, workers) as threads:
             pending = None  # one batch in flight: the next is submitted before this one is collected
             while True:
