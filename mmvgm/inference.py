@@ -129,10 +129,16 @@ def _grouped(loader: Any, batch_size: int, device: torch.device
         if chunk["pixels"] is not None:
             parts.append(chunk["pixels"].to(device, non_blocking=True))
         if len(items) >= batch_size:
-            yield items, (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
+            yield items, _joined(parts)
             items, parts = [], []
     if items:
-        yield items, (torch.cat(parts) if len(parts) > 1 else parts[0]) if parts else None
+        yield items, _joined(parts)
+
+
+def _joined(parts: List[torch.Tensor]) -> Optional[torch.Tensor]:
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class Predictor:

@@ -63,9 +63,9 @@ class CpuThreadsByLoad:
     workers down, so a core per worker is left to them (:func:`share_cpu_with_workers`).
     Every ``window`` batches (the first, whose wait is worker start-up, aside): more waiting
     than computing leaves cores to the workers; computing ``margin`` times longer than waiting
-    takes them back. Measured on 2 cores: 1.7x more
-    files/s for a tiny model, 1.5x for VideoMAE-base, than the opposite choice. Threads are
-    restored on exit; CUDA loops and ``OMP_NUM_THREADS`` are left alone.
+    takes them back. Measured on 2 cores (``bench_scan.py``): 1.7x more files/s for a tiny
+    model, 1.5x for VideoMAE-base, than the opposite choice. Threads are restored on exit;
+    CUDA loops and ``OMP_NUM_THREADS`` are left alone.
     """
 
     def __init__(self, device: torch.device, workers: int, window: int = 4, margin: float = 2.0) -> None:
@@ -74,7 +74,7 @@ class CpuThreadsByLoad:
         self.waited = self.computed = 0.0
         self.batches = 0
         self.shared: Optional[bool] = None
-        self._all = self._before = torch.get_num_threads()
+        self._before = torch.get_num_threads()
 
     def __enter__(self) -> "CpuThreadsByLoad":
         return self
@@ -96,7 +96,7 @@ class CpuThreadsByLoad:
             share_cpu_with_workers(self.device, self.workers)
         elif self.computed > self.margin * self.waited and self.shared is not False:
             self.shared = False
-            torch.set_num_threads(self._all)
+            torch.set_num_threads(self._before)
         self.waited = self.computed = 0.0
 
 

@@ -261,8 +261,8 @@ def read_results(path: PathLike) -> List[Dict[str, Any]]:
 
 class ResultWriter:
     """Appends result records to a JSONL or CSV file: flushed per :meth:`write` call, fsync'd at
-    most every ``fsync_every`` seconds and on close (an fsync per batch cost more than scoring
-    a batch of a small model on slow disks)."""
+    most every ``fsync_every`` seconds and on close (with an fsync per batch, the GPU machine's
+    VideoMAE-base scan ran at 337 files/s after its first batch; with this, 476)."""
 
     def __init__(self, path: PathLike, source_labels: Sequence[str] = (), resume: bool = False,
                  retry_errors: bool = False, protect: Iterable[PathLike] = (),

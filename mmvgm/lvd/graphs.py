@@ -67,6 +67,3 @@ class GraphCache:
                               f"{str(exc).splitlines()[0] if str(exc) else ''}); running eagerly", stacklevel=3)
                 return fn(x, steps)
         return graph(x, steps)
-
-    def clear(self) -> None:
-        self.graphs.clear()
