@@ -72,7 +72,7 @@ def _steps_per_video(value: Any) -> Optional[int]:
 
     if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
         return None
-    return parse_positive_int(value, "steps_per_video")
+    return parse_positive_int(value, "steps_per_video (a number of steps, or all)")
 
 
 def backbone_for(store: TrajectoryStore, backbone: Any, input_kind: str) -> dict:

@@ -99,7 +99,7 @@ def test_train_bad_inputs(store_dir, tmp_path):
     from mmvgm.lvd.train import train_from_config
 
     for override, message in (({"epochs": 2.5}, "epochs must be an integer"),
-                              ({"steps_per_video": "some"}, "steps_per_video must be an integer"),
+                              ({"steps_per_video": "some"}, r"steps_per_video \(a number of steps, or all\) must be an integer"),
                               ({"lr": "fast"}, "lr 'fast' is not a number")):
         with pytest.raises(InputError, match=message):
             train_from_config(store_dir, tmp_path / "x", overrides=override, progress=False)
