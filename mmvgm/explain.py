@@ -133,9 +133,10 @@ def render(frames: np.ndarray, saliency: np.ndarray, out: PathLike, title: str =
 
 def explain(predictor: Any, video: PathLike, out: PathLike, frames: Optional[int] = None,
             sampling: Optional[str] = None, target: Optional[str] = None,
-            method: str = "grad_x_input", samples: int = 8) -> Explanation:
-    """Saliency of ``predictor``'s score for ``video``, saved as a PNG grid at ``out``."""
-    pixels, _ = predictor.load_clip(video, frames, sampling)
+            method: str = "grad_x_input", samples: int = 8, start: int = 0) -> Explanation:
+    """Saliency of ``predictor``'s score for the clip of ``video`` that starts at frame ``start``,
+    saved as a PNG grid at ``out``."""
+    pixels, _ = predictor.load_clip(video, frames, sampling, start=start)
     if pixels.shape[-3] != 3:
         raise InputError("saliency overlays need RGB input (3 channels)", video)
     sal, name = saliency_map(predictor, pixels, target=target, method=method, samples=samples)

@@ -30,8 +30,9 @@ def _sampling(ctx: click.Context, param: click.Parameter, value: Optional[str]) 
 @click.option("--windows", "-w", type=click.IntRange(min=1), default=1, show_default=True,
               help="Score N clips spread over the video; report each and their mean.")
 @click.option("--explain", "explain_png", type=click.Path(dir_okay=False), default=None,
-              help="Write a saliency PNG (gradient x input over the sampled frames). With several "
-                   "videos, '{stem}' in the name is replaced by each video's name.")
+              help="Write a saliency PNG (gradient x input over the sampled frames; with --windows, "
+                   "of the window scored most likely fake). With several videos, '{stem}' in the "
+                   "name is replaced by each video's name.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, frames: Optional[int],
             sampling: Optional[str], windows: int, explain_png: Optional[str], device: str) -> None:
@@ -66,8 +67,10 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
                 from mmvgm.explain import explain
 
                 out = explain_png.replace("{stem}", Path(video).stem)
+                window = _most_suspicious_window(result)
                 result["explanation"] = str(explain(predictor, video, out, frames=frames,
-                                                    sampling=sampling).path)
+                                                    sampling=window.get("sampling", sampling),
+                                                    start=window.get("start", 0)).path)
         except MMVGMError as exc:
             failures += 1
             if as_json:
@@ -151,3 +154,15 @@ def _print_table(predictor: Any, result: Dict[str, Any]) -> None:
                 row.append("unknown" if s == "unknown" else f"{s['label']} {_pct(s['probability'])}")
             per.add_row(*row)
         console.print(per)
+
+
+def _most_suspicious_window(result: dict) -> dict:
+    """The window with the highest fake probability (top source probability for trace-only
+    checkpoints); ``{}`` (the first clip) without windows."""
+    windows = result.get("windows") or []
+
+    def score(window: dict) -> float:
+        if "fake_probability" in window:
+            return window["fake_probability"]
+        return max(window.get("sources", {}).values(), default=0.0)
+    return max(windows, key=score, default={})

@@ -123,3 +123,29 @@ def test_subprocess_smoke(env):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip())["path"] == str(env["videos"][0])
+
+
+def test_explain_with_windows_shows_the_most_suspicious_window(env, monkeypatch):
+    import mmvgm.explain
+    from mmvgm.cli.trace import _most_suspicious_window
+
+    seen = []
+    real = mmvgm.explain.explain
+
+    def spy(predictor, video, out, **kwargs):
+        seen.append(kwargs)
+        return real(predictor, video, out, **kwargs)
+
+    monkeypatch.setattr(mmvgm.explain, "explain", spy)
+    result = run("trace", env["videos"][0], "-c", env["joint"], "--json", "--windows", "3",
+                 "--explain", env["root"] / "w.png")
+    assert result.exit_code == 0, result.output
+    record = _lines(result.stdout)[0]
+    best = max(record["windows"], key=lambda w: w["fake_probability"])
+    assert seen[0]["start"] == best["start"] and seen[0]["sampling"] == best["sampling"]
+    fake = [{"start": s, "fake_probability": p} for s, p in ((0, 0.1), (5, 0.7), (9, 0.3))]
+    assert _most_suspicious_window({"windows": fake})["start"] == 5
+    # trace-only windows rank by their top source; no windows: the first clip
+    windows = [{"start": 0, "sources": {"a": 0.2, "b": 0.5}}, {"start": 6, "sources": {"a": 0.9}}]
+    assert _most_suspicious_window({"windows": windows})["start"] == 6
+    assert _most_suspicious_window({"verdict": "real"}) == {}
