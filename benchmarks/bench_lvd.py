@@ -6,7 +6,8 @@ Prints, measured in one run:
    steps and the 5 categories, then extrapolated to the research design (50 steps x 5 categories
    = 250 models). Per-step cost is linear in the number of models; ``conditioned`` over all steps
    is linear in steps (it sees every (video, step) pair per epoch); with k steps per video (the
-   default config's 4) its epoch does not grow with steps. Accuracy: ``bench_lvd_parity.py``. Goal: <= 1/50 of the 250-model design.
+   default config's 4) its epoch does not grow with steps. Accuracy: ``bench_lvd_parity.py``.
+   Goal: <= 1/50 of the 250-model design.
 2. The guard's cost per denoising step (x0 capture + detector + rule, worst case: a step where
    the detector runs) as a ratio to one UNet step of a full-size AnimateDiff UNet (SD-1.5 UNet +
    default MotionAdapter, random init, classifier-free guidance batch 2) at the stated

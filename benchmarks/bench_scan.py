@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -110,18 +111,17 @@ def model_only_rate(predictor, paths, batch_size: int) -> float:
     return len(clips) / (time.perf_counter() - start)
 
 
-def scan_rate(predictor, folder: Path, out: Path, batch_size: int, workers: int, steady: list = None) -> float:
-    """files/s of the whole scan (worker start-up, decoding, inference, fsync'd writes); appends
-    to ``steady`` the rate after the first batch was written (worker start-up excluded)."""
+def scan_rate(predictor, folder: Path, out: Path, batch_size: int, workers: int) -> Tuple[float, Optional[float]]:
+    """files/s of the whole scan (worker start-up, decoding, inference, fsync'd writes), and
+    files/s after the first batch was written (worker start-up excluded; None for one batch)."""
     from mmvgm.scan import run_scan
 
     marks = []
     summary = run_scan(predictor, folder, out, batch_size=batch_size, workers=workers, progress=False,
                        on_batch=lambda batch: marks.append((time.perf_counter(), len(batch))))
     assert summary.errors == 0, f"{summary.errors} files failed"
-    if steady is not None and len(marks) > 1:
-        steady.append(sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0]))
-    return (summary.scored + summary.errors) / summary.seconds
+    steady = (sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])) if len(marks) > 1 else None
+    return (summary.scored + summary.errors) / summary.seconds, steady
 
 
 def decode_only_rate(predictor, paths, batch_size: int, workers: int) -> float:
@@ -136,7 +136,7 @@ def decode_only_rate(predictor, paths, batch_size: int, workers: int) -> float:
                                          collate_fn=collate_items,
                                          worker_init_fn=_worker_init if workers else None)
     start = time.perf_counter()
-    n, first = 0, None
+    n, n_first, first = 0, 0, None
     for batch in loader:
         n += len(batch["items"])
         if first is None:
@@ -238,15 +238,14 @@ def main() -> None:
             predictor = make_predictor(work, backbone, frames, size, args.device)
             model = model_only_rate(predictor, paths[: min(count, 200)], args.batch_size)
             decode = decode_only_rate(predictor, paths, args.batch_size, args.workers)
-            steady = []
-            scan = scan_rate(predictor, folder, work / f"out-{name}.jsonl", args.batch_size, args.workers, steady)
+            scan, steady = scan_rate(predictor, folder, work / f"out-{name}.jsonl", args.batch_size, args.workers)
             reduced = "" if (name == "tiny" or (frames, size) == (16, 224)) else " (reduced from 16x224)"
             print(f"{name:5s} {backbone} {frames}x{size}{reduced}, {count} videos 320x240 {args.media}, "
                   f"device {predictor.device}: model-only {model:8.1f} clips/s, scan {scan:8.1f} files/s, "
                   f"ratio {scan / model:.2f} (goal >= 0.85)")
-            if steady:
-                print(f"      after the first batch (worker start-up excluded): scan {steady[0]:8.1f} files/s, "
-                      f"ratio {steady[0] / model:.2f}")
+            if steady is not None:
+                print(f"      after the first batch (worker start-up excluded): scan {steady:8.1f} files/s, "
+                      f"ratio {steady / model:.2f}")
             print(f"      decode-only (workers, no model) {decode:8.1f} files/s: the scan reaches "
                   f"{scan / min(model, decode):.2f} of min(model, decode), its ceiling when both overlap")
             del predictor
