@@ -161,3 +161,18 @@ def test_kill_and_resume(env, tmp_path):
     paths = [r["path"] for r in records]
     assert len(paths) == total and sorted(set(paths)) == sorted(str(p) for p in data.iterdir())
     assert all("error" not in r for r in records)
+
+
+def test_torchrun_ranks_scan_their_shards_and_rank0_merges(env, tmp_path):
+    """Two CPU processes under torchrun: each scans its own shard, rank 0 waits and merges."""
+    out = tmp_path / "res.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "mmvgm", "scan", str(env["data"]),
+                           "-c", str(env["ckpt"]), "--out", str(out), "-j", "0", "-q"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "MMVGM_CHECKPOINT": ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    parts = [[r["path"] for r in _jsonl(tmp_path / f"res.rank{i}.jsonl")] for i in range(2)]
+    assert all(parts) and not set(parts[0]) & set(parts[1])
+    merged = [r["path"] for r in _jsonl(out)]
+    assert sorted(merged) == sorted(parts[0] + parts[1]) == sorted(env["good"] + env["bad"])
