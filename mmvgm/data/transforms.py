@@ -34,8 +34,9 @@ Presets (``PRESETS``):
 * ``videomae``: the default ``VideoMAEImageProcessor()``: shortest 224, crop 224, bilinear,
   mean = std = 0.5 (IMAGENET_STANDARD_*).
 * ``xclip``: the processor of ``microsoft/xclip-base-patch32`` (a VideoMAEImageProcessor
-  with ``size=224``, CLIP mean/std and ``resample=2``, i.e. PIL bilinear). Use
-  ``resample: bicubic`` in a backbone YAML if your X-CLIP weights were trained that way.
+  with ``size=224``, CLIP mean/std and ``resample=2``, i.e. PIL bilinear). Weights given as an
+  HF directory bring their own ``preprocessor_config.json``, whose mean/std/resample then win
+  (:func:`pixel_statistics_from_hf_processor`, applied by ``resolve_backbone_config``).
 * ``i3d``: pytorchvideo's Kinetics-400 recipe for 224-pixel models: shortest edge 256, center
   crop 224, mean 0.45 / std 0.225 per channel, bilinear, torchvision-style (rounded) crop offset. (pytorchvideo's own hub examples crop
   256 for slow_r50; 256 -> 224 is the standard Kinetics evaluation protocol for 224 inputs and
@@ -47,6 +48,7 @@ Presets (``PRESETS``):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -242,6 +244,48 @@ def from_timm_data_config(data_config: Mapping[str, Any]) -> VideoTransform:
         interpolation = "bicubic"
     return VideoTransform(resize_shortest=shortest, crop=(height, width), mean=data_config["mean"],
                           std=data_config["std"], resample=interpolation, crop_offset="round")
+
+
+HF_PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def pixel_statistics_from_hf_processor(path: Path) -> dict:
+    """``mean``, ``std``, ``resample`` and ``rescale`` from a transformers image processor's
+    ``preprocessor_config.json`` (the file that ships with HF weights), as preprocess keys.
+
+    Only what the file states is returned. Geometry (resize, crop) is not: it is tied to the
+    model's ``size``, which the weights themselves fix. ``do_normalize: false`` means mean 0,
+    std 1; ``do_rescale: false`` means rescale 1.
+    """
+    import json
+
+    try:
+        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"{path} is not a JSON object")
+    out: dict = {}
+    if cfg.get("do_normalize", True) is False:
+        out["mean"], out["std"] = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    else:
+        for ours, theirs in (("mean", "image_mean"), ("std", "image_std")):
+            value = cfg.get(theirs)
+            if value is None:
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = [value] * 3  # one number for every channel
+            out[ours] = list(_as_sequence(value, f"{path.name} {theirs}"))
+    if cfg.get("resample") is not None:
+        try:
+            out["resample"] = _resample_name(cfg["resample"])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}") from None
+    if cfg.get("do_rescale", True) is False:
+        out["rescale"] = 1.0
+    elif cfg.get("rescale_factor") is not None:
+        out["rescale"] = float(cfg["rescale_factor"])
+    return out
 
 
 # -- small pure functions ------------------------------------------------------------------

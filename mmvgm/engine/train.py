@@ -305,7 +305,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     from mmvgm.engine.evaluate import metrics_for, predict
     from mmvgm.engine.tasks import task_label_set, task_splits, unused_message
     from mmvgm.models import build_model
-    from mmvgm.models.registry import resolve_backbone_config
+    from mmvgm.models.registry import resolve_backbone_config, weights_processor_file
     from mmvgm.progress import make_progress, stderr_console
     from mmvgm.runtime import package_versions, share_cpu_with_workers
 
@@ -353,6 +353,9 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     if backbone_cfg.get("preprocess") is None:
         raise ConfigError(f"backbone '{cfg['backbone']}' has no preprocess config; pixels cannot be prepared")
     transform = VideoTransform.from_config(backbone_cfg["preprocess"])
+    processor = weights_processor_file(backbone_cfg.get("weights"))
+    if processor is not None:
+        say(f"pixel mean/std/resample from {processor}")
     frames = int(backbone_cfg["frames"])
 
     def dataset(split: str) -> VideoDataset:

@@ -15,7 +15,8 @@ Backbone config keys (all validated, a typo is a ``ConfigError`` with a did-you-
                 for i3d_r50, create_model kwargs + ``name`` for timm); never frames/size/channels
     preprocess: {resize_shortest, crop, mean, std, resample, rescale, crop_offset} for
                 data.transforms (or null)
-    weights:    optional local pretrained weights (file or directory), see models.pretrained
+    weights:    optional local pretrained weights (file or directory), see models.pretrained;
+                an HF directory's preprocessor_config.json sets preprocess mean/std/resample/rescale
 """
 from __future__ import annotations
 
@@ -215,6 +216,11 @@ def resolve_backbone_config(spec: BackboneSpec, *, frames: Optional[int] = None,
         if not isinstance(cfg["preprocess"], Mapping):
             raise ConfigError("backbone config 'preprocess' must be a mapping or null")
         check_keys(cfg["preprocess"], PREPROCESS_KEYS, "backbone config 'preprocess'")
+        processor = weights_processor_file(cfg["weights"])
+        if processor is not None:  # the statistics the weights were trained with win over the YAML's
+            from mmvgm.data.transforms import pixel_statistics_from_hf_processor
+
+            cfg["preprocess"] = {**cfg["preprocess"], **pixel_statistics_from_hf_processor(processor)}
     for key in ("frames", "size", "channels", "image_size", "num_frames", "num_channels",
                 "in_chans", "input_channel", "img_size"):
         if key in cfg["model"]:
@@ -228,6 +234,16 @@ def resolve_backbone_config(spec: BackboneSpec, *, frames: Optional[int] = None,
                           f"known: {', '.join(known)}")
     complete = _REGISTRY[name].complete
     return complete(cfg) if complete is not None else cfg
+
+
+def weights_processor_file(weights: Optional[PathLike]) -> Optional[Path]:
+    """The ``preprocessor_config.json`` an HF-format weights directory ships with, if any."""
+    from mmvgm.data.transforms import HF_PROCESSOR_FILE
+
+    if not weights:
+        return None
+    path = Path(weights).expanduser() / HF_PROCESSOR_FILE
+    return path if path.is_file() else None
 
 
 def _resize_preprocess(cfg: dict, size: int) -> None:

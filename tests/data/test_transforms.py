@@ -136,3 +136,38 @@ def test_from_timm_data_config_matches_timm_eval_transform(frames):
     reference = create_transform(**data_config, is_training=False)
     ref = torch.stack([reference(Image.fromarray(f)) for f in frames[:2]])
     assert (t(frames[:2]) - ref).abs().mean().item() < 0.01
+
+
+def test_pixel_statistics_follow_a_saved_hf_processor(frames, tmp_path):
+    """A VideoMAE processor saved with non-default statistics: the transform built from the
+    preprocessor_config.json it writes gives the processor's own pixels."""
+    import json
+
+    from transformers import VideoMAEImageProcessor
+
+    from mmvgm.data.transforms import HF_PROCESSOR_FILE, pixel_statistics_from_hf_processor
+
+    processor = VideoMAEImageProcessor(image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD), resample=3)
+    processor.save_pretrained(tmp_path)
+    stats = pixel_statistics_from_hf_processor(tmp_path / HF_PROCESSOR_FILE)
+    assert stats["resample"] == "bicubic" and stats["mean"] == pytest.approx(list(CLIP_MEAN))
+    ours = VideoTransform.from_config({"preset": "videomae", **stats})(frames)
+    assert (ours - _hf(processor, frames)).abs().mean().item() < 0.01
+
+    (tmp_path / "plain.json").write_text(json.dumps({"do_normalize": False, "image_mean": 0.5, "do_rescale": False}))
+    assert pixel_statistics_from_hf_processor(tmp_path / "plain.json") == {
+        "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "rescale": 1.0}
+    (tmp_path / "scalar.json").write_text(json.dumps({"image_mean": 0.5, "image_std": 0.25}))
+    assert pixel_statistics_from_hf_processor(tmp_path / "scalar.json") == {"mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+@pytest.mark.parametrize("text, match", [("{not json", "cannot read"), ("[1, 2]", "not a JSON object"),
+                                         ('{"resample": 1}', "unsupported PIL resample code 1"),
+                                         ('{"image_mean": "red"}', "image_mean")])
+def test_unreadable_hf_processor_config_is_a_config_error(tmp_path, text, match):
+    from mmvgm.data.transforms import pixel_statistics_from_hf_processor
+
+    path = tmp_path / "preprocessor_config.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        pixel_statistics_from_hf_processor(path)

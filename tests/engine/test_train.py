@@ -167,3 +167,17 @@ def test_two_trainings_in_one_process_may_differ_in_precision(tmp_path, synth_da
         cfg = tiny_config(synth_data, tmp_path / str(i), synth_labels, epochs=1, max_steps=1,
                           mixed_precision=precision)
         assert train(cfg).global_step == 1
+
+
+def test_training_from_hf_weights_uses_their_processor_statistics(tmp_path, synth_data, synth_labels):
+    """--weights DIR with a preprocessor_config.json: the checkpoint's preprocessing (what trace and
+    scan apply later) carries the statistics the weights were trained with."""
+    from mmvgm.models import build_backbone
+
+    weights = tmp_path / "weights"
+    build_backbone("videomae_tiny").videomae.save_pretrained(weights)
+    (weights / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.1, 0.2, 0.3], "image_std": [0.3, 0.3, 0.3], "resample": 3}))
+    result = train(tiny_config(synth_data, tmp_path / "run", synth_labels, epochs=1, weights=str(weights)))
+    pre = read_meta(result.last_dir)["preprocess"]
+    assert pre["mean"] == [0.1, 0.2, 0.3] and pre["std"] == [0.3, 0.3, 0.3] and pre["resample"] == "bicubic"

@@ -26,9 +26,22 @@ def test_base_configs_match_the_hf_processors():
     assert resolve_backbone_config("videomae")["preprocess"]["mean"] == [0.485, 0.456, 0.406]
     xclip = resolve_backbone_config("xclip_large_p14")
     assert xclip["preprocess"]["std"] == [0.26862954, 0.26130258, 0.27577711]
-    assert xclip["preprocess"]["resample"] == "bicubic"
+    assert xclip["preprocess"]["resample"] == "bilinear"
     assert xclip["model"]["vision_config"]["patch_size"] == 14 and xclip["frames"] == 8
     assert resolve_backbone_config("i3d_r50")["preprocess"]["resize_shortest"] == 256
+
+
+def test_weights_dir_processor_config_sets_the_pixel_statistics(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6], "resample": 3, "size": 999}')
+    plain = resolve_backbone_config("xclip_tiny")["preprocess"]
+    pre = resolve_backbone_config("xclip_tiny", weights=tmp_path)["preprocess"]
+    assert pre["mean"] == [0.1, 0.2, 0.3] and pre["std"] == [0.4, 0.5, 0.6] and pre["resample"] == "bicubic"
+    # geometry stays the model's: the weights fix its size, not the processor file
+    assert (pre["resize_shortest"], pre["crop"]) == (plain["resize_shortest"], plain["crop"])
+    # a weights file (not a directory) or a directory without the file changes nothing
+    assert resolve_backbone_config("xclip_tiny", weights=tmp_path / "model.safetensors")["preprocess"] == plain
+    assert resolve_backbone_config("xclip_tiny", weights=tmp_path / "elsewhere")["preprocess"] == plain
 
 
 def test_registered_name_uses_its_default_config():
