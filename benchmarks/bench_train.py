@@ -231,7 +231,8 @@ def main() -> None:
     sampler.stop()
     evaluate_module.predict = real_predict
     rate = result.history[0]["train_clips_per_s"]
-    loop_threads = torch.get_num_threads()  # train() leaves a core per worker on CPU
+    loop_threads = result.history[0].get("cpu_threads") or threads_before  # train()'s CPU split
+    torch.set_num_threads(loop_threads)
     after = model_only_rate(cfg, args.model_steps)
     torch.set_num_threads(threads_before)
     again = [model_only_rate(cfg, args.model_steps) for _ in range(2)]

@@ -47,12 +47,17 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def threads_leaving_worker_cores(workers: int) -> int:
+    """Compute threads that leave a core to each of ``workers`` decoding processes (at least 1)."""
+    return max(1, min(torch.get_num_threads(), usable_cores() - workers))
+
+
 def share_cpu_with_workers(device: torch.device, workers: int) -> None:
     """On CPU, leave a core per decoding worker: compute threads spinning on every core starve
     the DataLoader workers (measured: 4-10x slower epochs). ``OMP_NUM_THREADS`` wins if set."""
     if device.type != "cpu" or workers <= 0 or os.environ.get("OMP_NUM_THREADS"):
         return
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), usable_cores() - workers)))
+    torch.set_num_threads(threads_leaving_worker_cores(workers))
 
 
 class CpuThreadsByLoad:

@@ -302,12 +302,13 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     from mmvgm.data.transforms import VideoTransform
     from mmvgm.engine.calibration import fit_calibration
     from mmvgm.engine.checkpoint import load_train_state, save_checkpoint
+    from mmvgm.engine.cpu_split import plan_cpu_split
     from mmvgm.engine.evaluate import metrics_for, predict
     from mmvgm.engine.tasks import task_label_set, task_splits, unused_message
     from mmvgm.models import build_model
     from mmvgm.models.registry import resolve_backbone_config, weights_processor_file
     from mmvgm.progress import make_progress, stderr_console
-    from mmvgm.runtime import package_versions, share_cpu_with_workers
+    from mmvgm.runtime import package_versions
 
     cfg = copy.deepcopy(dict(cfg))
     validate_keys(cfg)
@@ -333,7 +334,6 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
                               dataloader_config=DataLoaderConfiguration(non_blocking=cuda))
     main = accelerator.is_main_process
     say = stderr_console.print if main else (lambda *a, **k: None)
-    share_cpu_with_workers(accelerator.device, cfg["workers"])
     set_seed(cfg["seed"])
 
     # -- data -------------------------------------------------------------------------------
@@ -380,6 +380,13 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     # -- model, optimizer, schedule ----------------------------------------------------------
     trace_n = len(label_set) - 1 if cfg["task"] == "joint" else (len(label_set) if cfg["task"] == "trace" else None)
     model_cfg = {"backbone": backbone_cfg, "task": cfg["task"], "num_classes": trace_n, "dropout": cfg["dropout"]}
+    cpu_split = plan_cpu_split(accelerator.device, cfg["workers"], model_cfg,
+                               (frames, int(backbone_cfg["channels"]), int(backbone_cfg["size"]), int(backbone_cfg["size"])),
+                               [s.path for s in splits["train"]], cfg["sampling"])
+    threads_before = torch.get_num_threads()
+    if cpu_split is not None:
+        torch.set_num_threads(cpu_split.threads)
+        say(cpu_split.reason)
     model = build_model(model_cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -486,6 +493,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
                   # seconds the loop waited for decoded batches after the first: ~0 when decoding keeps up
                   "train_data_wait_s": round(waits.seconds, 3),
                   "train_steady_s": round(t_end - t_first, 3) if t_first is not None else None,
+                  "cpu_threads": torch.get_num_threads() if accelerator.device.type == "cpu" else None,
                   "val_loss": val_loss,
                   **{f"val_{k}": val_metrics.get(k) for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc")}}
         history.append(record)
@@ -517,6 +525,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
 
         final_cal = read_meta(out / "best").get("calibration", {})
     accelerator.end_training()
+    torch.set_num_threads(threads_before)
     return TrainResult(out, out / "last", out / "best", epochs_run=len(history), global_step=global_step,
                        best_epoch=best["epoch"], best_metric=best_name, best_value=best["value"],
                        history=history, calibration=final_cal, is_main_process=main)
