@@ -129,12 +129,14 @@ def decode_only_rate(predictor, paths, batch_size: int, workers: int) -> float:
     import torch
 
     from mmvgm.inference import ClipDataset, _worker_init, collate_items
+    from mmvgm.runtime import start_worker_server
 
     dataset = ClipDataset([str(p) for p in paths], predictor.frames, predictor.sampling,
                           predictor.transform.geometric)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate_items,
-                                         worker_init_fn=_worker_init if workers else None)
+                                         worker_init_fn=_worker_init if workers else None,
+                                         multiprocessing_context=start_worker_server() if workers else None)
     start = time.perf_counter()
     n, n_first, first = 0, 0, None
     for batch in loader:
@@ -213,8 +215,12 @@ def main() -> None:
     parser.add_argument("--rss-counts", default="100,400")
     parser.add_argument("--media", choices=("mp4", "jpg"), default="mp4",
                         help="H.264 mp4 files (needs PyAV to write) or folders of JPEG frames")
+    parser.add_argument("--start-method", choices=("default", "fork", "forkserver", "spawn"), default="default",
+                        help="how decoding workers start (sets MMVGM_WORKER_START for the scan)")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.start_method != "default":
+        os.environ["MMVGM_WORKER_START"] = args.start_method
     if args.rss_child is not None:
         rss_child(args.rss_child, args.batch_size, args.workers, args.media)
         return
@@ -227,7 +233,7 @@ def main() -> None:
              "base": ("videomae", base_frames, base_size, base_videos)}
     print(f"machine: {os.cpu_count()} CPU cores, "
           f"{torch.cuda.get_device_name(0) if gpu else 'no GPU'}; torch threads {torch.get_num_threads()}; "
-          f"batch {args.batch_size}, {args.workers} decode workers")
+          f"batch {args.batch_size}, {args.workers} decode workers started by {args.start_method}")
     work = Path(tempfile.mkdtemp(prefix="bench-scan-"))
     try:
         for name in args.models.split(","):

@@ -212,3 +212,22 @@ def test_stream_batches_keep_their_size_and_order_with_chunked_workers(ckpts, vi
     alone = pred.predict_batch(paths, batch_size=4, workers=0)
     assert [r.get("fake_probability") for r in flat] == pytest.approx([r.get("fake_probability") for r in alone],
                                                                      abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_stream_workers_start_from_a_fork_server_or_spawned(tmp_path, monkeypatch, method):
+    """Workers that do not inherit this process (Python 3.14's default on Linux is forkserver):
+    the dataset and transform travel pickled, and every file is scored in order."""
+    from mmvgm.runtime import WORKER_START_ENV
+
+    monkeypatch.setenv(WORKER_START_ENV, method)
+    videos = [str(p) for p in make_videos(tmp_path / "v", 5, frames=10)]
+    bad = tmp_path / "v" / "bad.mp4"
+    bad.write_bytes(b"")
+    predictor = Predictor.from_checkpoint(make_checkpoint(tmp_path / "ckpt", "joint"), device="cpu")
+    records = predictor.predict_batch(videos + [str(bad)], batch_size=2, workers=2)
+    assert [r["path"] for r in records] == videos + [str(bad)]
+    assert all("fake_probability" in r for r in records[:-1]) and "error" in records[-1]
+    in_process = predictor.predict_batch(videos, batch_size=2, workers=0)
+    assert [r["fake_probability"] for r in records[:-1]] == pytest.approx(
+        [r["fake_probability"] for r in in_process], abs=1e-5)

@@ -66,3 +66,15 @@ def test_cpu_threads_follow_what_the_loop_waits_on(monkeypatch):
             assert gpu.shared is None and torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_worker_start_method_comes_from_the_environment(monkeypatch):
+    from mmvgm.runtime import WORKER_START_ENV, worker_start_method
+
+    monkeypatch.delenv(WORKER_START_ENV, raising=False)
+    assert worker_start_method() is None  # Python's default
+    monkeypatch.setenv(WORKER_START_ENV, " ForkServer ")
+    assert worker_start_method() == "forkserver"
+    monkeypatch.setenv(WORKER_START_ENV, "thread")
+    with pytest.raises(InputError, match="use one of fork, forkserver, spawn"):
+        worker_start_method()

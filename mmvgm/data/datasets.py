@@ -396,8 +396,9 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
                 multiprocessing_context: Optional[str] = None) -> SkipBadLoader:
     """A seeded DataLoader with :func:`collate_skip_bad`; same ``seed`` -> same order.
 
-    ``multiprocessing_context``: ``None`` (the platform default, fork on Linux) or e.g.
-    ``"forkserver"``/``"spawn"`` when the main process already runs CUDA or other threads.
+    ``multiprocessing_context``: ``None`` (``$MMVGM_WORKER_START``, else the platform default,
+    fork on Linux) or e.g. ``"forkserver"``/``"spawn"`` when the main process already runs CUDA
+    or other threads (see ``runtime.worker_start_method``).
     """
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
@@ -405,8 +406,10 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
         raise InputError(f"workers must be >= 0, got {workers}")
     if workers > 0:
         from mmvgm.io.backends import preload_decoders
+        from mmvgm.runtime import start_worker_server
 
         preload_decoders()
+        multiprocessing_context = multiprocessing_context or start_worker_server()
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     loader = SkipBadLoader(

@@ -308,7 +308,7 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     from mmvgm.models import build_model
     from mmvgm.models.registry import resolve_backbone_config, weights_processor_file
     from mmvgm.progress import make_progress, stderr_console
-    from mmvgm.runtime import package_versions
+    from mmvgm.runtime import package_versions, start_worker_server
 
     cfg = copy.deepcopy(dict(cfg))
     validate_keys(cfg)
@@ -364,7 +364,8 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
 
     train_sampler = EpochSampler(len(splits["train"]), cfg["seed"])
     loader_kw = dict(num_workers=cfg["workers"], pin_memory=cuda,
-                     persistent_workers=cfg["workers"] > 0)
+                     persistent_workers=cfg["workers"] > 0,
+                     multiprocessing_context=start_worker_server() if cfg["workers"] else None)
     from mmvgm.data.datasets import collate_skip_bad
     from mmvgm.io.backends import preload_decoders
 
