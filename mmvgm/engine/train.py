@@ -293,8 +293,17 @@ def _warmup_steps(cfg: Mapping[str, Any], backbone_cfg: Mapping[str, Any]) -> in
 def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> TrainResult:
     """Train a detector/tracer from a train config (see ``DEFAULTS``); returns where it went.
 
-    ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoints are written.
+    ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoints are written. On CPU the
+    compute threads follow ``engine.cpu_split`` during the run and are restored after it.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, on_epoch_end)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], None]]) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
@@ -384,7 +393,6 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
     cpu_split = plan_cpu_split(accelerator.device, cfg["workers"], model_cfg,
                                (frames, int(backbone_cfg["channels"]), int(backbone_cfg["size"]), int(backbone_cfg["size"])),
                                [s.path for s in splits["train"]], cfg["sampling"])
-    threads_before = torch.get_num_threads()
     if cpu_split is not None:
         torch.set_num_threads(cpu_split.threads)
         say(cpu_split.reason)
@@ -526,7 +534,6 @@ def train(cfg: Mapping[str, Any], *, on_epoch_end: Optional[Callable[[int, dict]
 
         final_cal = read_meta(out / "best").get("calibration", {})
     accelerator.end_training()
-    torch.set_num_threads(threads_before)
     return TrainResult(out, out / "last", out / "best", epochs_run=len(history), global_step=global_step,
                        best_epoch=best["epoch"], best_metric=best_name, best_value=best["value"],
                        history=history, calibration=final_cal, is_main_process=main)

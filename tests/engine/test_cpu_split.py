@@ -82,3 +82,17 @@ def test_plan_leaves_threads_alone(four_cores, monkeypatch, video):
     assert plan_cpu_split(torch.device("cuda"), 2, *args) is None  # not a CPU loop
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert plan_cpu_split(CPU, 2, *args) is None  # the user chose
+
+
+def test_train_restores_the_thread_count_even_when_it_fails(four_cores, monkeypatch, tmp_path):
+    from mmvgm.engine import train as train_module
+    from mmvgm.errors import InputError
+
+    def fails_midway(*args, **kwargs):
+        torch.set_num_threads(1)  # as a CPU split does
+        raise InputError("boom")
+
+    monkeypatch.setattr(train_module, "_train", fails_midway)
+    with pytest.raises(InputError):
+        train_module.train({})
+    assert torch.get_num_threads() == 4
