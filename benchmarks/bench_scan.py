@@ -129,14 +129,14 @@ def decode_only_rate(predictor, paths, batch_size: int, workers: int) -> float:
     import torch
 
     from mmvgm.inference import ClipDataset, _worker_init, collate_items
-    from mmvgm.runtime import start_worker_server
+    from mmvgm.runtime import prepare_decoding_workers
 
     dataset = ClipDataset([str(p) for p in paths], predictor.frames, predictor.sampling,
                           predictor.transform.geometric)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate_items,
                                          worker_init_fn=_worker_init if workers else None,
-                                         multiprocessing_context=start_worker_server() if workers else None)
+                                         multiprocessing_context=prepare_decoding_workers() if workers else None)
     start = time.perf_counter()
     n, n_first, first = 0, 0, None
     for batch in loader:

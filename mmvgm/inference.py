@@ -180,10 +180,10 @@ class Predictor:
                         device: Optional[str] = None) -> "Predictor":
         """Load ``checkpoint`` (or ``$MMVGM_CHECKPOINT``) with ``engine.checkpoint.load_checkpoint``."""
         from mmvgm.engine.checkpoint import load_checkpoint
-        from mmvgm.runtime import start_worker_server
+        from mmvgm.runtime import prepare_decoding_workers
 
         path = resolve_checkpoint(checkpoint)
-        start_worker_server()  # a chosen fork server imports while the checkpoint loads
+        prepare_decoding_workers()  # a chosen fork server imports while the checkpoint loads
         model, meta = load_checkpoint(path)
         predictor = cls(model, meta, device=device)
         predictor.path = path
@@ -372,11 +372,8 @@ class Predictor:
         sampling = sampling or self.sampling
         if not paths:
             return
-        from mmvgm.io.backends import preload_decoders
-        from mmvgm.runtime import CpuThreadsByLoad, start_worker_server
+        from mmvgm.runtime import CpuThreadsByLoad, prepare_decoding_workers
 
-        if workers:
-            preload_decoders()
         dataset = ClipDataset(paths, frames, sampling, self.transform.geometric)
         chunk = worker_chunk(batch_size, workers)
         loader = torch.utils.data.DataLoader(
@@ -384,7 +381,7 @@ class Predictor:
             collate_fn=collate_items, worker_init_fn=_worker_init if workers else None,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=2 if workers else None, persistent_workers=False,
-            multiprocessing_context=start_worker_server() if workers else None)
+            multiprocessing_context=prepare_decoding_workers() if workers else None)
         # the pin-memory thread pins for the CUDA device current when the iterator starts: make it
         # ours (cuda:K under torchrun), or every rank would also open a context on GPU 0
         with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():

@@ -71,10 +71,18 @@ def worker_start_method() -> Optional[str]:
     return value
 
 
-def start_worker_server() -> Optional[str]:
-    """Start the fork server now when ``forkserver`` is chosen (see :func:`worker_start_method`),
-    with torch, the decoders and mmvgm imported in it. It starts in the background: call this
-    before loading a model, so that its imports overlap with the load. Returns the method."""
+def prepare_decoding_workers() -> Optional[str]:
+    """Ready this process to start decoding DataLoader workers; returns their start method
+    (the DataLoader's ``multiprocessing_context``, see :func:`worker_start_method`).
+
+    The decoders are imported here, so that forked workers inherit them instead of each
+    importing cv2 and av on its first file. A chosen fork server starts in the background with
+    torch, the decoders and mmvgm imported in it: call this before loading a model, so that
+    its imports overlap with the load.
+    """
+    from mmvgm.io.backends import preload_decoders
+
+    preload_decoders()
     method = worker_start_method()
     if method == "forkserver":
         import multiprocessing

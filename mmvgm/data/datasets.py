@@ -405,11 +405,10 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
     if workers < 0:
         raise InputError(f"workers must be >= 0, got {workers}")
     if workers > 0:
-        from mmvgm.io.backends import preload_decoders
-        from mmvgm.runtime import start_worker_server
+        from mmvgm.runtime import prepare_decoding_workers
 
-        preload_decoders()
-        multiprocessing_context = multiprocessing_context or start_worker_server()
+        method = prepare_decoding_workers()
+        multiprocessing_context = multiprocessing_context or method
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     loader = SkipBadLoader(

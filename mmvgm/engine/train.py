@@ -317,7 +317,7 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
     from mmvgm.models import build_model
     from mmvgm.models.registry import resolve_backbone_config, weights_processor_file
     from mmvgm.progress import make_progress, stderr_console
-    from mmvgm.runtime import package_versions, start_worker_server
+    from mmvgm.runtime import package_versions, prepare_decoding_workers
 
     cfg = copy.deepcopy(dict(cfg))
     validate_keys(cfg)
@@ -374,12 +374,8 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
     train_sampler = EpochSampler(len(splits["train"]), cfg["seed"])
     loader_kw = dict(num_workers=cfg["workers"], pin_memory=cuda,
                      persistent_workers=cfg["workers"] > 0,
-                     multiprocessing_context=start_worker_server() if cfg["workers"] else None)
+                     multiprocessing_context=prepare_decoding_workers() if cfg["workers"] else None)
     from mmvgm.data.datasets import collate_skip_bad
-    from mmvgm.io.backends import preload_decoders
-
-    if cfg["workers"]:
-        preload_decoders()
 
     train_loader = torch.utils.data.DataLoader(dataset("train"), batch_size=cfg["batch_size"],
                                                sampler=train_sampler, collate_fn=collate_skip_bad,
