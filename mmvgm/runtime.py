@@ -95,6 +95,12 @@ def prepare_decoding_workers() -> Optional[str]:
     return method
 
 
+def may_set_cpu_threads(device: torch.device, workers: int) -> bool:
+    """Whether a loop on ``device`` fed by ``workers`` decoding processes may choose torch's
+    compute threads: only a CPU loop with workers, and never over ``OMP_NUM_THREADS``."""
+    return device.type == "cpu" and workers > 0 and not os.environ.get("OMP_NUM_THREADS")
+
+
 def threads_leaving_worker_cores(workers: int) -> int:
     """Compute threads that leave a core to each of ``workers`` decoding processes (at least 1)."""
     return max(1, min(torch.get_num_threads(), usable_cores() - workers))
@@ -103,9 +109,8 @@ def threads_leaving_worker_cores(workers: int) -> int:
 def share_cpu_with_workers(device: torch.device, workers: int) -> None:
     """On CPU, leave a core per decoding worker: compute threads spinning on every core starve
     the DataLoader workers (measured: 4-10x slower epochs). ``OMP_NUM_THREADS`` wins if set."""
-    if device.type != "cpu" or workers <= 0 or os.environ.get("OMP_NUM_THREADS"):
-        return
-    torch.set_num_threads(threads_leaving_worker_cores(workers))
+    if may_set_cpu_threads(device, workers):
+        torch.set_num_threads(threads_leaving_worker_cores(workers))
 
 
 class CpuThreadsByLoad:
@@ -122,7 +127,7 @@ class CpuThreadsByLoad:
     """
 
     def __init__(self, device: torch.device, workers: int, window: int = 4, margin: float = 2.0) -> None:
-        self.active = device.type == "cpu" and workers > 0 and not os.environ.get("OMP_NUM_THREADS")
+        self.active = may_set_cpu_threads(device, workers)
         self.device, self.workers, self.window, self.margin = device, workers, window, margin
         self.waited = self.computed = 0.0
         self.batches = 0

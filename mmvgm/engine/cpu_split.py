@@ -19,7 +19,6 @@ decodes for one clip, taken from probing the first training videos.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
@@ -98,9 +97,9 @@ def plan_cpu_split(device: torch.device, workers: int, model_cfg: Mapping[str, A
     When the work cannot be counted, each worker keeps a core of its own, as the small-model
     regime needs. That is the safe side: being wrong there costs the most.
     """
-    from mmvgm.runtime import threads_leaving_worker_cores, usable_cores
+    from mmvgm.runtime import may_set_cpu_threads, threads_leaving_worker_cores, usable_cores
 
-    if device.type != "cpu" or workers <= 0 or os.environ.get("OMP_NUM_THREADS"):
+    if not may_set_cpu_threads(device, workers):
         return None
     cores, threads = usable_cores(), torch.get_num_threads()
     reserved = threads_leaving_worker_cores(workers)
