@@ -106,11 +106,12 @@ def plan_cpu_split(device: torch.device, workers: int, model_cfg: Mapping[str, A
     flops = step_flops_per_clip(model_cfg, input_shape)
     pixels = decoded_pixels_per_clip(paths, input_shape[0], sampling)
     if flops is None or pixels is None:
-        return CpuSplit(reserved, f"CPU: {reserved} compute thread(s), a core left to each of {workers} "
-                                  "decoding worker(s) (the work per clip could not be counted)")
-    if workers_need_cores(flops, pixels, cores):
-        return CpuSplit(reserved, f"CPU: {reserved} compute thread(s), a core left to each of {workers} "
-                                  "decoding worker(s): decoding is a large share of the work")
-    return CpuSplit(threads, f"CPU: the model keeps all {threads} thread(s); decoding is a small share "
-                             f"of the work ({flops / 1e9:.1f} GFLOP per clip against {pixels / 1e6:.1f} "
-                             "Mpixel decoded)")
+        why = "the work per clip could not be counted"
+    elif workers_need_cores(flops, pixels, cores):
+        why = "decoding is a large share of the work"
+    else:
+        return CpuSplit(threads, f"CPU: the model keeps all {threads} thread(s); decoding is a small share "
+                                 f"of the work ({flops / 1e9:.1f} GFLOP per clip against {pixels / 1e6:.1f} "
+                                 "Mpixel decoded)")
+    return CpuSplit(reserved, f"CPU: {reserved} compute thread(s), a core left to each of {workers} "
+                              f"decoding worker(s): {why}")
