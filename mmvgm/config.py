@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
@@ -55,6 +56,20 @@ def load_yaml(path: PathLike) -> dict:
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", path)
     return data
+
+
+def yaml_safe(obj: Any) -> Any:
+    """A copy ``yaml.safe_dump`` can write: mappings -> dicts with str keys, tuples -> lists,
+    numpy/torch values -> Python (``tolist``), paths -> str."""
+    if isinstance(obj, Mapping):
+        return {str(k): yaml_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [yaml_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
 
 
 def load_config(name_or_path: PathLike, group: str, _children: tuple = ()) -> dict:

@@ -70,3 +70,25 @@ def test_relative_base_is_the_file_beside_the_config(tmp_path, monkeypatch):
     (tmp_path / "common.yaml").write_text("lr: 99\n")  # the working directory's, not the config's
     monkeypatch.chdir(tmp_path)
     assert load_config(tmp_path / "sub" / "child.yaml", "train") == {"lr": 1, "epochs": 3}
+
+
+def test_yaml_safe_makes_checkpoint_and_lvd_metadata_dumpable():
+    import os
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    import yaml
+
+    from mmvgm.config import yaml_safe
+
+    class Folder(os.PathLike):
+        def __fspath__(self):
+            return "/data/x"
+
+    meta = {"shape": (8, 3), 1: np.float32(0.5), "std": np.array([0.2, 0.3]), "t": torch.tensor([1, 2]),
+            "path": Path("/w/v.mp4"), "other": Folder(), "nested": [{"k": np.int64(3)}]}
+    plain = yaml_safe(meta)
+    assert plain == {"shape": [8, 3], "1": 0.5, "std": [0.2, 0.3], "t": [1, 2], "path": "/w/v.mp4",
+                     "other": "/data/x", "nested": [{"k": 3}]}
+    assert yaml.safe_load(yaml.safe_dump(plain)) == plain

@@ -25,6 +25,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from mmvgm.config import yaml_safe
 from mmvgm.errors import CheckpointError, PathLike
 from mmvgm.io.atomic import new_temp_dir
 
@@ -47,7 +48,7 @@ def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: Dict[str,
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = new_temp_dir(dest.parent, prefix=f".{dest.name}.tmp-")
     try:
-        meta = {"format_version": FORMAT_VERSION, **_plain(meta)}
+        meta = {"format_version": FORMAT_VERSION, **yaml_safe(meta)}
         (tmp / CONFIG_NAME).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
         save_file(_state_tensors(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if train_state is not None:
@@ -154,19 +155,6 @@ def _few(keys, n: int = 5) -> str:
         return "none"
     more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
-
-
-def _plain(obj: Any) -> Any:
-    """YAML-safe copy: tuples -> lists, numpy scalars -> Python, Paths -> str."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
 
 
 # ----------------------------------------------------------------------------- state packing

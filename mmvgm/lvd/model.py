@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from mmvgm.config import load_yaml
+from mmvgm.config import load_yaml, yaml_safe
 from mmvgm.errors import CheckpointError, InputError, PathLike
 from mmvgm.lvd.graphs import GraphCache
 
@@ -250,7 +250,7 @@ class LVDModel(nn.Module):
         from mmvgm.io.atomic import write_text_atomic
 
         cfg = {"format": FORMAT, **{k: v for k, v in self.cfg.items() if k != "format"}}
-        return write_text_atomic(Path(out) / "lvd.yaml", yaml.safe_dump(_plain(cfg), sort_keys=False))
+        return write_text_atomic(Path(out) / "lvd.yaml", yaml.safe_dump(yaml_safe(cfg), sort_keys=False))
 
     @classmethod
     def load(cls, path: PathLike, device: Optional[str] = None) -> "LVDModel":
@@ -285,15 +285,3 @@ def per_step_key(category: str, step: int) -> str:
 def load_lvd_model(path: PathLike, device: Optional[str] = None) -> LVDModel:
     """Load a bundle written by ``mmvgm lvd-train`` (CPU or CUDA; no pickle)."""
     return LVDModel.load(path, device)
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
