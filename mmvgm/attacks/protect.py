@@ -34,11 +34,11 @@ Image = Union[np.ndarray, torch.Tensor]
 
 def _jpeg_straight_through(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Real JPEG in the forward pass, identity gradient in the backward pass."""
-    from mmvgm.attacks.purify import jpeg
+    from mmvgm.io.image import jpeg_roundtrip
 
     quality = int(torch.randint(50, 96, (1,), generator=gen))
     u8 = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = torch.from_numpy(np.stack([jpeg(img, quality) for img in u8])).permute(0, 3, 1, 2).to(x) / 255
+    out = torch.from_numpy(np.stack([jpeg_roundtrip(img, quality) for img in u8])).permute(0, 3, 1, 2).to(x) / 255
     return x + (out - x).detach()
 
 

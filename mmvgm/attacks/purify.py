@@ -14,16 +14,9 @@ import torch
 
 from mmvgm.attacks.budget import parse_fraction
 from mmvgm.errors import InputError
+from mmvgm.io.image import jpeg_roundtrip
 
 DEFAULT_PURIFY = "jpeg:75,jpeg:50,resize:0.5,blur:1"
-
-
-def jpeg(image: np.ndarray, quality: float) -> np.ndarray:
-    """JPEG-compress a uint8 (H,W,3) RGB image at ``quality`` and decode it again."""
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:
@@ -42,7 +35,7 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 # name -> (function, check of the parameter, description of valid values)
 PURIFIERS: Dict[str, tuple] = {
-    "jpeg": (jpeg, lambda q: 1 <= q <= 100 and float(q).is_integer(), "a quality 1-100"),
+    "jpeg": (jpeg_roundtrip, lambda q: 1 <= q <= 100 and float(q).is_integer(), "a quality 1-100"),
     "resize": (_resize, lambda s: 0 < s < 1, "a scale in (0, 1)"),
     "blur": (_blur, lambda s: 0 < s <= 50, "a sigma in (0, 50]"),
 }

@@ -70,15 +70,11 @@ class Jpeg(Perturbation):
         self.quality = _number(value, self.spec, 1, 100, integer=True)
 
     def apply(self, clip: np.ndarray) -> np.ndarray:
-        import cv2
+        from mmvgm.io.image import jpeg_roundtrip
 
         out = np.empty_like(clip)
         for i, frame in enumerate(clip):
-            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[:, :, ::-1]),
-                                   [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-            if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
-                raise InputError(f"{self.spec}: OpenCV could not encode a frame")
-            out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+            out[i] = jpeg_roundtrip(frame, self.quality)
         return out
 
 

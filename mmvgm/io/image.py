@@ -116,6 +116,16 @@ def write_image(path: PathLike, array, protect: Optional[PathLike] = None) -> Pa
     return path
 
 
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    """A uint8 (H, W, 3) RGB image JPEG-compressed at ``quality`` (1-100) and decoded again."""
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
+        raise InputError(f"OpenCV could not JPEG-encode an image at quality {quality}")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+
 def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) to an (H, W, ...) array."""
     ops = {
