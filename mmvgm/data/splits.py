@@ -178,16 +178,20 @@ def _ratios(ratios: Ratios) -> Dict[str, float]:
         unknown = [k for k in ratios if k not in SPLITS]
         if unknown:
             raise InputError(f"unknown split name(s) in ratios: {', '.join(map(str, unknown))}")
-        values = [float(ratios.get(name, 0.0)) for name in SPLITS]
+        given = [ratios.get(name, 0.0) for name in SPLITS]
     else:
-        values = [float(r) for r in ratios]
-        if len(values) not in (2, 3):
-            raise InputError(f"ratios must be (train, val) or (train, val, test), got {len(values)} values")
-        values += [0.0] * (3 - len(values))
+        given = ratios
+    try:
+        values = [float(r) for r in given]
+    except (TypeError, ValueError):
+        raise InputError(f"split ratios must be numbers (train, val[, test]), got {ratios!r}") from None
+    if len(values) not in (2, 3):  # a mapping always gives 3
+        raise InputError(f"split ratios must be (train, val) or (train, val, test), got {len(values)} values")
+    values += [0.0] * (3 - len(values))
     if any(v < 0 or not math.isfinite(v) for v in values):
-        raise InputError(f"ratios must be non-negative numbers, got {values}")
+        raise InputError(f"split ratios must be non-negative numbers, got {values}")
     if abs(sum(values) - 1.0) > 1e-6:
-        raise InputError(f"ratios must sum to 1, got {values} (sum {sum(values):g})")
+        raise InputError(f"split ratios must sum to 1, got {values} (sum {sum(values):g})")
     if values[0] <= 0:
         raise InputError("the train ratio must be > 0")
     return dict(zip(SPLITS, values))

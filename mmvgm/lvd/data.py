@@ -60,15 +60,11 @@ def split_videos(store: TrajectoryStore, ratios: Sequence[float] = DEFAULT_RATIO
     from mmvgm.data.datasets import Sample
     from mmvgm.data.splits import split_samples
 
-    try:
-        values = [float(r) for r in ratios]
-    except (TypeError, ValueError):
-        values = None
-    if values is None or len(values) != 3 or any(r < 0 for r in values) or abs(sum(values) - 1) > 1e-6:
+    if not isinstance(ratios, Sequence) or len(ratios) != 3:  # the rest is split_samples' to check
         raise InputError(f"split ratios must be three non-negative numbers summing to 1, got {ratios!r}")
     samples = [Sample(v.id, v.labels[0] if v.labels else NORMAL) for v in store.videos]
     # the ids stand in for paths: trajectories have no video files to hash for duplicates
-    splits = split_samples(samples, values, seed, duplicates="off")
+    splits = split_samples(samples, ratios, seed, duplicates="off")
     out = {name: [s.path for s in splits[name]] for name in SPLITS}
     if not out["train"]:
         raise InputError("no training videos after splitting; record or import more videos", store.root)

@@ -84,6 +84,7 @@ def test_allocate(n, fractions, expected):
 @pytest.mark.parametrize("ratios, fragment", [
     ((0.5, 0.2, 0.2), "sum to 1"), ((1.2, -0.2), "non-negative"), ((1.0,), "(train, val)"),
     ({"train": 0.9, "holdout": 0.1}, "unknown split"), ((0.0, 1.0), "train ratio"),
+    ("abc", "must be numbers"), (0.7, "must be numbers"), ({"train": "most"}, "must be numbers"),
 ])
 def test_bad_ratios(ratios, fragment):
     with pytest.raises(InputError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
