@@ -87,6 +87,8 @@ class H264(Perturbation):
     def apply(self, clip: np.ndarray) -> np.ndarray:
         import av
 
+        from mmvgm.io.backends import frame_to_rgb
+
         t, h, w = clip.shape[:3]
         # yuv420p needs even sides: pad by edge replication, crop back after decoding
         padded = np.pad(clip, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
@@ -101,7 +103,7 @@ class H264(Perturbation):
             container.mux(stream.encode())
         buf.seek(0)
         with av.open(buf, mode="r") as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            frames = [frame_to_rgb(f) for f in container.decode(video=0)]
         if len(frames) != t:
             raise InputError(f"{self.spec}: re-encoding returned {len(frames)} of {t} frames")
         return np.stack(frames)[:, :h, :w]

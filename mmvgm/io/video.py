@@ -7,7 +7,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
-from mmvgm.io.backends import AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DemuxInfo, Timeline, demux_info
+from mmvgm.io.backends import (AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DemuxInfo, FrameReader, PyAVReader,
+                               Timeline, demux_info)
 from mmvgm.io.clip import Clip, VideoInfo
 from mmvgm.io.frames_dir import probe_frames, read_frames_clips
 from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels
@@ -26,12 +27,12 @@ def read_clip(path: PathLike, num_frames: int = 16, sampling: "str | Sampling" =
     ``clip.padded`` says how many rows are padding and ``clip.indices`` which source frame
     each row is.
 
-    ``backend``: ``auto`` tries OpenCV, then PyAV when OpenCV fails; ``opencv`` or ``pyav``
+    ``backend``: ``auto`` tries PyAV, then OpenCV when PyAV fails; ``opencv`` or ``pyav``
     use only that decoder. Frame directories are read with Pillow whatever the backend.
     PyAV seeks to the keyframe at or before a late ``start`` (or a far sampled frame) when
     the packets' timestamps name every frame exactly, and decodes from the first frame
-    otherwise; the frames are the same either way. ``auto`` tries PyAV first when seeking
-    saves at least half the decoding (OpenCV always decodes from the first frame).
+    otherwise; the frames are the same either way (OpenCV always decodes from the first
+    frame). PyAV decodes from the container that counted the packets: one open per file.
 
     Budgets (``None`` = the module defaults, see ``mmvgm.io.limits``): a frame larger than
     ``max_pixels`` (checked on the header before decoding) or a video longer than
@@ -80,22 +81,26 @@ def _read_clips(path: PathLike, num_frames: int, sampling: "str | Sampling", sta
         return read_frames_clips(path, num_frames, plan, starts, pixels, frames_budget)
     check_media_file(path, VIDEO_EXTENSIONS, "video")
 
-    info = _demux_or_none(path, frames_budget)
-    if info is not None:
-        check_pixels(info.width, info.height, pixels, path)
-    timeline = None if info is None else info.timeline
-    if backend == "auto" and timeline is not None:
-        order = _seekers_first(order, plan, info.frames, num_frames, starts, timeline)
-    failures: List[str] = []
-    for name in order:
-        try:
-            return _read_with(BACKENDS[name], path, num_frames, plan, starts, pixels, frames_budget,
-                              None if info is None else info.frames, timeline)
-        except (LimitError, StartPastEndError):
-            raise
-        except InputError as exc:
-            failures.append(exc.message)
-    raise _undecodable(path, failures)
+    opened = _open_counting_reader(path, order[0], pixels)
+    try:
+        info = _demux_or_none(path, frames_budget, opened)
+        if info is not None:
+            check_pixels(info.width, info.height, pixels, path)
+        failures: List[str] = []
+        for name in order:
+            try:
+                return _read_with(BACKENDS[name], path, num_frames, plan, starts, pixels, frames_budget,
+                                  None if info is None else info.frames,
+                                  None if info is None else info.timeline,
+                                  opened if name == order[0] else None)
+            except (LimitError, StartPastEndError):
+                raise
+            except InputError as exc:
+                failures.append(exc.message)
+        raise _undecodable(path, failures)
+    finally:
+        if opened is not None:
+            opened.close()
 
 
 def probe(path: PathLike, backend: str = "auto", exact: bool = False,
@@ -141,23 +146,27 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
     raise _undecodable(path, failures)
 
 
-def _seekers_first(order: Sequence[str], plan: Sampling, total: int, num_frames: int,
-                   starts: Sequence[int], timeline: Timeline) -> Sequence[str]:
-    """``order`` with the seeking backends first when seeking halves the frames decoded."""
+def _open_counting_reader(path: Path, name: str, max_pixels: int) -> Optional[PyAVReader]:
+    """The ``name`` reader opened on ``path`` when it can count packets (PyAV), to count and then
+    decode through one open file; None otherwise or when it cannot open the file."""
+    if BACKENDS[name] is not PyAVReader:
+        return None
     try:
-        wanted = sorted(set().union(*(plan.plan(total, num_frames, s)[0].tolist() for s in starts)))
-    except StartPastEndError:
-        return order
-    if 2 * timeline.decode_cost(wanted) > wanted[-1] + 1:
-        return order
-    return sorted(order, key=lambda name: not BACKENDS[name].seeks)
+        return PyAVReader(path, max_pixels)
+    except LimitError:
+        raise
+    except InputError:
+        return None  # the read reports it, with the other backends' reasons
 
 
 def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, starts: Sequence[int],
                max_pixels: int, max_frames: int, total: Optional[int],
-               timeline: Optional[Timeline] = None) -> List[Clip]:
+               timeline: Optional[Timeline] = None, opened: Optional[FrameReader] = None) -> List[Clip]:
+    """Decode the clips with ``reader_cls``; ``opened``, a reader of it already open on ``path``,
+    serves the first pass and is closed after it."""
     if total is None:  # PyAV could not demux it: count by decoding
-        with reader_cls(path, max_pixels) as reader:
+        with opened or reader_cls(path, max_pixels) as reader:
+            opened = None
             total = reader.count(max_frames)
     if total == 0:
         raise DecodeError("no decodable video frames", path)
@@ -167,7 +176,8 @@ def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, st
         missing = sorted(set().union(*(indices.tolist() for indices, _ in plans)) - set(got))
         if not missing:
             break
-        with reader_cls(path, max_pixels) as reader:
+        with opened or reader_cls(path, max_pixels) as reader:
+            opened = None
             frames = None if timeline is None else reader.read_seeking(missing, timeline)
             if frames is None:
                 frames, ended = reader.read(missing)
@@ -188,9 +198,10 @@ def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, st
             for indices, padded in plans]
 
 
-def _demux_or_none(path: Path, max_frames: Optional[int]) -> Optional[DemuxInfo]:
+def _demux_or_none(path: Path, max_frames: Optional[int],
+                   reader: Optional[PyAVReader] = None) -> Optional[DemuxInfo]:
     try:
-        info = demux_info(path, max_frames)
+        info = demux_info(path, max_frames, reader=reader)
     except LimitError:
         raise
     except DecodeError:

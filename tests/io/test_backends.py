@@ -47,3 +47,43 @@ def test_one_thread_decodes_the_same_pixels(monkeypatch, tmp_path):
     monkeypatch.setenv("MMVGM_DECODE_THREADS", "1")
     for backend, pixels in default.items():
         assert np.array_equal(np.asarray(read_clip(video, 4, backend=backend)), pixels)
+
+
+def _rgb_both_ways(path):
+    import av
+
+    from mmvgm.io.backends import frame_to_rgb
+
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    return [frame_to_rgb(f) for f in frames], [f.to_ndarray(format="rgb24") for f in frames]
+
+
+def test_cached_rgb_conversion_gives_pyav_pixels(tmp_path):
+    video = write_video(tmp_path / "v.mp4", make_frames(6, height=48, width=64))
+    cached, plain = _rgb_both_ways(video)
+    assert len(cached) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(cached, plain))
+    small = write_video(tmp_path / "small.mp4", make_frames(3, height=32, width=40))
+    cached, plain = _rgb_both_ways(small)  # another size through the same cached context
+    assert cached[0].shape == (32, 40, 3) and all(np.array_equal(a, b) for a, b in zip(cached, plain))
+
+
+def _convert_in_child(path, queue):
+    cached, plain = _rgb_both_ways(path)
+    queue.put(all(np.array_equal(a, b) for a, b in zip(cached, plain)))
+
+
+def test_forked_child_builds_its_own_rgb_context(tmp_path):
+    import multiprocessing
+
+    video = write_video(tmp_path / "v.mp4", make_frames(4))
+    _rgb_both_ways(video)  # the parent's context exists (and its threads) before the fork
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_convert_in_child, args=(str(video), queue), daemon=True)
+    child.start()
+    child.join(60)
+    if child.exitcode is None:  # freeing the inherited context would wait forever
+        child.kill()
+    assert child.exitcode == 0 and queue.get(timeout=5) is True

@@ -175,6 +175,7 @@ class _EmptyReader(backends_module.FrameReader):
 
 @pytest.mark.parametrize("broken", [_BrokenReader, _EmptyReader])
 def test_auto_falls_back_to_pyav_when_opencv_fails(mp4, monkeypatch, broken):
+    monkeypatch.setattr(video_module, "AUTO_ORDER", ("opencv", "pyav"))
     monkeypatch.setitem(backends_module.BACKENDS, "opencv", broken)
     clip = read_clip(mp4, 4, backend="auto")
     assert clip.backend == "pyav" and indices_of(clip) == [0, 1, 2, 3]
@@ -186,19 +187,30 @@ def test_auto_falls_back_to_opencv_when_pyav_fails(mp4, monkeypatch):
     class BrokenPyAV(_BrokenReader):
         name = "pyav"
 
-    monkeypatch.setattr(video_module, "AUTO_ORDER", ("pyav", "opencv"))
     monkeypatch.setitem(backends_module.BACKENDS, "pyav", BrokenPyAV)
     assert read_clip(mp4, 4).backend == "opencv"
 
 
 def test_counts_by_decoding_when_the_demuxer_fails(mp4, monkeypatch):
-    def no_demux(path, max_frames=None):
+    def no_demux(path, max_frames=None, reader=None):
         raise DecodeError("simulated demux failure", path)
 
     monkeypatch.setattr(video_module, "demux_info", no_demux)
     clip = read_clip(mp4, 5, "uniform")
     assert clip.total_frames == N_FRAMES and indices_of(clip) == [0, 5, 10, 14, 19]
     assert probe(mp4).frames == N_FRAMES
+
+
+@pytest.mark.parametrize("fmt", ["mp4-h264", "mkv-h264", "webm-vp9", "avi-mjpeg", "flv"])
+def test_auto_opens_the_file_once_to_count_and_decode(videos, monkeypatch, fmt):
+    opened = []
+    real = backends_module._open_av
+    monkeypatch.setattr(backends_module, "_open_av", lambda path: opened.append(path) or real(path))
+    clip = read_clip(videos[fmt], 5, "uniform")
+    assert len(opened) == 1, opened
+    assert clip.backend == "pyav" and clip.total_frames == N_FRAMES
+    assert indices_of(clip) == np.round(np.linspace(0, N_FRAMES - 1, 5)).astype(int).tolist()
+    assert np.array_equal(np.asarray(clip), np.asarray(read_clip(videos[fmt], 5, "uniform", backend="opencv")))
 
 
 def test_rotation_metadata_is_applied_by_both_backends(tmp_path):
