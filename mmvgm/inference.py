@@ -27,7 +27,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
-from mmvgm.errors import CheckpointError, InputError, MMVGMError, PathLike
+from mmvgm.decoding import DecodePool, grouped, worker_chunk
+from mmvgm.errors import CheckpointError, InputError, PathLike
 
 NOT_ASSESSED = "not-assessed"
 #: Decoded (uint8 RGB) frames a windowed prediction holds at once before transforming them.
@@ -65,87 +66,13 @@ def _label_names(labels: Any) -> Tuple[List[str], Dict[str, str]]:
     return list(names), dict(zip(names, display))
 
 
-def _worker_init(_: int) -> None:
-    # DataLoader workers decode; one torch thread each keeps them from fighting the model for
-    # cores. (Not cv2.setNumThreads: in a forked worker it tears down the parent's OpenCV
-    # thread pool and can deadlock.)
-    torch.set_num_threads(1)
-
-
-class ClipDataset(torch.utils.data.Dataset):
-    """Paths -> ``{"path", "pixels" (T,3,S,S) uint8 or None, "padded", "error"}`` (never raises)."""
-
-    def __init__(self, paths: Sequence[str], num_frames: int, sampling: str, geometric) -> None:
-        self.paths = list(paths)
-        self.num_frames = num_frames
-        self.sampling = sampling
-        self.geometric = geometric
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        try:
-            from mmvgm.io import read_clip
-
-            clip = read_clip(path, num_frames=self.num_frames, sampling=self.sampling)
-            pixels = self.geometric(clip)
-            return {"path": path, "pixels": pixels, "padded": int(getattr(clip, "padded", 0)),
-                    "error": None}
-        except MMVGMError as exc:
-            return {"path": path, "pixels": None, "padded": 0, "error": exc.message}
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop a scan
-            return {"path": path, "pixels": None, "padded": 0,
-                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-
-
-def collate_items(items: List[dict]) -> dict:
-    good = [it for it in items if it["pixels"] is not None]
-    return {
-        "items": [{k: v for k, v in it.items() if k != "pixels"} for it in items],
-        "pixels": torch.stack([it["pixels"] for it in good]) if good else None,
-    }
-
-
-def worker_chunk(batch_size: int, workers: int) -> int:
-    """Files per DataLoader item: the largest divisor of ``batch_size`` that still gives every
-    worker a share of one batch. A worker collating a whole batch alone would decode it file
-    after file while the other workers idle (slow first batch, and short scans never spread)."""
-    if workers <= 1:
-        return batch_size
-    cap = max(1, -(-batch_size // workers))
-    return max(d for d in range(1, cap + 1) if batch_size % d == 0)
-
-
-def _grouped(loader: Any, batch_size: int, device: torch.device
-             ) -> Iterator[Tuple[List[dict], Optional[torch.Tensor]]]:
-    """Chunks from ``loader`` -> (items, pixels on ``device`` or None) of ``batch_size`` items;
-    each chunk is copied to the device as it arrives (pinned, non-blocking) and joined there."""
-    items: List[dict] = []
-    parts: List[torch.Tensor] = []
-    for chunk in loader:
-        items.extend(chunk["items"])
-        if chunk["pixels"] is not None:
-            parts.append(chunk["pixels"].to(device, non_blocking=True))
-        if len(items) >= batch_size:
-            yield items, _joined(parts)
-            items, parts = [], []
-    if items:
-        yield items, _joined(parts)
-
-
-def _joined(parts: List[torch.Tensor]) -> Optional[torch.Tensor]:
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
 class Predictor:
     """Load once, predict many. ``Predictor.from_checkpoint(dir).predict("clip.mp4")``."""
 
     def __init__(self, model: torch.nn.Module, meta: Mapping[str, Any],
-                 device: Optional[str] = None) -> None:
+                 device: Optional[str] = None, workers: Optional[int] = None) -> None:
+        """``workers``: start that many decoding workers for ``stream`` now, before the model
+        moves to the device (see ``mmvgm.decoding``); otherwise they start on the first stream."""
         from mmvgm.data.transforms import VideoTransform
         from mmvgm.engine.calibration import Calibration
         from mmvgm.runtime import autocast_dtype, pick_device
@@ -164,6 +91,9 @@ class Predictor:
         self.transform = VideoTransform.from_config(preprocess)
         self.device = pick_device(device)
         self.autocast = autocast_dtype(self.device)
+        self._pool: Optional[DecodePool] = None
+        if workers:
+            self._decode_pool(workers).start()
         self.model = model.to(self.device).eval()
         if self.task == "joint":  # the trace head ranks the sources: every label but real
             self.source_labels = [n for n in self.labels if n != "real"]
@@ -176,18 +106,32 @@ class Predictor:
         self.path: Optional[Path] = None
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Optional[PathLike] = None,
-                        device: Optional[str] = None) -> "Predictor":
-        """Load ``checkpoint`` (or ``$MMVGM_CHECKPOINT``) with ``engine.checkpoint.load_checkpoint``."""
+    def from_checkpoint(cls, checkpoint: Optional[PathLike] = None, device: Optional[str] = None,
+                        workers: Optional[int] = None) -> "Predictor":
+        """Load ``checkpoint`` (or ``$MMVGM_CHECKPOINT``) with ``engine.checkpoint.load_checkpoint``;
+        ``workers``: start that many decoding workers for ``stream`` before the model moves to
+        the device (a scan about to run passes its ``--workers``)."""
         from mmvgm.engine.checkpoint import load_checkpoint
         from mmvgm.runtime import prepare_decoding_workers
 
         path = resolve_checkpoint(checkpoint)
         prepare_decoding_workers()  # a chosen fork server imports while the checkpoint loads
         model, meta = load_checkpoint(path)
-        predictor = cls(model, meta, device=device)
+        predictor = cls(model, meta, device=device, workers=workers)
         predictor.path = path
         return predictor
+
+    def close(self) -> None:
+        """Stop the decoding workers kept for ``stream`` (also done when the predictor is freed)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ scoring
     def _autocast(self):
@@ -363,7 +307,8 @@ class Predictor:
                frames: Optional[int] = None, sampling: Optional[str] = None
                ) -> Iterator[List[Dict[str, Any]]]:
         """Yield one list of records per batch, in input order; decoding runs in ``workers``
-        DataLoader processes, overlapped with inference (``workers=0`` decodes in-process)."""
+        DataLoader processes, overlapped with inference (``workers=0`` decodes in-process).
+        The workers stay up for this predictor's next stream, until ``close()``."""
         if batch_size < 1:
             raise InputError(f"--batch-size must be >= 1 (got {batch_size})")
         if workers < 0:
@@ -372,21 +317,32 @@ class Predictor:
         sampling = sampling or self.sampling
         if not paths:
             return
-        from mmvgm.runtime import CpuThreadsByLoad, prepare_decoding_workers
+        pool = self._decode_pool(workers)
+        pool.busy = True
+        try:
+            chunks = pool.decode([(path, frames, sampling) for path in paths], worker_chunk(batch_size, workers))
+            yield from self._scored_batches(grouped(chunks, batch_size, self.device), workers, frames, sampling)
+        except Exception:
+            if pool is self._pool:  # a worker died or the pool broke: the next stream starts afresh
+                self.close()
+            raise
+        finally:
+            pool.busy = False
 
-        dataset = ClipDataset(paths, frames, sampling, self.transform.geometric)
-        chunk = worker_chunk(batch_size, workers)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=chunk, shuffle=False, num_workers=workers,
-            collate_fn=collate_items, worker_init_fn=_worker_init if workers else None,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=2 if workers else None, persistent_workers=False,
-            multiprocessing_context=prepare_decoding_workers() if workers else None)
-        # the pin-memory thread pins for the CUDA device current when the iterator starts: make it
-        # ours (cuda:K under torchrun), or every rank would also open a context on GPU 0
-        with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
-            batches = iter(loader)
-        groups = _grouped(batches, batch_size, self.device)
+    def _decode_pool(self, workers: int) -> DecodePool:
+        """This predictor's decoding pool for ``workers`` (made or remade as needed), or a
+        one-off pool while it is busy with another stream."""
+        if self._pool is not None and self._pool.busy:
+            return DecodePool(self.transform.geometric, workers, self.device, persistent=False)
+        if self._pool is None or self._pool.workers != workers:
+            self.close()
+            self._pool = DecodePool(self.transform.geometric, workers, self.device)
+        return self._pool
+
+    def _scored_batches(self, groups: Iterator[Tuple[List[dict], Optional[torch.Tensor]]], workers: int,
+                        frames: int, sampling: str) -> Iterator[List[Dict[str, Any]]]:
+        from mmvgm.runtime import CpuThreadsByLoad
+
         with CpuThreadsByLoad(self.device, workers) as threads:
             pending = None  # one batch in flight: the next is submitted before this one is collected
             while True:

@@ -193,13 +193,6 @@ def test_cuda_stream_keeps_a_batch_in_flight_and_matches_cpu(ckpts, videos, tmp_
             assert b["fake_probability"] == pytest.approx(a["fake_probability"], abs=2e-2)
 
 
-def test_worker_chunks_divide_the_batch_and_spread_it():
-    from mmvgm.inference import worker_chunk
-
-    assert worker_chunk(16, 14) == 2 and worker_chunk(8, 2) == 4 and worker_chunk(8, 3) == 2
-    assert worker_chunk(8, 0) == 8 and worker_chunk(8, 1) == 8 and worker_chunk(7, 4) == 1
-
-
 def test_stream_batches_keep_their_size_and_order_with_chunked_workers(ckpts, videos, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")

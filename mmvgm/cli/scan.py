@@ -70,12 +70,14 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     from mmvgm.inference import Predictor
     from mmvgm.scan import rank_device, run_scan
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device))
-    predictor.frames = predictor.check_frames(frames)  # refuse before any output is created
-    predictor.sampling = sampling or predictor.sampling
-    summary = run_scan(predictor, path, out, batch_size=batch_size, workers=workers, resume=resume,
-                       shard=parse_shard(shard) if shard else None, retry_errors=retry_errors,
-                       progress=not quiet)
+    # the decoding workers start while the checkpoint loads, before the model is on the GPU
+    with Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device),
+                                   workers=workers) as predictor:
+        predictor.frames = predictor.check_frames(frames)  # refuse before any output is created
+        predictor.sampling = sampling or predictor.sampling
+        summary = run_scan(predictor, path, out, batch_size=batch_size, workers=workers, resume=resume,
+                           shard=parse_shard(shard) if shard else None, retry_errors=retry_errors,
+                           progress=not quiet)
     parts = [f"{summary.scored} scored", f"{summary.errors} errors"]
     if summary.skipped:
         parts.append(f"{summary.skipped} already done")

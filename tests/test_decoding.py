@@ -1,0 +1,88 @@
+"""DecodePool: decoding workers kept alive across a predictor's streams."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mmvgm.decoding import worker_chunk
+from mmvgm.inference import Predictor
+from tests.inference_helpers import make_checkpoint, make_videos
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "joint", "joint")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    return [str(v) for v in make_videos(tmp_path_factory.mktemp("videos"), 5, frames=12)]
+
+
+@pytest.fixture(scope="module")
+def expected(ckpt, videos):
+    with Predictor.from_checkpoint(ckpt, device="cpu") as pred:
+        return pred.predict_batch(videos, batch_size=2, workers=0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is not a worker any more
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def _probabilities(records):
+    return [r.get("fake_probability") for r in records]
+
+
+def test_worker_chunks_divide_the_batch_and_spread_it():
+    assert worker_chunk(16, 14) == 2 and worker_chunk(8, 2) == 4 and worker_chunk(8, 3) == 2
+    assert worker_chunk(8, 0) == 8 and worker_chunk(8, 1) == 8 and worker_chunk(7, 4) == 1
+
+
+def test_workers_start_with_the_predictor_and_serve_every_stream(ckpt, videos, expected):
+    with Predictor.from_checkpoint(ckpt, device="cpu", workers=2) as pred:
+        pids = pred._pool.worker_pids
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)  # forked before any stream
+        for _ in range(3):
+            got = pred.predict_batch(videos, batch_size=2, workers=2)
+            assert [r["path"] for r in got] == videos
+            assert _probabilities(got) == pytest.approx(_probabilities(expected), abs=1e-6)
+            assert pred._pool.worker_pids == pids
+    assert not any(_alive(pid) for pid in pids)  # close() stopped them
+
+
+def test_an_abandoned_stream_leaves_nothing_behind_for_the_next(ckpt, videos, expected):
+    with Predictor.from_checkpoint(ckpt, device="cpu") as pred:
+        stream = pred.stream(videos, batch_size=2, workers=2)
+        first = next(stream)
+        assert [r["path"] for r in first] == videos[:2]
+        stream.close()  # chunks still in flight in the workers
+        got = pred.predict_batch(videos[::-1], batch_size=2, workers=2)
+        assert [r["path"] for r in got] == videos[::-1]
+        assert _probabilities(got) == pytest.approx(_probabilities(expected)[::-1], abs=1e-6)
+
+
+def test_interleaved_streams_each_get_their_own_files(ckpt, videos, expected):
+    with Predictor.from_checkpoint(ckpt, device="cpu") as pred:
+        a = pred.stream(videos, batch_size=1, workers=2)
+        b = pred.stream(videos[::-1], batch_size=1, workers=2)  # the pool is busy: a one-off pool
+        got_a, got_b = [], []
+        for batch_a, batch_b in zip(a, b):
+            got_a += batch_a
+            got_b += batch_b
+        assert [r["path"] for r in got_a] == videos and [r["path"] for r in got_b] == videos[::-1]
+        assert _probabilities(got_b) == pytest.approx(_probabilities(expected)[::-1], abs=1e-6)
+        assert not pred._pool.busy
+
+
+def test_another_worker_count_replaces_the_pool(ckpt, videos, expected):
+    with Predictor.from_checkpoint(ckpt, device="cpu", workers=1) as pred:
+        old = pred._pool.worker_pids
+        got = pred.predict_batch(videos, batch_size=2, workers=2)
+        assert _probabilities(got) == pytest.approx(_probabilities(expected), abs=1e-6)
+        assert len(pred._pool.worker_pids) == 2 and not any(_alive(pid) for pid in old)
