@@ -89,12 +89,6 @@ class Predictor:
         if preprocess is None:
             raise CheckpointError("the checkpoint has no 'preprocess' section")
         self.transform = VideoTransform.from_config(preprocess)
-        self.device = pick_device(device)
-        self.autocast = autocast_dtype(self.device)
-        self._pool: Optional[DecodePool] = None
-        if workers:
-            self._decode_pool(workers).start()
-        self.model = model.to(self.device).eval()
         if self.task == "joint":  # the trace head ranks the sources: every label but real
             self.source_labels = [n for n in self.labels if n != "real"]
             if len(self.source_labels) != len(self.labels) - 1:
@@ -103,6 +97,14 @@ class Predictor:
             self.source_labels = list(self.labels)
         else:
             self.source_labels = []
+        if workers is not None and workers < 0:
+            raise InputError(f"workers must be >= 0 (got {workers})")
+        self.device = pick_device(device)
+        self.autocast = autocast_dtype(self.device)
+        self._pool: Optional[DecodePool] = None
+        if workers:
+            self._decode_pool(workers).start()
+        self.model = model.to(self.device).eval()
         self.path: Optional[Path] = None
 
     @classmethod

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from mmvgm.decoding import worker_chunk
+from mmvgm.errors import InputError
 from mmvgm.inference import Predictor
 from tests.inference_helpers import make_checkpoint, make_videos
 
@@ -86,3 +87,8 @@ def test_another_worker_count_replaces_the_pool(ckpt, videos, expected):
         got = pred.predict_batch(videos, batch_size=2, workers=2)
         assert _probabilities(got) == pytest.approx(_probabilities(expected), abs=1e-6)
         assert len(pred._pool.worker_pids) == 2 and not any(_alive(pid) for pid in old)
+
+
+def test_a_negative_worker_count_is_an_input_error(ckpt):
+    with pytest.raises(InputError, match="workers must be >= 0"):
+        Predictor.from_checkpoint(ckpt, device="cpu", workers=-1)
