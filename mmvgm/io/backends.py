@@ -311,23 +311,27 @@ _inherited_converters: List[object] = []
 
 
 def frame_to_rgb(frame) -> np.ndarray:
-    """A decoded PyAV frame as uint8 (H, W, 3) RGB, the same pixels as
-    ``frame.to_ndarray(format="rgb24")`` (rotation metadata not applied).
+    """A decoded PyAV frame as uint8 (H, W, 3) RGB (rotation metadata not applied), with the
+    pixels OpenCV's decoder gives: swscale to BGR24 with bicubic chroma interpolation, as
+    OpenCV asks for. PyAV's own ``to_ndarray(format="rgb24")`` (bilinear) is the same for
+    8-bit 4:2:0 video but differs by up to 7 levels on 10-bit or 4:2:2 video; this way the
+    backend ``auto`` picks never changes a clip's pixels.
 
     One swscale context per thread and process is kept and reused: ``to_ndarray`` builds and
     frees a new context for every frame, which cost 0.37 ms per 240p frame against 0.05 ms with
     the context kept (measured with one decoder thread). A forked child builds its own context
     and leaves its copy of the parent's alone.
     """
-    cached = getattr(_converters, "rgb", None)
+    cached = getattr(_converters, "bgr", None)
     if cached is None or cached[0] != os.getpid():
         from av.video.reformatter import VideoReformatter
 
         if cached is not None:
             _inherited_converters.append(cached)
-        cached = _converters.rgb = (os.getpid(), VideoReformatter())
+        cached = _converters.bgr = (os.getpid(), VideoReformatter())
     threads = decoder_threads()
-    return cached[1].reformat(frame, format="rgb24", threads=threads or None).to_ndarray()
+    bgr = cached[1].reformat(frame, format="bgr24", interpolation="BICUBIC", threads=threads or None)
+    return _cv2().cvtColor(bgr.to_ndarray(), _cv2().COLOR_BGR2RGB)
 
 
 def _rotate(rgb: np.ndarray, degrees) -> np.ndarray:

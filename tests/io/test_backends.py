@@ -1,5 +1,6 @@
-"""Decoder thread policy: one thread per decode inside DataLoader workers."""
+"""Decoder thread policy (one thread per decode inside DataLoader workers) and PyAV's RGB conversion."""
 import numpy as np
+import pytest
 import torch
 
 from mmvgm.io import read_clip
@@ -50,23 +51,56 @@ def test_one_thread_decodes_the_same_pixels(monkeypatch, tmp_path):
 
 
 def _rgb_both_ways(path):
+    """Every frame through ``frame_to_rgb`` and through OpenCV."""
     import av
 
-    from mmvgm.io.backends import frame_to_rgb
+    from mmvgm.io.backends import _cv2, frame_to_rgb
 
     with av.open(str(path)) as container:
-        frames = list(container.decode(video=0))
-    return [frame_to_rgb(f) for f in frames], [f.to_ndarray(format="rgb24") for f in frames]
+        ours = [frame_to_rgb(f) for f in container.decode(video=0)]
+    cv2 = _cv2()
+    capture = cv2.VideoCapture(str(path))
+    theirs = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        theirs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return ours, theirs
 
 
-def test_cached_rgb_conversion_gives_pyav_pixels(tmp_path):
-    video = write_video(tmp_path / "v.mp4", make_frames(6, height=48, width=64))
-    cached, plain = _rgb_both_ways(video)
-    assert len(cached) == 6
-    assert all(np.array_equal(a, b) for a, b in zip(cached, plain))
-    small = write_video(tmp_path / "small.mp4", make_frames(3, height=32, width=40))
-    cached, plain = _rgb_both_ways(small)  # another size through the same cached context
-    assert cached[0].shape == (32, 40, 3) and all(np.array_equal(a, b) for a, b in zip(cached, plain))
+def _write_pix_fmt(path, frames, pix_fmt):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuvj420p", "yuv420p10le", "yuv422p10le"])
+def test_pyav_frames_convert_to_opencvs_pixels(tmp_path, pix_fmt):
+    video = _write_pix_fmt(tmp_path / "v.mp4", make_frames(6, height=48, width=64), pix_fmt)
+    ours, theirs = _rgb_both_ways(video)
+    assert len(ours) == len(theirs) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+    if pix_fmt == "yuv420p10le":  # where PyAV's own rgb24 conversion differs
+        import av
+
+        with av.open(str(video)) as container:
+            plain = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        assert any(not np.array_equal(a, b) for a, b in zip(plain, theirs))
+
+
+def test_the_cached_conversion_follows_a_change_of_size(tmp_path):
+    for size in ((48, 64), (32, 40)):
+        video = write_video(tmp_path / f"{size[0]}.mp4", make_frames(3, height=size[0], width=size[1]))
+        ours, theirs = _rgb_both_ways(video)
+        assert ours[0].shape == (*size, 3) and all(np.array_equal(a, b) for a, b in zip(ours, theirs))
 
 
 def _convert_in_child(path, queue):
