@@ -104,20 +104,36 @@ def test_the_cached_conversion_follows_a_change_of_size(tmp_path):
 
 
 def _convert_in_child(path, queue):
-    cached, plain = _rgb_both_ways(path)
-    queue.put(all(np.array_equal(a, b) for a, b in zip(cached, plain)))
+    ours, theirs = _rgb_both_ways(path)
+    queue.put(all(np.array_equal(a, b) for a, b in zip(ours, theirs)))
 
 
-def test_forked_child_builds_its_own_rgb_context(tmp_path):
+def test_a_forked_child_converts_and_exits_after_the_parent_converted(tmp_path):
+    """The parent converted on its main thread and on a thread that is still alive (as in a
+    threaded service); a forked child (a DataLoader worker) converts, then exits: nothing hangs."""
     import multiprocessing
+    import threading
 
     video = write_video(tmp_path / "v.mp4", make_frames(4))
-    _rgb_both_ways(video)  # the parent's context exists (and its threads) before the fork
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_convert_in_child, args=(str(video), queue), daemon=True)
-    child.start()
-    child.join(60)
-    if child.exitcode is None:  # freeing the inherited context would wait forever
-        child.kill()
-    assert child.exitcode == 0 and queue.get(timeout=5) is True
+    _rgb_both_ways(video)
+    converted, release = threading.Event(), threading.Event()
+
+    def service_thread():
+        _rgb_both_ways(video)
+        converted.set()
+        release.wait(120)
+    helper = threading.Thread(target=service_thread, daemon=True)
+    helper.start()
+    try:
+        assert converted.wait(60)
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_convert_in_child, args=(str(video), queue), daemon=True)
+        child.start()
+        child.join(60)
+        if child.exitcode is None:  # hung
+            child.kill()
+        assert child.exitcode == 0 and queue.get(timeout=5) is True
+    finally:
+        release.set()
+        helper.join(10)
