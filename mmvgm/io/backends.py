@@ -234,7 +234,19 @@ class PyAVReader(FrameReader):
             self._reopen()  # decoding from the first frame must not trust a seek
         self._at_start = False
         for frame in self.container.decode(self.stream):
+            self._check_size(frame)
             yield (lambda f=frame: _rgb(f)), (frame.width, frame.height)
+
+    def _check_size(self, frame) -> None:
+        """Every frame must have the header's size (the first frame's, for a header without
+        one): a size change mid-stream (joined streams) cannot be stacked into one clip, and
+        a larger later frame would slip past the pixel budget checked on the header. OpenCV,
+        tried next by ``auto``, scales every frame to the first one's size."""
+        if not (self.width and self.height):
+            self.width, self.height = frame.width, frame.height
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise DecodeError(f"the frame size changes within the video ({self.width}x{self.height} to "
+                              f"{frame.width}x{frame.height})", self.path)
 
     def demux(self, max_frames: Optional[int] = None) -> "DemuxInfo":
         """``demux_info`` of this file, read through this reader's container."""
@@ -272,6 +284,7 @@ class PyAVReader(FrameReader):
                     if not checked:
                         check_pixels(frame.width, frame.height, self.max_pixels, self.path)
                         checked = True
+                    self._check_size(frame)
                     if index in wanted_set:
                         got[index] = _rgb(frame)
                     index += 1

@@ -363,3 +363,31 @@ def test_frame_budget_stops_counting_early(mp4, monkeypatch):
     with pytest.raises(LimitError):
         read_clip(mp4, 2, max_frames=3)
     assert max(seen) == 4
+
+
+def _mpegts(frames: np.ndarray) -> bytes:
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def test_a_size_change_mid_stream_is_read_at_the_first_size(tmp_path):
+    """Two joined transport streams, 96x64 then 160x128: PyAV refuses to mix sizes in a clip
+    (and a larger later frame must not pass the budget checked on the header); ``auto`` then
+    reads it with OpenCV, which scales every frame to the first size."""
+    path = tmp_path / "joined.ts"
+    path.write_bytes(_mpegts(make_frames(10, 64, 96)) + _mpegts(make_frames(10, 128, 160, seed=3)))
+    with pytest.raises(DecodeError, match="frame size changes within the video"):
+        read_clip(path, 20, backend="pyav")
+    for kwargs in ({}, {"start": 12}, {"start": 12, "max_pixels": 96 * 64}):
+        clip = read_clip(path, 4 if kwargs else 20, **kwargs)
+        assert clip.shape[1:] == (64, 96, 3) and clip.backend == "opencv"
