@@ -86,8 +86,9 @@ class _Chunks(torch.utils.data.Sampler):
 class DecodePool:
     """``workers`` DataLoader processes decoding ``(path, frames, sampling)`` requests.
 
-    ``persistent=True`` keeps the workers between calls of :meth:`decode`; one call at a time
-    (``busy`` says whether one is under way). ``workers=0`` decodes in this process.
+    ``persistent=True`` keeps the workers between calls of :meth:`decode`; one pass at a time
+    (``busy`` says whether one is under way; its caller calls :meth:`done` after it).
+    ``workers=0`` decodes in this process.
     """
 
     def __init__(self, geometric, workers: int, device: torch.device, persistent: bool = True) -> None:
@@ -96,6 +97,7 @@ class DecodePool:
         self.workers = workers
         self.device = device
         self.busy = False
+        self._close_when_done = False
         self._chunks = _Chunks()
         self._loader = torch.utils.data.DataLoader(
             ClipDataset(geometric), batch_sampler=self._chunks, num_workers=workers,
@@ -105,13 +107,16 @@ class DecodePool:
             multiprocessing_context=prepare_decoding_workers() if workers else None)
 
     def _pinning_device(self):
-        # The pin-memory thread pins for the CUDA device current when the first iterator starts.
-        # cuda:K (K > 0, e.g. a torchrun rank) must be made current, or every rank would open a
-        # context on GPU 0; entering it initialises CUDA, so cuda:0 is left as it is, which lets
-        # the workers fork before CUDA starts.
-        if self.device.type == "cuda" and (self.device.index or 0) != 0:
-            return torch.cuda.device(self.device)
-        return nullcontext()
+        # The pin-memory thread pins for the CUDA device current when the first iterator starts:
+        # ours must be current (cuda:K under torchrun), or pinning would open a context on
+        # another GPU. Making it current initialises CUDA, so it is skipped only where nothing
+        # can differ: CUDA not started yet (it will start on GPU 0) and the device is cuda:0.
+        # Then the workers fork before CUDA starts.
+        if self.device.type != "cuda":
+            return nullcontext()
+        if (self.device.index or 0) == 0 and not torch.cuda.is_initialized():
+            return nullcontext()
+        return torch.cuda.device(self.device)
 
     def start(self) -> None:
         """Start the workers now (an empty pass), instead of on the first ``decode``."""
@@ -119,26 +124,81 @@ class DecodePool:
         with self._pinning_device():
             for _ in self._loader:
                 pass
+        self.done()
 
     def decode(self, requests: Sequence[Request], chunk: int) -> Iterator[dict]:
         """Collated chunks (``collate_items``) of ``chunk`` requests each, in order.
 
         A pass left unfinished is drained by the next one (torch's persistent workers finish
-        the outstanding chunks before the next pass starts)."""
+        the outstanding chunks before the next pass starts). Workers that died while idle
+        (killed, out of memory) are replaced first."""
         self._chunks.chunks = [list(requests[i:i + chunk]) for i in range(0, len(requests), chunk)]
+        idle = self._idle_iterator()
+        if idle is not None:
+            if all(w.is_alive() for w in idle._workers):
+                self._watch(idle, True)
+            else:
+                self._shutdown()  # iter() below starts fresh workers
+                idle = None
         with self._pinning_device():
-            return iter(self._loader)
+            try:
+                return iter(self._loader)
+            except RuntimeError:
+                # A worker died as the pass started (a killed process is reported only once
+                # all its threads have ended): nothing of this pass was handed out yet.
+                if idle is None:
+                    raise
+                self._shutdown()
+                return iter(self._loader)
+
+    def _idle_iterator(self) -> Optional[Any]:
+        """The persistent workers' iterator (between passes, or the one under way), if any."""
+        iterator = getattr(self._loader, "_iterator", None)
+        return iterator if hasattr(iterator, "_workers") else None
+
+    @staticmethod
+    def _watch(iterator: Any, on: bool) -> None:
+        # torch's SIGCHLD handler raises in the main thread, wherever it is, when a registered
+        # worker dies. Idle workers are not registered: one that dies between passes (killed,
+        # out of memory) must not raise in the caller's unrelated code; ``decode`` replaces it.
+        from torch.utils.data._utils import signal_handling
+
+        if on and not iterator._worker_pids_set:
+            signal_handling._set_worker_pids(id(iterator), tuple(w.pid for w in iterator._workers))
+            iterator._worker_pids_set = True
+        elif not on and iterator._worker_pids_set:
+            signal_handling._remove_worker_pids(id(iterator))
+            iterator._worker_pids_set = False
 
     @property
     def worker_pids(self) -> List[int]:
         """PIDs of the running workers (empty before the first pass or without persistence)."""
-        iterator: Any = getattr(self._loader, "_iterator", None)
-        return [w.pid for w in getattr(iterator, "_workers", [])]
+        iterator = self._idle_iterator()
+        return [] if iterator is None else [w.pid for w in iterator._workers]
+
+    def done(self) -> None:
+        """The current pass is over (finished or abandoned); a ``close()`` asked for during it
+        happens now."""
+        self.busy = False
+        if self._close_when_done:
+            self.close()
+            return
+        idle = self._idle_iterator()
+        if idle is not None:
+            self._watch(idle, False)
 
     def close(self) -> None:
-        """Stop the workers (they also stop when the pool is garbage collected)."""
-        iterator: Optional[Any] = getattr(self._loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        """Stop the workers (they also stop when the pool is garbage collected). During a pass
+        the workers stop when it is ``done()``: stopping them under it would end it silently,
+        short of its files."""
+        if self.busy:
+            self._close_when_done = True
+            return
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        iterator = self._idle_iterator()
+        if iterator is not None:
             iterator._shutdown_workers()
         self._loader._iterator = None
 

@@ -124,7 +124,8 @@ class Predictor:
         return predictor
 
     def close(self) -> None:
-        """Stop the decoding workers kept for ``stream`` (also done when the predictor is freed)."""
+        """Stop the decoding workers kept for ``stream`` (also done when the predictor is freed);
+        a stream under way keeps them until it ends."""
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -297,8 +298,11 @@ class Predictor:
 
     def predict_batch(self, paths: Sequence[PathLike], frames: Optional[int] = None,
                       sampling: Optional[str] = None, batch_size: int = 8,
-                      workers: int = 0) -> List[Dict[str, Any]]:
-        """Score many videos; a bad file gives ``{"path", "error"}`` instead of raising."""
+                      workers: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Score many videos; a bad file gives ``{"path", "error"}`` instead of raising.
+        ``workers``: decoding processes; by default the predictor's running ones, else none."""
+        if workers is None:
+            workers = self._pool.workers if self._pool is not None else 0
         out: List[Dict[str, Any]] = []
         for batch in self.stream([str(p) for p in paths], batch_size=batch_size, workers=workers,
                                  frames=frames, sampling=sampling):
@@ -329,7 +333,7 @@ class Predictor:
                 self.close()
             raise
         finally:
-            pool.busy = False
+            pool.done()
 
     def _decode_pool(self, workers: int) -> DecodePool:
         """This predictor's decoding pool for ``workers`` (made or remade as needed), or a

@@ -50,7 +50,7 @@ def test_workers_start_with_the_predictor_and_serve_every_stream(ckpt, videos, e
         pids = pred._pool.worker_pids
         assert len(pids) == 2 and all(_alive(pid) for pid in pids)  # forked before any stream
         for _ in range(3):
-            got = pred.predict_batch(videos, batch_size=2, workers=2)
+            got = pred.predict_batch(videos, batch_size=2)  # default: the running workers
             assert [r["path"] for r in got] == videos
             assert _probabilities(got) == pytest.approx(_probabilities(expected), abs=1e-6)
             assert pred._pool.worker_pids == pids
@@ -92,3 +92,38 @@ def test_another_worker_count_replaces_the_pool(ckpt, videos, expected):
 def test_a_negative_worker_count_is_an_input_error(ckpt):
     with pytest.raises(InputError, match="workers must be >= 0"):
         Predictor.from_checkpoint(ckpt, device="cpu", workers=-1)
+
+
+def test_closing_during_a_stream_lets_it_finish_then_stops_the_workers(ckpt, videos, expected):
+    pred = Predictor.from_checkpoint(ckpt, device="cpu", workers=2)
+    pids = pred._pool.worker_pids
+    stream = pred.stream(videos, batch_size=1, workers=2)
+    got = next(stream)
+    pred.close()  # e.g. the end of a `with` block while the stream is suspended
+    got += [r for batch in stream for r in batch]
+    assert [r["path"] for r in got] == videos  # no file silently dropped
+    assert _probabilities(got) == pytest.approx(_probabilities(expected), abs=1e-6)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _dead(pid: int) -> bool:
+    """Whether the child ``pid`` has ended and can be waited for (without reaping it)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+@pytest.mark.parametrize("wait", [True, False], ids=["reported-dead", "dying-as-the-stream-starts"])
+def test_a_worker_that_dies_between_streams_is_replaced_without_raising_elsewhere(ckpt, videos, expected,
+                                                                                   wait):
+    import signal
+    import time
+
+    with Predictor.from_checkpoint(ckpt, device="cpu", workers=2) as pred:
+        first = pred._pool.worker_pids
+        os.kill(first[0], signal.SIGKILL)  # e.g. the out-of-memory killer, while the pool is idle
+        deadline = time.time() + 10
+        while wait and not _dead(first[0]) and time.time() < deadline:
+            time.sleep(0.05)  # the caller's own code runs on, undisturbed by SIGCHLD
+        got = pred.predict_batch(videos, batch_size=2)
+        assert [r["path"] for r in got] == videos
+        assert _probabilities(got) == pytest.approx(_probabilities(expected), abs=1e-6)
+        assert len(pred._pool.worker_pids) == 2 and first[0] not in pred._pool.worker_pids
