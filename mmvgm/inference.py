@@ -19,6 +19,7 @@ source ranking answers "if generated, by what?" and is reported whatever the ver
 """
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -102,6 +103,7 @@ class Predictor:
         self.device = pick_device(device)
         self.autocast = autocast_dtype(self.device)
         self._pool: Optional[DecodePool] = None
+        self._pool_lock = threading.Lock()
         if workers:
             self._decode_pool(workers).start()
         self.model = model.to(self.device).eval()
@@ -323,8 +325,9 @@ class Predictor:
         sampling = sampling or self.sampling
         if not paths:
             return
-        pool = self._decode_pool(workers)
-        pool.busy = True
+        with self._pool_lock:  # two threads must not both take the free pool
+            pool = self._decode_pool(workers)
+            pool.busy = True
         try:
             chunks = pool.decode([(path, frames, sampling) for path in paths], worker_chunk(batch_size, workers))
             yield from self._scored_batches(grouped(chunks, batch_size, self.device), workers, frames, sampling)

@@ -127,3 +127,16 @@ def test_a_worker_that_dies_between_streams_is_replaced_without_raising_elsewher
         assert [r["path"] for r in got] == videos
         assert _probabilities(got) == pytest.approx(_probabilities(expected), abs=1e-6)
         assert len(pred._pool.worker_pids) == 2 and first[0] not in pred._pool.worker_pids
+
+
+def test_threads_streaming_through_one_predictor_each_get_their_own_files(ckpt, videos, expected):
+    from concurrent.futures import ThreadPoolExecutor
+
+    orders = [videos, videos[::-1], videos[1:] + videos[:1]]
+    with Predictor.from_checkpoint(ckpt, device="cpu", workers=2) as pred:
+        with ThreadPoolExecutor(3) as threads:
+            results = list(threads.map(lambda order: pred.predict_batch(order, batch_size=2), orders * 2))
+    by_path = dict(zip(videos, _probabilities(expected)))
+    for order, got in zip(orders * 2, results):
+        assert [r["path"] for r in got] == order
+        assert _probabilities(got) == pytest.approx([by_path[p] for p in order], abs=1e-6)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -81,13 +81,15 @@ def _read_clips(path: PathLike, num_frames: int, sampling: "str | Sampling", sta
         return read_frames_clips(path, num_frames, plan, starts, pixels, frames_budget)
     check_media_file(path, VIDEO_EXTENSIONS, "video")
 
-    opened = _open_counting_reader(path, order[0], pixels)
+    opened, cannot_open = _open_counting_reader(path, order[0], pixels)
     try:
-        info = _demux_or_none(path, frames_budget, opened)
+        info = None if cannot_open else _demux_or_none(path, frames_budget, opened)
         if info is not None:
             check_pixels(info.width, info.height, pixels, path)
-        failures: List[str] = []
+        failures: List[str] = [cannot_open] if cannot_open else []
         for name in order:
+            if cannot_open and name == order[0]:
+                continue  # it could not open the file a moment ago
             try:
                 return _read_with(BACKENDS[name], path, num_frames, plan, starts, pixels, frames_budget,
                                   None if info is None else info.frames,
@@ -146,17 +148,19 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
     raise _undecodable(path, failures)
 
 
-def _open_counting_reader(path: Path, name: str, max_pixels: int) -> Optional[PyAVReader]:
-    """The ``name`` reader opened on ``path`` when it can count packets (PyAV), to count and then
-    decode through one open file; None otherwise or when it cannot open the file."""
+def _open_counting_reader(path: Path, name: str, max_pixels: int
+                          ) -> Tuple[Optional[PyAVReader], Optional[str]]:
+    """(the ``name`` reader opened on ``path``, None) when it can count packets (PyAV), to count
+    and then decode through one open file; (None, why) when it cannot open the file; (None,
+    None) for other readers."""
     if BACKENDS[name] is not PyAVReader:
-        return None
+        return None, None
     try:
-        return PyAVReader(path, max_pixels)
+        return PyAVReader(path, max_pixels), None
     except LimitError:
         raise
-    except InputError:
-        return None  # the read reports it, with the other backends' reasons
+    except InputError as exc:
+        return None, exc.message  # the read reports it, with the other backends' reasons
 
 
 def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, starts: Sequence[int],
