@@ -32,7 +32,9 @@ def read_clip(path: PathLike, num_frames: int = 16, sampling: "str | Sampling" =
     PyAV seeks to the keyframe at or before a late ``start`` (or a far sampled frame) when
     the packets' timestamps name every frame exactly, and decodes from the first frame
     otherwise; the frames are the same either way (OpenCV always decodes from the first
-    frame). PyAV decodes from the container that counted the packets: one open per file.
+    frame), except that on a damaged file the decoder's concealment of broken frames can
+    differ after a seek. PyAV decodes from the container that counted the packets: one open
+    per file.
 
     Budgets (``None`` = the module defaults, see ``mmvgm.io.limits``): a frame larger than
     ``max_pixels`` (checked on the header before decoding) or a video longer than
