@@ -62,12 +62,19 @@ def write_video(path: Path, frames: np.ndarray, fmt: str = "mp4-h264", fps: int 
 
 
 def _write_av(path: Path, frames: np.ndarray, codec: str, fps: int) -> None:
+    encode_av(str(path), frames, codec, fps, pix_fmt={"gif": "rgb8"}.get(codec, "yuv420p"))
+
+
+def encode_av(target, frames: np.ndarray, codec: str = "libx264", fps: int = 10, pix_fmt: str = "yuv420p",
+              container_format: str | None = None) -> None:
+    """Encode ``frames`` (T,H,W,3 RGB uint8) with PyAV into ``target`` (a path, or a file object
+    with ``container_format``), e.g. a 10-bit ``pix_fmt`` or an MPEG-TS stream in memory."""
     import av
 
-    with av.open(str(path), mode="w") as container:
+    with av.open(target, mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = {"gif": "rgb8"}.get(codec, "yuv420p")
+        stream.pix_fmt = pix_fmt
         if codec == "libx264":
             stream.options = {"crf": "18", "preset": "ultrafast"}
         for frame in frames:

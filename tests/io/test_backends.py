@@ -5,7 +5,7 @@ import torch
 
 from mmvgm.io import read_clip
 from mmvgm.io.backends import decoder_threads, preload_decoders
-from tests.media import make_frames, write_video
+from tests.media import encode_av, make_frames, write_video
 
 
 class _ThreadsSeenInWorker(torch.utils.data.Dataset):
@@ -70,21 +70,10 @@ def _rgb_both_ways(path):
     return ours, theirs
 
 
-def _write_pix_fmt(path, frames, pix_fmt):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuvj420p", "yuv420p10le", "yuv422p10le"])
 def test_pyav_frames_convert_to_opencvs_pixels(tmp_path, pix_fmt):
-    video = _write_pix_fmt(tmp_path / "v.mp4", make_frames(6, height=48, width=64), pix_fmt)
+    video = tmp_path / "v.mp4"
+    encode_av(str(video), make_frames(6, height=48, width=64), pix_fmt=pix_fmt)
     ours, theirs = _rgb_both_ways(video)
     assert len(ours) == len(theirs) == 6
     assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))

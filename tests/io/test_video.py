@@ -16,7 +16,7 @@ from mmvgm.io import probe, read_clip
 from mmvgm.io import backends as backends_module
 from mmvgm.io import video as video_module
 from tests.io.conftest import HEIGHT, N_FRAMES, WIDTH, gif_with_claimed_size
-from tests.media import FORMATS, frame_index, make_frames, write_video
+from tests.media import FORMATS, encode_av, frame_index, make_frames, write_video
 
 BACKENDS = ["opencv", "pyav"]
 CODECS = {"mp4-h264": "h264", "mp4-mpeg4": "mpeg4", "mkv-h264": "h264", "webm-vp8": "vp8",
@@ -368,15 +368,8 @@ def test_frame_budget_stops_counting_early(mp4, monkeypatch):
 def _mpegts(frames: np.ndarray) -> bytes:
     import io
 
-    import av
-
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mpegts") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    encode_av(buffer, frames, container_format="mpegts")
     return buffer.getvalue()
 
 
