@@ -78,3 +78,18 @@ def test_worker_start_method_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(WORKER_START_ENV, "thread")
     with pytest.raises(InputError, match="use one of fork, forkserver, spawn"):
         worker_start_method()
+
+
+@pytest.mark.parametrize("cores, env, expected", [
+    (2, {}, 2),                              # the 2-core default is kept
+    (16, {}, 14),                            # a GPU machine: 2 cores for the model's process
+    (128, {}, 16),                           # capped
+    (16, {"LOCAL_WORLD_SIZE": "4"}, 2),      # four ranks share 16 cores
+    (64, {"LOCAL_WORLD_SIZE": "2"}, 16),
+    (16, {"LOCAL_WORLD_SIZE": "junk"}, 14),
+])
+def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatch, cores, env, expected):
+    from mmvgm import runtime
+
+    monkeypatch.setattr(runtime, "usable_cores", lambda: cores)
+    assert runtime.default_decode_workers(env) == expected

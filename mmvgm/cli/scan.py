@@ -16,8 +16,9 @@ from mmvgm.errors import InputError
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Results file: .jsonl (one JSON object per line) or .csv.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--workers", "-j", type=click.IntRange(min=0), default=2, show_default=True,
-              help="DataLoader processes decoding ahead of the model (0: decode in-process).")
+@click.option("--workers", "-j", type=click.IntRange(min=0), default=None,
+              help="DataLoader processes decoding ahead of the model (0: decode in-process) "
+                   "[default: the usable cores less 2, from 2 to 16; under torchrun, this rank's share].")
 @click.option("--resume", is_flag=True, help="Continue an existing output: skip files already in it.")
 @click.option("--retry-errors", is_flag=True, help="With --resume: score files that failed before again.")
 @click.option("--shard", default=None, metavar="I/N",
@@ -30,7 +31,7 @@ from mmvgm.errors import InputError
               help="consecutive | uniform | stride:K [default: the checkpoint's].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size: int, workers: int,
+def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size: int, workers: Optional[int],
             resume: bool, retry_errors: bool, shard: Optional[str], merge_only: bool,
             frames: Optional[int], sampling: Optional[str], device: str, quiet: bool) -> None:
     """Score every video under PATH (a folder, recursive, or a .csv/.jsonl/.txt manifest).
@@ -69,6 +70,10 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
         raise InputError("--retry-errors only makes sense with --resume")
     from mmvgm.inference import Predictor
     from mmvgm.scan import rank_device, run_scan
+    from mmvgm.runtime import default_decode_workers
+
+    if workers is None:
+        workers = default_decode_workers()
 
     # the decoding workers start while the checkpoint loads, before the model is on the GPU
     with Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device),
