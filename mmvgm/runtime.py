@@ -5,6 +5,7 @@ import hashlib
 import os
 import platform
 import random
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Mapping, Optional
@@ -112,6 +113,17 @@ def prepare_decoding_workers() -> Optional[str]:
         multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
         forkserver.ensure_running()
     return method
+
+
+def forget_inherited_executor_threads() -> None:
+    """Call first thing in a forked worker. A worker forked from a ``ThreadPoolExecutor``
+    thread (a service calling ``predict_batch`` from one) inherits the executor's list of its
+    threads, the forked one included; at exit Python joins them, fails on that one ("cannot
+    join current thread") and the worker ends with code 1, which torch reports in the parent
+    as a crashed worker. None of those threads exists in the child."""
+    executor_threads = sys.modules.get("concurrent.futures.thread")
+    if executor_threads is not None and hasattr(executor_threads, "_threads_queues"):
+        executor_threads._threads_queues.clear()
 
 
 def may_set_cpu_threads(device: torch.device, workers: int) -> bool:

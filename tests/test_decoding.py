@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from mmvgm.decoding import worker_chunk
 from mmvgm.errors import InputError
@@ -140,3 +141,27 @@ def test_threads_streaming_through_one_predictor_each_get_their_own_files(ckpt, 
     for order, got in zip(orders * 2, results):
         assert [r["path"] for r in got] == order
         assert _probabilities(got) == pytest.approx([by_path[p] for p in order], abs=1e-6)
+
+
+def test_workers_forked_from_an_executor_thread_exit_cleanly(videos):
+    # Forked from a ThreadPoolExecutor thread (a service scoring from one), a worker used to end
+    # with code 1 at exit ("cannot join current thread"), which torch can report as a crash.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmvgm.data.transforms import VideoTransform
+    from mmvgm.decoding import DecodePool
+
+    def one_pass():
+        pool = DecodePool(VideoTransform(resize_shortest=32, crop=32).geometric, 2, torch.device("cpu"),
+                          persistent=False)
+        chunks = pool.decode([(v, 4, "uniform") for v in videos], 1)
+        workers = list(chunks._workers)
+        items = [item for chunk in chunks for item in chunk["items"]]
+        for worker in workers:
+            worker.join(10)
+        return [it["error"] for it in items], [w.exitcode for w in workers]
+
+    with ThreadPoolExecutor(1) as thread:
+        errors, exit_codes = thread.submit(one_pass).result()
+    assert errors == [None] * len(videos)
+    assert exit_codes == [0, 0]
