@@ -48,7 +48,8 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-#: Workers past this add memory, not files/s, against one model (bench_scan on a 16-core H100 machine).
+#: A bound on the memory of many-core hosts: each worker holds its own decoders and clips. 14 to 16
+#: processes were the most measured (16-core H100 machine); more were not.
 MAX_DEFAULT_DECODE_WORKERS = 16
 
 

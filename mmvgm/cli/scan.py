@@ -69,8 +69,8 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     if retry_errors and not resume:
         raise InputError("--retry-errors only makes sense with --resume")
     from mmvgm.inference import Predictor
-    from mmvgm.scan import rank_device, run_scan
     from mmvgm.runtime import default_decode_workers
+    from mmvgm.scan import rank_device, run_scan
 
     if workers is None:
         workers = default_decode_workers()

@@ -77,7 +77,7 @@ class VideoMAE(Backbone):
 
 def sinusoid_table(n_position: int, d_hid: int) -> torch.Tensor:
     """transformers' VideoMAE ``get_sinusoid_encoding_table``, value for value, without its
-    Python loop over every (position, channel) pair, which took 1.5 s of each VideoMAE-base
+    Python loop over every (position, channel) pair, which took 1.3-1.5 s of each VideoMAE-base
     build on the 2-core machine and 2.5 s on the H100 machine (1568 x 768 entries). Each
     entry is the same float64 division, so the float32 table is bit-identical."""
     denominators = np.array([np.power(10000, 2 * (j // 2) / d_hid) for j in range(d_hid)])
