@@ -23,9 +23,6 @@ Request = Tuple[str, int, str]
 
 
 def _worker_init(_: int) -> None:
-    from mmvgm.runtime import forget_inherited_executor_threads
-
-    forget_inherited_executor_threads()
     # DataLoader workers decode; one torch thread each keeps them from fighting the model for
     # cores. (Not cv2.setNumThreads: in a forked worker it tears down the parent's OpenCV
     # thread pool and can deadlock.)

@@ -117,14 +117,19 @@ def prepare_decoding_workers() -> Optional[str]:
 
 
 def forget_inherited_executor_threads() -> None:
-    """Call first thing in a forked worker. A worker forked from a ``ThreadPoolExecutor``
-    thread (a service calling ``predict_batch`` from one) inherits the executor's list of its
-    threads, the forked one included; at exit Python joins them, fails on that one ("cannot
-    join current thread") and the worker ends with code 1, which torch reports in the parent
-    as a crashed worker. None of those threads exists in the child."""
+    """Runs in every child forked from a process that imported this module (every decoding or
+    training worker). A child forked from a ``ThreadPoolExecutor`` thread (a service calling
+    ``predict_batch`` from one) inherits the executor's list of its threads, the forked one
+    included; at exit Python joins them, fails on that one ("cannot join current thread") and
+    the child ends with code 1, which torch reports in the parent as a crashed worker. None of
+    those threads exists in the child."""
     executor_threads = sys.modules.get("concurrent.futures.thread")
     if executor_threads is not None and hasattr(executor_threads, "_threads_queues"):
         executor_threads._threads_queues.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=forget_inherited_executor_threads)
 
 
 def may_set_cpu_threads(device: torch.device, workers: int) -> bool:

@@ -385,9 +385,6 @@ class SkipBadLoader(DataLoader):
 def _seed_worker(worker_id: int) -> None:
     import random
 
-    from mmvgm.runtime import forget_inherited_executor_threads
-
-    forget_inherited_executor_threads()
     seed = torch.initial_seed() % 2**32  # distinct per worker, derived from the loader's generator
     np.random.seed(seed)
     random.seed(seed)
