@@ -74,8 +74,8 @@ def make_videos(folder: Path, count: int, frames: int, width: int, height: int, 
 
 
 def make_predictor(workdir: Path, backbone: str, frames: int, size: int, device: str):
-    from mmvgm.engine.checkpoint import save_checkpoint
-    from mmvgm.inference import Predictor
+    from mmvgm.checkpoint.files import save_checkpoint
+    from mmvgm.predict.predictor import Predictor
     from mmvgm.models import build_model
     from mmvgm.models.registry import resolve_backbone_config
 
@@ -117,7 +117,7 @@ def model_only_rate(predictor, paths, batch_size: int) -> float:
 def scan_rate(predictor, folder: Path, out: Path, batch_size: int, workers: int) -> Tuple[float, Optional[float]]:
     """files/s of the whole scan (worker start-up, decoding, inference, fsync'd writes), and
     files/s after the first batch was written (worker start-up excluded; None for one batch)."""
-    from mmvgm.scan import run_scan
+    from mmvgm.predict.scan import run_scan
 
     marks = []
     summary = run_scan(predictor, folder, out, batch_size=batch_size, workers=workers, progress=False,
@@ -131,7 +131,7 @@ def decode_only_rate(predictor, paths, batch_size: int, workers: int) -> float:
     """files/s of the scan's decoding workers alone (decode + resize/crop, no model)."""
     import torch
 
-    from mmvgm.decoding import DecodePool, worker_chunk
+    from mmvgm.predict.pool import DecodePool, worker_chunk
 
     pool = DecodePool(predictor.transform.geometric, workers, torch.device("cpu"), persistent=False)
     requests = [(str(p), predictor.frames, predictor.sampling) for p in paths]

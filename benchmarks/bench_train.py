@@ -140,7 +140,7 @@ def model_only_rate(cfg: dict, steps: int) -> float:
 
 def loader_only_rate(cfg: dict, limit: int) -> float:
     """clips/s of the DataLoader alone (decode + resize/crop in workers), no model."""
-    from mmvgm.data.datasets import VideoDataset, collate_skip_bad, discover
+    from mmvgm.data.dataset import VideoDataset, collate_skip_bad, discover
     from mmvgm.data.transforms import VideoTransform
     from mmvgm.models.registry import resolve_backbone_config
 

@@ -13,7 +13,7 @@ __all__ = ["__version__", "MMVGMError", "InputError", "DecodeError", "LimitError
 def __getattr__(name: str):
     # Lazy: ``import mmvgm`` stays light; torch loads only when Predictor is used.
     if name == "Predictor":
-        from mmvgm.inference import Predictor
+        from mmvgm.predict.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'mmvgm' has no attribute {name!r}")

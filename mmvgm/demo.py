@@ -209,7 +209,7 @@ def run_demo(out: PathLike = "mmvgm-demo", keep: bool = False, per_source: int =
     live in a temporary folder that is deleted).
     """
     from mmvgm.engine.train import train
-    from mmvgm.inference import Predictor
+    from mmvgm.predict.predictor import Predictor
     from mmvgm.runtime import seed_everything
 
     started = time.perf_counter()

@@ -15,7 +15,7 @@ def make_checkpoint(directory: Path, task: str = "joint", sources: Sequence[str]
                     threshold: float = 0.5, open_set_threshold: Optional[float] = None,
                     temperature: float = 1.0, backbone: str = "videomae_tiny", seed: int = 0) -> Path:
     """An untrained tiny model saved with the engine's ``save_checkpoint`` and hand-set calibration."""
-    from mmvgm.engine.checkpoint import save_checkpoint
+    from mmvgm.checkpoint.files import save_checkpoint
     from mmvgm.models import build_model
 
     torch.manual_seed(seed)

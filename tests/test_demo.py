@@ -44,7 +44,7 @@ def test_demo_refuses_a_foreign_folder(tmp_path):
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
-    from mmvgm.inference import Predictor
+    from mmvgm.predict.predictor import Predictor
 
     out = tmp_path / "demo"
     result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--quiet"])

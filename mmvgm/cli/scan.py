@@ -1,4 +1,4 @@
-"""``mmvgm scan``: score a folder or manifest into a resumable JSONL/CSV (over ``mmvgm.scan``)."""
+"""``mmvgm scan``: score a folder or manifest into a resumable JSONL/CSV (over ``mmvgm.predict.scan``)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -57,7 +57,7 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
       mmvgm scan uploads/ -c ckpt/ --out r.jsonl --shard 0/2   # machine 1 (and 1/2 on machine 2)
       mmvgm scan --merge --out r.jsonl
     """
-    from mmvgm.scan import merge_outputs, output_format, parse_shard
+    from mmvgm.predict.scan import merge_outputs, output_format, parse_shard
 
     output_format(out)
     if merge_only:
@@ -68,9 +68,9 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
         raise InputError("give the folder or manifest to scan (or --merge to join shard outputs)")
     if retry_errors and not resume:
         raise InputError("--retry-errors only makes sense with --resume")
-    from mmvgm.inference import Predictor
+    from mmvgm.predict.predictor import Predictor
     from mmvgm.runtime import default_decode_workers
-    from mmvgm.scan import rank_device, run_scan
+    from mmvgm.predict.scan import rank_device, run_scan
 
     if workers is None:
         workers = default_decode_workers()

@@ -1,4 +1,4 @@
-"""``mmvgm trace``: real/fake verdict and source ranking for each video (over ``mmvgm.inference``)."""
+"""``mmvgm trace``: real/fake verdict and source ranking for each video (over ``mmvgm.predict.predictor``)."""
 from __future__ import annotations
 
 import json
@@ -50,7 +50,7 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
       mmvgm trace long.mp4 --windows 4 --explain saliency.png
     """
     from mmvgm.cli import echo_error, fail
-    from mmvgm.inference import Predictor
+    from mmvgm.predict.predictor import Predictor
 
     if explain_png and len(videos) > 1 and "{stem}" not in explain_png:
         raise InputError("--explain with several videos needs '{stem}' in the file name, "
@@ -64,7 +64,7 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
             if explain_png:
                 from pathlib import Path
 
-                from mmvgm.explain import explain
+                from mmvgm.predict.explain import explain
 
                 out = explain_png.replace("{stem}", Path(video).stem)
                 window = _most_suspicious_window(result)

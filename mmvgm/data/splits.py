@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from mmvgm.data.datasets import SPLITS, Sample
+from mmvgm.data.dataset import SPLITS, Sample
 from mmvgm.data.labels import LabelSet
 from mmvgm.errors import InputError
 from mmvgm.io.frames_dir import list_frames as _frames

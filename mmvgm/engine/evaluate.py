@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from mmvgm.engine.calibration import Calibration, calibrate_outputs, class_probabilities, predictions
+from mmvgm.checkpoint.calibration import Calibration, calibrate_outputs, class_probabilities, predictions
 from mmvgm.engine.metrics import binary_metrics, classification_metrics, open_set_auroc
 from mmvgm.errors import InputError, PathLike
 
@@ -125,7 +125,7 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
     """Evaluate a checkpoint on ``data``; writes ``metrics.json`` + PNGs into ``out`` if given."""
     from mmvgm.data.labels import LabelSet
     from mmvgm.data.transforms import VideoTransform
-    from mmvgm.engine.checkpoint import load_checkpoint
+    from mmvgm.checkpoint.files import load_checkpoint
     from mmvgm.engine.perturb import parse_perturbations
     from mmvgm.runtime import package_versions, pick_device
 
@@ -136,7 +136,7 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
         from mmvgm.attacks.robustness import parse_attack_spec
 
         parse_attack_spec(attack)
-    from mmvgm.engine.checkpoint import read_meta
+    from mmvgm.checkpoint.files import read_meta
 
     meta = read_meta(checkpoint)
     task = meta["task"]
@@ -155,7 +155,7 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
         raise InputError(f"no videos to evaluate in the {split} split", data)
 
     def run(samples_: Sequence, perturbation=None, desc: str = "evaluating") -> Predictions:
-        from mmvgm.data.datasets import VideoDataset, make_loader
+        from mmvgm.data.dataset import VideoDataset, make_loader
 
         reader = PerturbedReader(perturbation) if perturbation is not None else None
         ds = VideoDataset(samples_, label_set.label_to_index, num_frames=frames, sampling=sampling,
@@ -198,7 +198,7 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
 
 def _select_samples(meta: Mapping[str, Any], data: PathLike, split: str, task: str, label_set,
                     holdout_class: Optional[str]) -> Tuple[list, dict]:
-    from mmvgm.data.datasets import discover
+    from mmvgm.data.dataset import discover
     from mmvgm.engine.tasks import relabel, task_splits
 
     exclude = [holdout_class] if holdout_class else []
@@ -239,7 +239,7 @@ class PerturbedReader:
 
 def _holdout(run, known_samples, known_preds: Predictions, cal: Calibration, task: str, data: PathLike,
              holdout_class: str, label_set) -> dict:
-    from mmvgm.data.datasets import discover
+    from mmvgm.data.dataset import discover
 
     held = [s for s in discover(data) if s.label == holdout_class]
     if not held:
@@ -271,7 +271,7 @@ def _holdout(run, known_samples, known_preds: Predictions, cal: Calibration, tas
 def _attack(model, samples, attack: str, transform, label_set, task: str, frames: int, sampling: str,
             batch_size: int, device) -> dict:
     from mmvgm.attacks.robustness import evaluate_attack
-    from mmvgm.data.datasets import VideoDataset, make_loader
+    from mmvgm.data.dataset import VideoDataset, make_loader
 
     ds = VideoDataset(samples, label_set.label_to_index, num_frames=frames, sampling=sampling, transform=transform)
     loader = make_loader(ds, batch_size, pin_memory=False)

@@ -117,7 +117,7 @@ def load_train_config(path: Optional[PathLike] = None, overrides: Optional[Mappi
 
 
 def _stored_config(cfg: Mapping[str, Any]) -> Optional[dict]:
-    from mmvgm.engine.checkpoint import CONFIG_NAME, read_meta
+    from mmvgm.checkpoint.files import CONFIG_NAME, read_meta
 
     if not cfg.get("out") or not (Path(cfg["out"]) / "last" / CONFIG_NAME).is_file():
         return None
@@ -180,7 +180,7 @@ def _check_values(cfg: dict) -> dict:
 
 def _resume_config(cfg: dict, out: Path) -> dict:
     """With --resume the stored config is the truth; refuse changed run-defining keys."""
-    from mmvgm.engine.checkpoint import read_meta
+    from mmvgm.checkpoint.files import read_meta
 
     stored = read_meta(out / "last").get("config") or {}
     changed = [k for k in RESUME_FIXED if k in stored and cfg.get(k) != stored.get(k)]
@@ -307,11 +307,11 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
 
-    from mmvgm.data.datasets import VideoDataset
+    from mmvgm.data.dataset import VideoDataset
     from mmvgm.data.transforms import VideoTransform
-    from mmvgm.engine.calibration import fit_calibration
-    from mmvgm.engine.checkpoint import load_train_state, save_checkpoint
-    from mmvgm.engine.cpu_split import plan_cpu_split
+    from mmvgm.checkpoint.calibration import fit_calibration
+    from mmvgm.checkpoint.files import load_train_state, save_checkpoint
+    from mmvgm.runtime.threads import plan_cpu_split
     from mmvgm.engine.evaluate import metrics_for, predict
     from mmvgm.engine.tasks import task_label_set, task_splits, unused_message
     from mmvgm.models import build_model
@@ -375,7 +375,7 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
     loader_kw = dict(num_workers=cfg["workers"], pin_memory=cuda,
                      persistent_workers=cfg["workers"] > 0,
                      multiprocessing_context=prepare_decoding_workers() if cfg["workers"] else None)
-    from mmvgm.data.datasets import collate_skip_bad
+    from mmvgm.data.dataset import collate_skip_bad
 
     train_loader = torch.utils.data.DataLoader(dataset("train"), batch_size=cfg["batch_size"],
                                                sampler=train_sampler, collate_fn=collate_skip_bad,
@@ -408,7 +408,7 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
     start_epoch, global_step, history = 0, 0, []
     best = {"metric": best_name, "value": None, "epoch": None}
     if resume_state is not None:
-        from mmvgm.engine.checkpoint import load_weights
+        from mmvgm.checkpoint.files import load_weights
 
         load_weights(accelerator.unwrap_model(model), out / "last")  # into the model just built
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -526,7 +526,7 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
 
     final_cal = {}
     if (out / "best").is_dir():
-        from mmvgm.engine.checkpoint import read_meta
+        from mmvgm.checkpoint.files import read_meta
 
         final_cal = read_meta(out / "best").get("calibration", {})
     accelerator.end_training()

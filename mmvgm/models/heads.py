@@ -14,7 +14,7 @@ task's label set):
   0 when a batch holds only real videos). ``num_classes`` of a joint model is N, the number
   of trace logits.
 
-Turning logits into calibrated probabilities is ``mmvgm.engine.calibration``'s job.
+Turning logits into calibrated probabilities is ``mmvgm.checkpoint.calibration``'s job.
 
 Per-frame backbones (``timm:``) also get ``frame_detect`` (B,T) and ``frame_trace`` (B,T,N):
 the same linear heads applied to each frame's features. Because the heads are linear and the

@@ -126,17 +126,17 @@ def test_subprocess_smoke(env):
 
 
 def test_explain_with_windows_shows_the_most_suspicious_window(env, monkeypatch):
-    import mmvgm.explain
+    import mmvgm.predict.explain
     from mmvgm.cli.trace import _most_suspicious_window
 
     seen = []
-    real = mmvgm.explain.explain
+    real = mmvgm.predict.explain.explain
 
     def spy(predictor, video, out, **kwargs):
         seen.append(kwargs)
         return real(predictor, video, out, **kwargs)
 
-    monkeypatch.setattr(mmvgm.explain, "explain", spy)
+    monkeypatch.setattr(mmvgm.predict.explain, "explain", spy)
     result = run("trace", env["videos"][0], "-c", env["joint"], "--json", "--windows", "3",
                  "--explain", env["root"] / "w.png")
     assert result.exit_code == 0, result.output

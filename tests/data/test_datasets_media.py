@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmvgm.data.datasets import VideoDataset, discover, make_loader
+from mmvgm.data.dataset import VideoDataset, discover, make_loader
 from mmvgm.data.labels import LabelSet
 from mmvgm.data.splits import split_samples
 from mmvgm.data.transforms import VideoTransform

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmvgm.data.datasets import Sample
+from mmvgm.data.dataset import Sample
 from mmvgm.data.labels import LabelSet, require_all_classes
 from mmvgm.errors import ConfigError, InputError
 

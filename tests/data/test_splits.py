@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmvgm.data.datasets import Sample, discover
+from mmvgm.data.dataset import Sample, discover
 from mmvgm.data.labels import require_all_classes
 from mmvgm.data.splits import allocate, check_duplicates, content_hash, split_counts, split_samples, summarize
 from mmvgm.errors import InputError

@@ -3,7 +3,7 @@ import multiprocessing
 import os
 import socket
 
-from mmvgm.engine.checkpoint import read_meta
+from mmvgm.checkpoint.files import read_meta
 from tests.engine.synthetic import make_dataset
 
 TIMEOUT_S = 240

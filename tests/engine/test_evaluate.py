@@ -77,7 +77,7 @@ def test_attack_model_fn_sees_pixels_in_0_1_and_matches_normal_inference(monkeyp
 
     import mmvgm.attacks.robustness as robustness
     from mmvgm.data.transforms import VideoTransform
-    from mmvgm.engine.checkpoint import load_checkpoint
+    from mmvgm.checkpoint.files import load_checkpoint
 
     model, meta = load_checkpoint(trained_run.best_dir)
     transform = VideoTransform.from_config(meta["preprocess"])

@@ -1,6 +1,6 @@
 import pytest
 
-from mmvgm.data.datasets import Sample
+from mmvgm.data.dataset import Sample
 from mmvgm.data.labels import LabelSet
 from mmvgm.engine.tasks import (map_label, prepare_samples, relabel, task_label_set, task_splits,
                                 unused_message)

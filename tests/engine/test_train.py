@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmvgm.engine import calibration as calibration_module
+from mmvgm.checkpoint import calibration as calibration_module
 from mmvgm.engine import evaluate as evaluate_module
-from mmvgm.engine.checkpoint import load_checkpoint, read_meta
+from mmvgm.checkpoint.files import load_checkpoint, read_meta
 from mmvgm.engine.tasks import task_label_set, task_splits
 from mmvgm.engine.train import EpochSampler, linear_schedule, load_train_config, train
 from mmvgm.errors import ConfigError, InputError

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmvgm.engine.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_train_state,
+from mmvgm.checkpoint.files import (CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_train_state,
                                      pack_state, read_meta, save_checkpoint, unpack_state)
 from mmvgm.errors import CheckpointError
 

@@ -2,7 +2,7 @@ import math
 import numpy as np
 import pytest
 
-from mmvgm.engine import calibration as C
+from mmvgm.checkpoint import calibration as C
 from mmvgm.errors import InputError
 
 

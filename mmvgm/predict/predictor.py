@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
-from mmvgm.decoding import DecodePool, grouped, worker_chunk
+from mmvgm.predict.pool import DecodePool, grouped, worker_chunk
 from mmvgm.errors import CheckpointError, InputError, PathLike
 
 NOT_ASSESSED = "not-assessed"
@@ -73,9 +73,9 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, meta: Mapping[str, Any],
                  device: Optional[str] = None, workers: Optional[int] = None) -> None:
         """``workers``: start that many decoding workers for ``stream`` now, before the model
-        moves to the device (see ``mmvgm.decoding``); otherwise they start on the first stream."""
+        moves to the device (see ``mmvgm.predict.pool``); otherwise they start on the first stream."""
         from mmvgm.data.transforms import VideoTransform
-        from mmvgm.engine.calibration import Calibration
+        from mmvgm.checkpoint.calibration import Calibration
         from mmvgm.runtime import autocast_dtype, pick_device
 
         self.meta = dict(meta)
@@ -115,7 +115,7 @@ class Predictor:
         """Load ``checkpoint`` (or ``$MMVGM_CHECKPOINT``) with ``engine.checkpoint.load_checkpoint``;
         ``workers``: start that many decoding workers for ``stream`` before the model moves to
         the device (a scan about to run passes its ``--workers``)."""
-        from mmvgm.engine.checkpoint import load_checkpoint
+        from mmvgm.checkpoint.files import load_checkpoint
         from mmvgm.runtime import prepare_decoding_workers
 
         path = resolve_checkpoint(checkpoint)
@@ -175,7 +175,7 @@ class Predictor:
 
     def probabilities(self, pixels_uint8: torch.Tensor) -> Dict[str, np.ndarray]:
         """Calibrated ``p_fake`` (B,) and/or ``trace_probs`` (B, N)."""
-        from mmvgm.engine.calibration import calibrate_outputs
+        from mmvgm.checkpoint.calibration import calibrate_outputs
 
         return calibrate_outputs(self.logits(pixels_uint8), self.calibration, self.task)
 
@@ -211,7 +211,7 @@ class Predictor:
 
     def _records_from_logits(self, paths: Sequence[str], logits: Dict[str, np.ndarray], padded: Sequence[int],
                              frames: int, sampling: str) -> List[Dict[str, Any]]:
-        from mmvgm.engine.calibration import calibrate_outputs
+        from mmvgm.checkpoint.calibration import calibrate_outputs
 
         probs = calibrate_outputs(logits, self.calibration, self.task)
         p_fake = probs.get("p_fake")

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import mmvgm.runtime as runtime
-from mmvgm.engine.cpu_split import (decoded_pixels_per_clip, plan_cpu_split, step_flops_per_clip,
+import mmvgm.runtime.threads as threads_module
+from mmvgm.runtime.threads import (decoded_pixels_per_clip, plan_cpu_split, step_flops_per_clip,
                                     workers_need_cores)
 from mmvgm.models.registry import resolve_backbone_config
 from tests.media import make_frames, write_video
@@ -23,7 +23,7 @@ def video(tmp_path):
 @pytest.fixture()
 def four_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 4)
     before = torch.get_num_threads()
     torch.set_num_threads(4)
     yield

@@ -1,4 +1,4 @@
-"""mmvgm.scan: inputs, shards, the resumable writer, merging, and whole scans with a tiny model."""
+"""mmvgm.predict.scan: inputs, shards, the resumable writer, merging, and whole scans with a tiny model."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mmvgm.errors import InputError
-from mmvgm.scan import (ResultWriter, Shard, list_inputs, merge_outputs, parse_shard, rank_from_env,
+from mmvgm.predict.scan import (ResultWriter, Shard, list_inputs, merge_outputs, parse_shard, rank_from_env,
                         rank_output, read_results, run_scan, select_shard, shard_of)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,7 +280,7 @@ def test_run_scan_never_writes_over_the_manifest(tmp_path, shard):
 
 
 def test_writer_flushes_every_batch_and_fsyncs_at_most_once_a_second(tmp_path, monkeypatch):
-    import mmvgm.scan as scan_module
+    import mmvgm.predict.scan as scan_module
 
     syncs = []
     monkeypatch.setattr(scan_module.os, "fsync", lambda fd: syncs.append(fd))

@@ -497,7 +497,7 @@ def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8,
     """Scan ``path`` (folder or manifest) with ``predictor`` into ``out`` (.jsonl or .csv).
 
     ``predictor`` needs ``source_labels`` and ``stream(paths, batch_size, workers)`` (see
-    :class:`mmvgm.inference.Predictor`). With ``shard`` (or RANK/WORLD_SIZE in the
+    :class:`mmvgm.predict.predictor.Predictor`). With ``shard`` (or RANK/WORLD_SIZE in the
     environment) only that shard is scanned, into ``OUT.rankI.<ext>``; under an initialised or
     initialisable torch.distributed group rank 0 then merges all shards into ``out``.
     """

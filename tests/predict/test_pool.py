@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from mmvgm.decoding import worker_chunk
+from mmvgm.predict.pool import worker_chunk
 from mmvgm.errors import InputError
-from mmvgm.inference import Predictor
+from mmvgm.predict.predictor import Predictor
 from tests.inference_helpers import make_checkpoint, make_videos
 
 
@@ -149,7 +149,7 @@ def test_workers_forked_from_an_executor_thread_exit_cleanly(videos):
     from concurrent.futures import ThreadPoolExecutor
 
     from mmvgm.data.transforms import VideoTransform
-    from mmvgm.decoding import DecodePool
+    from mmvgm.predict.pool import DecodePool
 
     def one_pass():
         pool = DecodePool(VideoTransform(resize_shortest=32, crop=32).geometric, 2, torch.device("cpu"),

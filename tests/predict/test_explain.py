@@ -1,11 +1,11 @@
-"""mmvgm.explain: gradient x input / SmoothGrad saliency and the PNG grid."""
+"""mmvgm.predict.explain: gradient x input / SmoothGrad saliency and the PNG grid."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from mmvgm.errors import InputError
-from mmvgm.explain import explain, saliency_map
-from mmvgm.inference import Predictor
+from mmvgm.predict.explain import explain, saliency_map
+from mmvgm.predict.predictor import Predictor
 from tests.inference_helpers import make_checkpoint
 from tests.media import make_frames, write_video
 
@@ -89,7 +89,7 @@ def test_explain_writes_png_grid(setup):
 def test_render_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
     import matplotlib
 
-    from mmvgm.explain import render
+    from mmvgm.predict.explain import render
 
     monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")  # e.g. a notebook's backend
     render(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.float32), tmp_path / "s.png")

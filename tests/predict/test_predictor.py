@@ -1,4 +1,4 @@
-"""mmvgm.inference.Predictor: records, calibration, open set, windows, batches, checkpoints."""
+"""mmvgm.predict.predictor.Predictor: records, calibration, open set, windows, batches, checkpoints."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmvgm.errors import CheckpointError, InputError
-from mmvgm.inference import CHECKPOINT_ENV, NOT_ASSESSED, Predictor, resolve_checkpoint
+from mmvgm.predict.predictor import CHECKPOINT_ENV, NOT_ASSESSED, Predictor, resolve_checkpoint
 from tests.inference_helpers import SOURCES, make_checkpoint, make_videos
 from tests.media import make_frames, write_video
 
@@ -43,7 +43,7 @@ def test_joint_record_schema(ckpts, videos):
 def test_predictor_matches_the_one_path(ckpts, videos):
     """Predictor = read_clip -> transform -> model -> temperature-scaled sigmoid/softmax."""
     from mmvgm.data.transforms import VideoTransform
-    from mmvgm.engine.checkpoint import load_checkpoint
+    from mmvgm.checkpoint.files import load_checkpoint
     from mmvgm.io import read_clip
 
     model, meta = load_checkpoint(ckpts["joint"])
@@ -169,7 +169,7 @@ def test_lazy_export():
 def test_label_set_mapping_as_train_stores_it(ckpts, videos):
     """``engine.train`` stores ``LabelSet.to_dict()``: names in order, display names kept."""
     from mmvgm.data.labels import LabelSet
-    from mmvgm.engine.checkpoint import load_checkpoint
+    from mmvgm.checkpoint.files import load_checkpoint
 
     model, meta = load_checkpoint(ckpts["joint"])
     display = ["Real video", "LaVie", "Show-1", "SVD-XT"]

@@ -40,7 +40,7 @@ def test_cuda_index_past_the_visible_devices_is_an_input_error(monkeypatch):
 
 
 def test_cpu_threads_follow_what_the_loop_waits_on(monkeypatch):
-    from mmvgm import runtime
+    import mmvgm.runtime as runtime
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
@@ -89,7 +89,7 @@ def test_worker_start_method_comes_from_the_environment(monkeypatch):
     (16, {"LOCAL_WORLD_SIZE": "junk"}, 14),
 ])
 def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatch, cores, env, expected):
-    from mmvgm import runtime
+    import mmvgm.runtime.workers as workers
 
-    monkeypatch.setattr(runtime, "usable_cores", lambda: cores)
-    assert runtime.default_decode_workers(env) == expected
+    monkeypatch.setattr(workers, "usable_cores", lambda: cores)
+    assert workers.default_decode_workers(env) == expected

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmvgm.data.datasets import (Batch, BadSample, Sample, VideoDataset, collate_skip_bad, discover, make_loader,
+from mmvgm.data.dataset import (Batch, BadSample, Sample, VideoDataset, collate_skip_bad, discover, make_loader,
                                  write_manifest)
 from mmvgm.data.labels import LabelSet
 from mmvgm.errors import InputError

@@ -1,0 +1,2 @@
+"""Checkpoints: metadata, symmetric save/load, and calibration (fitted by the engine, applied
+when predicting)."""

@@ -1,0 +1,31 @@
+"""Device and numeric precision: where a model runs and in which float format it scores."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from mmvgm.errors import InputError
+
+
+def pick_device(preference: Optional[str] = None) -> torch.device:
+    """``None``/``"auto"``: CUDA when present, else CPU. Otherwise the named device."""
+    if preference in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise InputError(f"unknown device '{preference}' (use cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device '{preference}' requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device '{preference}' requested but only {torch.cuda.device_count()} CUDA "
+                         f"device(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """bf16 on CUDA devices that support it, else no autocast."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
