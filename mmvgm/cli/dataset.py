@@ -26,7 +26,9 @@ def command(data: str, labels: str, ratios: str, seed: int, duplicates: str, req
     """Inspect a dataset: videos per label in each split, and duplicates across splits.
 
     DATA is a folder laid out as DATA/<label>/... (videos or frame folders, any depth) or a
-    CSV/JSONL manifest with path,label[,split]. The split is stratified and seeded as in
+    manifest (.csv, .jsonl, .ndjson, .txt) of path,label[,split]: a .csv with that header,
+    .jsonl/.ndjson objects with those keys, a .txt with path<TAB>label[<TAB>split] lines.
+    Relative paths are relative to the manifest. The split is stratified and seeded as in
     `mmvgm train`: the same seed and ratios give the same split. An explicit split column
     is kept. With --labels, data labels outside the set (e.g. real/ for a tracing set) are
     counted and left out, as training leaves them out.

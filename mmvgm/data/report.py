@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from mmvgm.data.dataset import LabelsArg, Sample, as_label_set, discover, write_manifest
 from mmvgm.data.labels import LabelSet, require_all_classes
 from mmvgm.data.splits import (DEFAULT_RATIOS, DEFAULT_SEED, DUPLICATE_POLICIES, Ratios, _ratios,
                                find_duplicates, split_counts, split_samples)
 from mmvgm.errors import InputError, PathLike
+from mmvgm.io.discovery import LabelsArg, Sample, as_label_set, discover, write_manifest
 
 
 @dataclass

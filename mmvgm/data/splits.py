@@ -23,9 +23,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from mmvgm.data.dataset import SPLITS, Sample
 from mmvgm.data.labels import LabelSet
 from mmvgm.errors import InputError
+from mmvgm.io.discovery import SPLITS, Sample
 from mmvgm.io.frames_dir import list_frames as _frames
 from mmvgm.progress import track
 from mmvgm.runtime import file_sha256

@@ -106,7 +106,7 @@ def task_splits(data: PathLike, task: str, label_set: LabelSet, ratios: Sequence
     recomputes exactly the training split from the seed and ratios in the checkpoint.
     ``exclude``: data labels left out entirely (a held-out source).
     """
-    from mmvgm.data.dataset import discover
+    from mmvgm.io.discovery import discover
     from mmvgm.data.splits import split_samples
 
     samples = [s for s in discover(data) if s.label not in set(exclude)]

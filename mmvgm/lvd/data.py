@@ -57,7 +57,7 @@ def split_videos(store: TrajectoryStore, ratios: Sequence[float] = DEFAULT_RATIO
                  seed: int = 2024) -> Dict[str, List[str]]:
     """Seeded video split (``mmvgm.data.split_samples``), stratified by a video's first category
     (or normal); every label with >= 3 videos reaches every split with a non-zero ratio."""
-    from mmvgm.data.dataset import Sample
+    from mmvgm.io.discovery import Sample
     from mmvgm.data.splits import split_samples
 
     if not isinstance(ratios, Sequence) or len(ratios) != 3:  # the rest is split_samples' to check

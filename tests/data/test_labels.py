@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from mmvgm.data.dataset import Sample
 from mmvgm.data.labels import LabelSet, require_all_classes
 from mmvgm.errors import ConfigError, InputError
+from mmvgm.io.discovery import Sample
 
 
 def test_shipped_label_sets_load_in_order():

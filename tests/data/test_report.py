@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from mmvgm.cli import cli
-from mmvgm.data.dataset import discover
 from mmvgm.data.report import dataset_report, parse_ratios
 from mmvgm.errors import InputError
+from mmvgm.io.discovery import discover
 from tests.data.conftest import touch_video
 
 

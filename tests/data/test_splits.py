@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from mmvgm.data.dataset import Sample, discover
 from mmvgm.data.labels import require_all_classes
 from mmvgm.data.splits import allocate, check_duplicates, content_hash, split_counts, split_samples, summarize
 from mmvgm.errors import InputError
+from mmvgm.io.discovery import Sample, discover
 from tests.data.conftest import touch_video
 
 

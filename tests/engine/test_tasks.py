@@ -1,10 +1,10 @@
 import pytest
 
-from mmvgm.data.dataset import Sample
 from mmvgm.data.labels import LabelSet
 from mmvgm.engine.tasks import (map_label, prepare_samples, relabel, task_label_set, task_splits,
                                 unused_message)
 from mmvgm.errors import ConfigError, InputError
+from mmvgm.io.discovery import Sample
 
 
 def S(label, i=0):

@@ -1,0 +1,377 @@
+"""Finding the videos to read: folder walks and manifests, for labelled data and for scans.
+
+One home for the rules every command shares (``mmvgm train``, ``eval``, ``dataset`` and
+``scan``):
+
+* Videos are the files whose extension is in :data:`mmvgm.io.paths.VIDEO_EXTENSIONS`.
+  Hidden files and folders (``.x``) are skipped.
+* A frame folder is one video: a folder, other than the walked root or a label folder, that
+  holds image files and no video files. It is not descended. Images beside videos (posters,
+  thumbnails) or directly in the root/label folder are ignored with a warning.
+* A manifest is one of :data:`MANIFEST_EXTENSIONS`:
+
+  - ``.csv``: header ``path[,label][,split]``, extra columns ignored; read without labels, a
+    CSV whose header has no ``path`` column lists the paths in its first column;
+  - ``.jsonl``/``.ndjson``: one JSON object per line with ``path`` (and ``label``, ``split``);
+  - ``.txt``: one path per line, ``#`` comments and blank lines skipped; with labels, each
+    line is ``path<TAB>label[<TAB>split]``.
+
+  Relative paths are resolved against the manifest's folder; a byte-order mark is ignored.
+
+:func:`discover` returns labelled :class:`Sample` s (folder layout ``root/<label>/**``);
+:func:`list_inputs` returns the unlabelled paths a scan reads and the root its shard hash is
+relative to.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from mmvgm.errors import InputError, PathLike
+from mmvgm.io.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+if TYPE_CHECKING:
+    from mmvgm.data.labels import LabelSet
+
+# The warnings are about data sets; "mmvgm.data" is the logger users and tests already filter on.
+log = logging.getLogger("mmvgm.data")
+
+MANIFEST_EXTENSIONS = (".csv", ".jsonl", ".ndjson", ".txt")
+_JSON_LINES = (".jsonl", ".ndjson")
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+
+LabelsArg = Union["LabelSet", PathLike, Sequence[str], None]
+
+
+@dataclass(frozen=True, order=True)
+class Sample:
+    """One video (file or frame directory) with its label name and optional fixed split."""
+
+    path: str
+    label: Optional[str]
+    split: Optional[str] = None
+
+
+class _Row(NamedTuple):
+    """One manifest entry as written: ``path`` stripped but unresolved, ``label``/``split`` raw (or None)."""
+
+    line: int
+    path: str
+    label: Optional[str]
+    split: Any
+
+
+def manifest_formats() -> str:
+    """``".csv, .jsonl, .ndjson, .txt"``: the formats, as error messages and help texts name them."""
+    return ", ".join(MANIFEST_EXTENSIONS)
+
+
+def is_manifest(path: Path) -> bool:
+    return path.suffix.lower() in MANIFEST_EXTENSIONS
+
+
+def normalize_split(value: Any, where: Optional[PathLike] = None) -> Optional[str]:
+    """``train``/``val``/``test`` (with common aliases), ``None`` for empty."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    if text not in _SPLIT_ALIASES:
+        raise InputError(f"unknown split '{value}' (use train, val or test)", where)
+    return _SPLIT_ALIASES[text]
+
+
+def as_label_set(labels: LabelsArg) -> Optional["LabelSet"]:
+    """A :class:`LabelSet` from a label set, a name/path of one, or a list of names."""
+    from mmvgm.data.labels import LabelSet  # lazily: mmvgm.io does not need mmvgm.data to import
+
+    if labels is None or isinstance(labels, LabelSet):
+        return labels
+    if isinstance(labels, (list, tuple)):
+        return LabelSet("labels", list(labels))
+    return LabelSet.load(labels)
+
+
+# -- labelled: discover -----------------------------------------------------------------------
+def discover(root_or_manifest: PathLike, labels: LabelsArg = None, on_missing: str = "error") -> List[Sample]:
+    """All samples of a folder dataset ``root/<label>/**`` or a manifest, sorted by path.
+
+    ``labels`` (a :class:`LabelSet`, a label-set name/path or a list of names): labels in the
+    data must belong to it, else ``InputError`` listing the known ones. ``on_missing``:
+    ``"error"`` (default) refuses a manifest naming files that do not exist, ``"warn"`` logs
+    and drops them.
+    """
+    if on_missing not in ("error", "warn"):
+        raise ValueError("on_missing must be 'error' or 'warn'")
+    label_set = as_label_set(labels)
+    path = Path(root_or_manifest).expanduser()
+    if not path.exists():
+        raise InputError(f"dataset not found (expected a folder root/<label>/... or a manifest: "
+                         f"{manifest_formats()})", path)
+    if path.is_dir():
+        samples = _discover_folder(path, label_set)
+    elif is_manifest(path):
+        samples = _manifest_samples(path, label_set, on_missing)
+    else:
+        raise InputError(f"not a dataset: expected a folder or a manifest ({manifest_formats()})", path)
+    if not samples:
+        raise InputError("no videos found in the dataset", path)
+    return sorted(samples)
+
+
+def _discover_folder(root: Path, label_set: Optional["LabelSet"]) -> List[Sample]:
+    label_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not label_dirs:
+        raise InputError("no label folders: expected root/<label>/<videos>", root)
+    if label_set is not None:
+        for d in label_dirs:
+            if not label_set.is_known(d.name):
+                raise InputError(label_set.unknown_message(d.name), d)
+    samples: List[Sample] = []
+    for label_dir in label_dirs:
+        samples.extend(Sample(str(p), label_dir.name) for p in _videos_under(label_dir, "label folder"))
+    return samples
+
+
+def _manifest_samples(path: Path, label_set: Optional["LabelSet"], on_missing: str) -> List[Sample]:
+    by_path: Dict[str, Sample] = {}
+    missing: List[str] = []
+    for row in _manifest_rows(path, labelled=True):
+        where = f"{path}: line {row.line}"
+        label = (row.label or "").strip()
+        if not label:
+            raise InputError("empty label", where)
+        if label_set is not None and not label_set.is_known(label):
+            raise InputError(label_set.unknown_message(label), where)
+        sample = Sample(_resolve(row, path), label, normalize_split(row.split, where))
+        if not os.path.exists(sample.path):
+            missing.append(f"{row.path} (line {row.line})")
+            continue
+        previous = by_path.get(sample.path)
+        if previous is not None and previous.label != label:
+            raise InputError(f"'{row.path}' is listed twice with different labels "
+                             f"('{previous.label}' and '{label}')", where)
+        if previous is not None:
+            log.warning("%s: '%s' is listed twice; keeping the first entry", where, row.path)
+            continue
+        by_path[sample.path] = sample
+    if missing:
+        _report_missing(path, missing, on_missing)
+    return list(by_path.values())
+
+
+def _report_missing(path: Path, missing: List[str], on_missing: str) -> None:
+    shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+    message = f"{len(missing)} listed file(s) do not exist: {shown}"
+    if on_missing == "error":
+        raise InputError(message, path)
+    log.warning("%s: %s (skipped)", path, message)
+
+
+# -- unlabelled: list_inputs --------------------------------------------------------------------
+def list_inputs(path: PathLike) -> Tuple[List[str], Path]:
+    """The videos to scan and the root their shard hash is relative to.
+
+    ``path`` is a folder (searched recursively, sorted), a manifest (its order; the files are
+    not checked here, a scan reports a missing one as an error line) or a single video file.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir():
+        files = sorted(str(p) for p in _videos_under(path, "scanned folder"))
+        if not files:
+            raise InputError(f"no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))} "
+                             "and folders of frames)", path)
+        return files, path
+    if is_manifest(path):
+        entries = _manifest_paths(path)
+        if not entries:
+            raise InputError("the manifest lists no files", path)
+        return entries, path.parent
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return [str(path)], path.parent
+    raise InputError(f"expected a folder of videos, a video or a manifest ({manifest_formats()})", path)
+
+
+def _manifest_paths(path: Path) -> List[str]:
+    """Resolved paths in manifest order; a path listed twice is scanned once."""
+    seen: Dict[str, None] = {}
+    for row in _manifest_rows(path, labelled=False):
+        resolved = _resolve(row, path)
+        if resolved in seen:
+            log.warning("%s: line %d: '%s' is listed twice; keeping the first entry", path, row.line, row.path)
+        seen.setdefault(resolved, None)
+    return list(seen)
+
+
+# -- folders ------------------------------------------------------------------------------------
+def _videos_under(top: Path, kind: str) -> List[Path]:
+    """Video files and frame folders below ``top`` (``kind`` names ``top`` in the warning)."""
+    found: List[Path] = []
+    loose_images = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        current = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        visible = [f for f in filenames if not f.startswith(".")]
+        images = [f for f in visible if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        videos = sorted(f for f in visible if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
+        # a folder of frames is one video, whatever lies below it; images beside videos are
+        # posters or thumbnails, not frames
+        if images and not videos and current != top:
+            found.append(current)
+            dirnames[:] = []
+            continue
+        loose_images += len(images)
+        found.extend(current / f for f in videos)
+    if loose_images:
+        log.warning("%s: ignoring %d image file(s) lying beside videos or directly in the %s "
+                    "(put the frames of one video in a folder of their own)", top, loose_images, kind)
+    return found
+
+
+# -- manifests ----------------------------------------------------------------------------------
+def _resolve(row: _Row, manifest: Path) -> str:
+    if not row.path:
+        raise InputError("empty path", f"{manifest}: line {row.line}")
+    resolved = Path(row.path).expanduser()
+    if not resolved.is_absolute():
+        resolved = manifest.parent / resolved
+    return os.path.normpath(resolved)
+
+
+def _manifest_rows(path: Path, labelled: bool) -> Iterator[_Row]:
+    """The entries of any manifest format; ``labelled``: each must carry a label."""
+    text = _manifest_text(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _csv_rows(text, path, labelled)
+    if suffix in _JSON_LINES:
+        return _json_rows(text, path, labelled)
+    return _txt_rows(text, path, labelled)
+
+
+def _manifest_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the manifest: {exc.strerror or exc}", path) from None
+    try:
+        return data.decode("utf-8-sig")  # a BOM (Excel, Notepad) is not part of the first path
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"line {line}: manifest is not UTF-8 text", path) from None
+
+
+def _csv_rows(text: str, path: Path, labelled: bool) -> Iterator[_Row]:
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next((cells for cells in reader if _filled(cells)), None)
+        if header is None:
+            if labelled:
+                raise InputError("empty manifest", path)
+            return
+        columns = [h.strip().lower() for h in header]
+        if labelled:
+            _require_keys(columns, ("path", "label"), path, "a header path,label[,split]")
+        elif "path" not in columns:
+            # a bare list of paths: the first column, and the first row is one of them
+            columns = ["path"] + columns[1:]
+            yield _csv_row(reader.line_num, header, columns)
+        for cells in reader:
+            if _filled(cells):
+                yield _csv_row(reader.line_num, cells, columns)
+    except csv.Error as exc:
+        raise InputError(f"line {reader.line_num}: malformed CSV: {exc}", path) from None
+
+
+def _filled(cells: List[str]) -> bool:
+    return any(cell.strip() for cell in cells)
+
+
+def _csv_row(line: int, cells: List[str], columns: List[str]) -> _Row:
+    row = dict(zip(columns, cells))
+    return _Row(line, (row.get("path") or "").strip(), row.get("label"), row.get("split"))
+
+
+def _numbered_lines(text: str) -> Iterator[Tuple[int, str]]:
+    # "\n" only (not str.splitlines' form feeds and separators): the numbers editors show
+    return enumerate(text.split("\n"), start=1)
+
+
+def _json_rows(text: str, path: Path, labelled: bool) -> Iterator[_Row]:
+    required = ("path", "label") if labelled else ("path",)
+    for number, line in _numbered_lines(text):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"line {number}: invalid JSON ({exc.msg}): not JSON Lines "
+                             "(one object per line)", path) from None
+        if not isinstance(item, dict):
+            raise InputError(f"line {number}: expected a JSON object with {' and '.join(required)}", path)
+        item = {str(k).lower(): v for k, v in item.items()}
+        _require_keys(list(item), required, path, "keys " + ",".join(required) + "[,split]", number, "key")
+        label = item.get("label")
+        yield _Row(number, str(item.get("path") or "").strip(), None if label is None else str(label),
+                   item.get("split"))
+
+
+def _txt_rows(text: str, path: Path, labelled: bool) -> Iterator[_Row]:
+    for number, line in _numbered_lines(text):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = [f.strip() for f in stripped.split("\t")]
+        label = fields[1] if len(fields) > 1 else None
+        if labelled and not label:
+            shown = stripped if len(stripped) <= 60 else stripped[:57] + "..."
+            raise InputError(f"line {number} ('{shown}') has no label; expected path<TAB>label[<TAB>split]",
+                             path)
+        yield _Row(number, fields[0], label, fields[2] if len(fields) > 2 else None)
+
+
+def _require_keys(columns: Sequence[str], required: Sequence[str], path: Path, expected: str,
+                  line: Optional[int] = None, noun: str = "column") -> None:
+    for key in required:
+        if key not in columns:
+            close = difflib.get_close_matches(key, list(columns), n=1)
+            hint = f" (is '{close[0]}' a typo?)" if close else ""
+            at = f"line {line}: " if line else ""
+            raise InputError(f"{at}manifest needs a '{key}' {noun}{hint}; expected {expected}", path)
+
+
+def write_manifest(dest: PathLike, samples: Iterable[Sample], relative_to: Optional[PathLike] = None,
+                   protect: Optional[PathLike] = None) -> Path:
+    """Write ``path,label,split`` CSV atomically (e.g. to record the exact split of a run).
+
+    ``relative_to``: write paths relative to this folder (use the destination's folder so
+    that :func:`discover` reads the file back anywhere). ``protect``: an input never overwritten.
+    """
+    from mmvgm.io.atomic import write_text_atomic
+
+    base = Path(relative_to) if relative_to is not None else None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "split"])
+    for s in samples:
+        p = Path(s.path)
+        if base is not None:
+            try:
+                p = Path(os.path.relpath(p, base))
+            except ValueError:  # another drive on Windows
+                pass
+        writer.writerow([p.as_posix(), s.label or "", s.split or ""])
+    return write_text_atomic(dest, buffer.getvalue(), protect=protect)
