@@ -16,7 +16,8 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
               help="Backbone config name or YAML (videomae, xclip_base_p32, i3d_r50, ..._tiny) or timm:NAME.")
 @click.option("--task", type=click.Choice(TASKS), default=None, help="detect | trace | joint [default: detect].")
 @click.option("--data", "-d", default=None, type=click.Path(),
-              help="Dataset: folder root/<label>/<videos> or a CSV/JSONL manifest (path,label[,split]).")
+              help="Dataset: folder root/<label>/<videos> or a manifest (.csv, .jsonl, .ndjson, .txt) "
+                   "of path,label[,split] (see `mmvgm dataset --help`).")
 @click.option("--labels", default=None,
               help="Label file for trace/joint (name in configs/labels/ or a YAML) [default: vgmshield9].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="[default: 20]")
@@ -27,6 +28,9 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 @click.option("--weights", default=None, type=click.Path(), help="Local pretrained backbone weights (file or dir).")
 @click.option("--seed", type=int, default=None, help="Training seed [default: 2024]; the split seed is split.seed.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader decode workers [default: 2].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch compute threads of the training loop (also $MMVGM_THREADS) [default: on CPU, "
+                   "every core, or one less per worker when decoding is a large share of the work].")
 @click.option("--out", "-o", default=None, type=click.Path(),
               help="Run folder: last/, best/, history.jsonl [default: runs/<backbone>-<task>].")
 @click.option("--resume", is_flag=True, help="Continue from <out>/last (its stored config is reused).")

@@ -13,7 +13,6 @@ packets through an open ``PyAVReader``, which then decodes from the same open fi
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,12 +23,13 @@ import numpy as np
 
 from mmvgm.errors import DecodeError, MMVGMError
 from mmvgm.io.limits import check_frames, check_pixels
+from mmvgm.runtime.threads import decoder_threads  # one decoder's threads: the thread policy's
 
 #: The order ``backend="auto"`` tries. PyAV first: it opens more files, it seeks, and it decodes
 #: from the container that already counted the packets, so a file is opened once instead of
-#: twice (a 16-frame clip of a short 240p file: 4.3 ms against 6.6 ms with OpenCV after PyAV's
-#: count). OpenCV decodes each frame about 4% faster, which only tells on reads from the start
-#: of hundreds of frames.
+#: twice; on short files that second open is a large share of a clip's cost. OpenCV decodes
+#: each frame slightly faster, which only tells on reads from the start of hundreds of frames.
+#: (Figures: ``benchmarks/README.md``.)
 AUTO_ORDER = ("pyav", "opencv")
 
 BACKENDS: Dict[str, Type["FrameReader"]] = {}
@@ -77,21 +77,6 @@ def preload_decoders() -> None:
         import av  # noqa: F401
     except ImportError:
         pass
-
-
-def decoder_threads() -> int:
-    """Threads one decoder may use: ``$MMVGM_DECODE_THREADS`` if set, 1 inside a DataLoader
-    worker, else 0 (the library's own choice, usually one per core).
-
-    Workers already run one decode each in parallel; FFmpeg's default of a thread per core in
-    every worker oversubscribes the machine and starves the main process that feeds the model
-    (measured on 2 cores: 2.4x more clips/s from 2 DataLoader workers at 1 thread each).
-    """
-    forced = os.environ.get("MMVGM_DECODE_THREADS", "").strip()
-    if forced.isdigit():
-        return int(forced)
-    data = sys.modules.get("torch.utils.data")  # only look if torch is already in use
-    return 1 if data is not None and data.get_worker_info() is not None else 0
 
 
 def _url(path: Path) -> str:
@@ -328,8 +313,8 @@ def frame_to_rgb(frame) -> np.ndarray:
     backend ``auto`` picks never changes a clip's pixels.
 
     One swscale context per thread is kept and reused: ``to_ndarray`` builds and frees a new
-    context for every frame, which cost 0.37 ms per 240p frame against 0.05 ms with the context
-    kept (measured with one decoder thread). The kept context converts on one thread: a
+    context for every frame, and rebuilding it dominated the conversion's cost on small frames
+    (figures: ``benchmarks/README.md``). The kept context converts on one thread: a
     context with threads of its own, copied into a forked child (a DataLoader worker) and
     freed there, waits forever for threads the child does not have.
     """

@@ -29,3 +29,27 @@ def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``precision`` on ``device`` (``None``: plain fp32).
+
+    ``auto`` is bf16 on CUDA devices that support it and fp32 elsewhere: the same default for
+    every verb, so what ``eval`` measures is what ``trace`` and ``scan`` give.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}' (use {', '.join(PRECISIONS)})")
+    if precision == "auto":
+        return autocast_dtype(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+    return _DTYPES.get(precision)
+
+
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """``None`` -> ``fp32``, ``torch.bfloat16`` -> ``bf16``, ``torch.float16`` -> ``fp16``."""
+    return next((name for name, d in _DTYPES.items() if d == dtype), "fp32")

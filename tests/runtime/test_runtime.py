@@ -40,14 +40,16 @@ def test_cuda_index_past_the_visible_devices_is_an_input_error(monkeypatch):
 
 
 def test_cpu_threads_follow_what_the_loop_waits_on(monkeypatch):
-    import mmvgm.runtime as runtime
+    import mmvgm.runtime.threads as threads_module
+    from mmvgm.runtime import resolve_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(runtime, "usable_cores", lambda: 4)
+    monkeypatch.delenv("MMVGM_THREADS", raising=False)
+    monkeypatch.setattr(threads_module, "usable_cores", lambda: 4)
     before = torch.get_num_threads()
     torch.set_num_threads(4)
     try:
-        with runtime.CpuThreadsByLoad(torch.device("cpu"), 3) as decode_bound:
+        with resolve_threads(torch.device("cpu"), 3).loop() as decode_bound:
             decode_bound.record(waited=9.0, computed=0.1)  # the first batch (worker start-up): ignored
             for _ in range(4):  # one window
                 decode_bound.record(waited=0.2, computed=0.01)
@@ -56,11 +58,11 @@ def test_cpu_threads_follow_what_the_loop_waits_on(monkeypatch):
                 decode_bound.record(waited=0.0, computed=0.3)
             assert decode_bound.shared is False and torch.get_num_threads() == 4
         assert torch.get_num_threads() == 4  # restored
-        with runtime.CpuThreadsByLoad(torch.device("cpu"), 3) as compute_bound:
+        with resolve_threads(torch.device("cpu"), 3).loop() as compute_bound:
             for _ in range(5):
                 compute_bound.record(waited=0.0, computed=0.5)
             assert compute_bound.shared is False and torch.get_num_threads() == 4
-        with runtime.CpuThreadsByLoad(torch.device("cuda"), 3) as gpu:  # GPU compute: untouched
+        with resolve_threads(torch.device("cuda"), 3).loop() as gpu:  # GPU compute: untouched
             for _ in range(5):
                 gpu.record(waited=1.0, computed=0.0)
             assert gpu.shared is None and torch.get_num_threads() == 4

@@ -1,10 +1,13 @@
-"""The CPU core split between a training model and its decoding workers: counted, never timed."""
+"""The thread policy: training's counted CPU split (never timed), the fixed count of
+``--threads`` / ``MMVGM_THREADS``, decoder and worker threads, and the loop that restores."""
 import pytest
 import torch
 
 import mmvgm.runtime.threads as threads_module
-from mmvgm.runtime.threads import (decoded_pixels_per_clip, plan_cpu_split, step_flops_per_clip,
-                                    workers_need_cores)
+from mmvgm.errors import InputError
+from mmvgm.runtime.threads import (ThreadLoop, ThreadPolicy, TrainingWork, decoded_pixels_per_clip,
+                                   decoder_threads, decoding_worker_init, plan_cpu_split, resolve_threads,
+                                   step_flops_per_clip, worker_torch_threads, workers_need_cores)
 from mmvgm.models.registry import resolve_backbone_config
 from tests.media import make_frames, write_video
 
@@ -23,6 +26,7 @@ def video(tmp_path):
 @pytest.fixture()
 def four_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MMVGM_THREADS", raising=False)
     monkeypatch.setattr(threads_module, "usable_cores", lambda: 4)
     before = torch.get_num_threads()
     torch.set_num_threads(4)
@@ -96,3 +100,99 @@ def test_train_restores_the_thread_count_even_when_it_fails(four_cores, monkeypa
     with pytest.raises(InputError):
         train_module.train({})
     assert torch.get_num_threads() == 4
+
+
+def _decode_bound(loop: ThreadLoop) -> None:
+    for _ in range(9):  # start-up, then two windows of waiting
+        loop.record(waited=1.0, computed=0.01)
+
+
+def test_mmvgm_threads_fixes_the_count_and_disables_adaptation(four_cores, monkeypatch):
+    monkeypatch.setenv("MMVGM_THREADS", "3")
+    policy = resolve_threads(CPU, 2)
+    assert policy.compute == 3 and not policy.adaptive and "MMVGM_THREADS" in policy.reason
+    with policy.loop() as loop:
+        assert torch.get_num_threads() == 3
+        _decode_bound(loop)  # waiting on the workers would leave them cores: not with a fixed count
+        assert loop.shared is None and torch.get_num_threads() == 3
+    assert torch.get_num_threads() == 4
+    assert resolve_threads(torch.device("cuda"), 0).compute == 3  # on any device
+
+
+def test_a_fixed_count_skips_the_counted_split(four_cores, monkeypatch, video):
+    def not_counted(*args, **kwargs):
+        raise AssertionError("a fixed count must not be second-guessed")
+
+    monkeypatch.setattr(threads_module, "plan_cpu_split", not_counted)
+    work = TrainingWork(_model_cfg("videomae_tiny"), (8, 3, 32, 32), [video])
+    assert resolve_threads(CPU, 2, 1, training=work).compute == 1
+    monkeypatch.setenv("MMVGM_THREADS", "2")
+    assert resolve_threads(CPU, 2, training=work).compute == 2
+
+
+def test_training_default_is_the_counted_split(four_cores, video):
+    work = TrainingWork(_model_cfg("videomae_tiny"), (8, 3, 32, 32), [video], "consecutive")
+    policy = resolve_threads(CPU, 2, training=work)
+    assert policy.compute == 2 and not policy.adaptive and "decoding is a large share" in policy.reason
+
+
+def test_precedence_cli_then_env_then_omp(four_cores, monkeypatch):
+    env = {"MMVGM_THREADS": "3", "OMP_NUM_THREADS": "1"}
+    assert resolve_threads(CPU, 2, 2, env=env).compute == 2  # --threads wins
+    fixed = resolve_threads(CPU, 2, env=env)
+    assert fixed.compute == 3 and "MMVGM_THREADS" in fixed.reason
+    hands_off = resolve_threads(CPU, 2, env={"OMP_NUM_THREADS": "1"})
+    assert hands_off == ThreadPolicy() and not hands_off.reason  # the user's OMP count stays
+    scan = resolve_threads(CPU, 2, env={})
+    assert scan.adaptive and scan.compute is None and scan.shared == 2
+    assert not resolve_threads(CPU, 0, env={}).adaptive  # no workers: nothing to share
+
+
+@pytest.mark.parametrize("threads, env", [(0, {}), (True, {}), ("2", {}), (None, {"MMVGM_THREADS": "many"}),
+                                          (None, {"MMVGM_THREADS": "0"})])
+def test_bad_counts_are_input_errors(threads, env):
+    with pytest.raises(InputError):
+        resolve_threads(CPU, 2, threads, env=env)
+
+
+def test_decoder_and_worker_threads(monkeypatch):
+    policy = resolve_threads(CPU, 2, env={})
+    assert (policy.worker_torch, policy.worker_decoder, policy.in_process_decoder) == (1, 1, 0)
+    assert decoder_threads({}, in_worker=True) == 1 and decoder_threads({}, in_worker=False) == 0
+    forced = resolve_threads(CPU, 2, env={"MMVGM_DECODE_THREADS": "3"})
+    assert forced.worker_decoder == forced.in_process_decoder == 3
+    assert worker_torch_threads() == 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        decoding_worker_init(0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("policy", [ThreadPolicy(compute=1), ThreadPolicy(adaptive=True, shared=1), ThreadPolicy()])
+def test_the_loop_restores_the_count_also_when_it_raises(four_cores, policy):
+    with pytest.raises(RuntimeError, match="boom"):
+        with policy.loop() as loop:
+            _decode_bound(loop)
+            assert torch.get_num_threads() == (4 if policy == ThreadPolicy() else 1)
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == 4
+
+
+def test_a_loop_entered_bare_applies_a_policy_later(four_cores):
+    with ThreadLoop() as loop:
+        assert torch.get_num_threads() == 4
+        loop.apply(ThreadPolicy(compute=2))
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 4
+
+
+def test_io_needs_no_torch_for_its_decoder_threads():
+    import subprocess
+    import sys
+
+    code = ("import sys, mmvgm.io.backends as b; b.decoder_threads(); "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
