@@ -3,13 +3,13 @@
 Prints, measured in one run:
 
 * for each model (tiny VideoMAE and base VideoMAE): files/s of ``run_scan`` over N videos
-  (decoding in DataLoader workers, overlapped with inference, one fsync'd JSONL line per
+  (decoding in worker processes, overlapped with inference, one fsync'd JSONL line per
   file) as a ratio to clips/s of the model alone on clips that were decoded beforehand
   (normalise + forward + calibration, same batch size). Goal: >= 0.85. The first scan
   starts the predictor's decoding workers; a second scan reuses them, as a service that
   keeps its ``Predictor`` does (and as ``mmvgm scan``, which starts them while the
   checkpoint loads).
-* peak RSS (main process, and the largest DataLoader worker) of a scan over two file
+* peak RSS (main process, and the largest decoding worker) of a scan over two file
   counts, each in a fresh process: it must stay flat as the count grows.
 
 On a 2-core CPU machine the base VideoMAE at 16 x 224 takes seconds per clip, so the
@@ -75,6 +75,7 @@ def make_videos(folder: Path, count: int, frames: int, width: int, height: int, 
 
 def make_predictor(workdir: Path, backbone: str, frames: int, size: int, device: str):
     from mmvgm.checkpoint.files import save_checkpoint
+    from mmvgm.checkpoint.meta import CheckpointMeta
     from mmvgm.predict.predictor import Predictor
     from mmvgm.models import build_model
     from mmvgm.models.registry import resolve_backbone_config
@@ -82,11 +83,11 @@ def make_predictor(workdir: Path, backbone: str, frames: int, size: int, device:
     cfg = resolve_backbone_config(backbone, frames=frames, size=size)
     cfg["preprocess"] = {**cfg["preprocess"], "resize_shortest": size, "crop": size}
     model = build_model({"backbone": cfg, "task": "joint", "num_classes": 3})
-    ckpt = save_checkpoint(workdir / f"ckpt-{backbone}", model, {
-        "model_cfg": model.config, "task": "joint", "labels": ["real", "a", "b", "c"],
-        "preprocess": model.preprocess, "frames": frames, "sampling": "consecutive",
-        "calibration": {"temperature": 1.0, "threshold": 0.5, "open_set_threshold": 0.5,
-                        "trace_temperature": 1.0}})
+    ckpt = save_checkpoint(workdir / f"ckpt-{backbone}", model, CheckpointMeta(
+        model_cfg=model.config, task="joint", labels=["real", "a", "b", "c"],
+        preprocess=model.preprocess, frames=frames, sampling="consecutive",
+        calibration={"temperature": 1.0, "threshold": 0.5, "open_set_threshold": 0.5,
+                     "trace_temperature": 1.0}))
     return Predictor.from_checkpoint(ckpt, device=None if device == "auto" else device)
 
 
@@ -131,17 +132,19 @@ def decode_only_rate(predictor, paths, batch_size: int, workers: int) -> float:
     """files/s of the scan's decoding workers alone (decode + resize/crop, no model)."""
     import torch
 
+    from mmvgm.data.dataset import collate_items
     from mmvgm.predict.pool import DecodePool, worker_chunk
 
-    pool = DecodePool(predictor.transform.geometric, workers, torch.device("cpu"), persistent=False)
+    pool = DecodePool(predictor.dataset.__getitem__, collate_items, workers, torch.device("cpu"), persistent=False)
     requests = [(str(p), predictor.frames, predictor.sampling) for p in paths]
     start = time.perf_counter()
     n, n_first, first = 0, 0, None
     for chunk in pool.decode(requests, worker_chunk(batch_size, workers)):
-        n += len(chunk["items"])
+        n += len(chunk.items)
         if first is None:
             first, n_first = time.perf_counter(), n
     end = time.perf_counter()
+    pool.done()  # a pool that is not persistent stops its workers here
     if n > n_first:
         print(f"      decode-only: first chunk after {first - start:.2f} s (worker start-up), then "
               f"{(n - n_first) / (end - first):.1f} files/s")

@@ -1,218 +1,340 @@
-"""Decoding for ``Predictor.stream``: DataLoader workers decode clips while the model scores.
+"""Decoding for ``Predictor.stream``: worker processes decode clips while the model scores.
 
-A :class:`DecodePool` keeps its workers alive from one stream to the next
-(``persistent_workers``). Each stream hands the pool its requests through a batch sampler
-that is refilled per stream, so a predictor that scores many lists, as a service does,
-forks its workers once. A ``Predictor`` loaded with ``workers=N`` starts its pool before
-its model moves to the GPU, where a fork is cheap: forking a process that holds a CUDA
-context and a model measured 0.5 to 0.9 s for 14 workers on an H100 machine.
+A :class:`DecodePool` keeps its workers alive from one stream to the next, so a predictor
+that scores many lists, as a service does, forks its workers once. A ``Predictor`` loaded
+with ``workers=N`` starts its pool before its model moves to the GPU, where a fork is cheap:
+forking a process that holds a CUDA context and a model is slow with many workers.
 
-Requests are ``(path, frames, sampling)``. A bad file becomes an item with ``error`` set,
-never an exception, so one bad file cannot stop a scan.
+Each worker is a ``multiprocessing.Process`` with its own pipe: the pool sends it chunks of
+requests, it answers each with one collated chunk. Tensors travel through shared memory (the
+reductions ``torch.multiprocessing`` registers), not through the pipe.
+
+Requests are ``(path, frames, sampling)``, decoded by the project's one dataset
+(``data.dataset.VideoDataset``) and collated by its ``collate_items``. A bad file becomes an
+item with ``error`` set, never an exception, so one bad file cannot stop a scan.
 """
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import traceback
+import weakref
+from collections import deque
 from contextlib import nullcontext
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
+import torch.multiprocessing  # noqa: F401 - registers the shared-memory reductions for tensors
 
-from mmvgm.errors import MMVGMError
+from mmvgm.data.dataset import Batch, ClipItem, Request
 
-Request = Tuple[str, int, str]
+Decode = Callable[[Request], Any]
+Collate = Callable[[List[Any]], Any]
 
-
-def _worker_init(_: int) -> None:
-    # DataLoader workers decode; one torch thread each keeps them from fighting the model for
-    # cores. (Not cv2.setNumThreads: in a forked worker it tears down the parent's OpenCV
-    # thread pool and can deadlock.)
-    torch.set_num_threads(1)
-
-
-class ClipDataset(torch.utils.data.Dataset):
-    """``(path, frames, sampling)`` -> ``{"path", "pixels" (T,3,S,S) uint8 or None, "padded",
-    "error"}`` (never raises). Indexed by requests, not integers: see ``DecodePool``."""
-
-    def __init__(self, geometric) -> None:
-        self.geometric = geometric
-
-    def __getitem__(self, request: Request) -> dict:
-        path, frames, sampling = request
-        try:
-            from mmvgm.io import read_clip
-
-            clip = read_clip(path, num_frames=frames, sampling=sampling)
-            pixels = self.geometric(clip)
-            return {"path": path, "pixels": pixels, "padded": int(getattr(clip, "padded", 0)),
-                    "error": None}
-        except MMVGMError as exc:
-            return {"path": path, "pixels": None, "padded": 0, "error": exc.message}
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop a scan
-            return {"path": path, "pixels": None, "padded": 0,
-                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-
-
-def collate_items(items: List[dict]) -> dict:
-    good = [it for it in items if it["pixels"] is not None]
-    return {
-        "items": [{k: v for k, v in it.items() if k != "pixels"} for it in items],
-        "pixels": torch.stack([it["pixels"] for it in good]) if good else None,
-    }
+#: Chunks sent to a worker and not answered yet: one it decodes, one waiting (as DataLoader's
+#: ``prefetch_factor=2``). It also bounds a pass's chunks in flight or ready to this per worker.
+IN_FLIGHT_PER_WORKER = 2
+#: How long a worker asked to stop may take before it is terminated.
+_STOP_TIMEOUT_S = 10.0
+#: How often an idle worker checks that the process that started it is still there.
+_PARENT_CHECK_S = 5.0
 
 
 def worker_chunk(batch_size: int, workers: int) -> int:
-    """Files per DataLoader item: the largest divisor of ``batch_size`` that still gives every
-    worker a share of one batch. A worker collating a whole batch alone would decode it file
-    after file while the other workers idle (slow first batch, and short scans never spread)."""
+    """Files per chunk: the largest divisor of ``batch_size`` that still gives every worker a
+    share of one batch. A worker collating a whole batch alone would decode it file after file
+    while the other workers idle (slow first batch, and short scans never spread)."""
     if workers <= 1:
         return batch_size
     cap = max(1, -(-batch_size // workers))
     return max(d for d in range(1, cap + 1) if batch_size % d == 0)
 
 
-class _Chunks(torch.utils.data.Sampler):
-    """The batch sampler of a pool: the current stream's chunks of requests."""
+class DecodeWorkerError(RuntimeError):
+    """A decoding worker died during a pass (killed, out of memory), or its collate raised."""
 
-    def __init__(self) -> None:
-        self.chunks: List[List[Request]] = []
 
-    def __iter__(self) -> Iterator[List[Request]]:
-        return iter(self.chunks)
+def _serve(conn: multiprocessing.connection.Connection, decode: Decode, collate: Collate) -> None:
+    """A worker's life: answer each ``(key, requests)`` with ``(key, chunk, None)``, or
+    ``(key, None, traceback)`` if decoding raised; ``None`` or a closed pipe ends it."""
+    from mmvgm.runtime.threads import decoding_worker_init
 
-    def __len__(self) -> int:
-        return len(self.chunks)
+    # One torch thread and one decoder thread per worker: the workers, decoding side by side,
+    # must not fight the model for cores.
+    decoding_worker_init()
+    # Ctrl-C reaches the whole process group: the parent handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    while True:
+        if not conn.poll(_PARENT_CHECK_S):
+            if os.getppid() != parent:  # orphaned (the parent was killed): nobody will ask again
+                return
+            continue
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        key, requests = task
+        try:
+            reply = (key, collate([decode(request) for request in requests]), None)
+        except Exception:  # noqa: BLE001 - reported to the pass, which raises it
+            reply = (key, None, traceback.format_exc())
+        conn.send(reply)
+
+
+class _Worker:
+    """One decoding process, the pool's end of its pipe, and the chunks sent to it and not
+    answered yet (``(pass, chunk index)`` -> requests)."""
+
+    def __init__(self, context: Any, decode: Decode, collate: Collate) -> None:
+        self.conn, child = multiprocessing.Pipe()
+        self.process = context.Process(target=_serve, args=(child, decode, collate), daemon=True,
+                                       name="mmvgm-decode")
+        self.process.start()
+        child.close()  # the worker holds its end now: a dead worker then reads as EOF here
+        self.pid: int = self.process.pid
+        self.sent: Dict[Tuple[int, int], List[Request]] = {}
+        self.answered = 0  # the last pass it answered a chunk of
+
+    def send(self, key: Tuple[int, int], requests: List[Request]) -> None:
+        self.sent[key] = requests
+        try:
+            self.conn.send((key, requests))
+        except OSError:
+            pass  # it died: its sentinel tells the pass, which counts the chunk as lost
+
+    def answers(self) -> Iterator[Tuple[Tuple[int, int], Any, Optional[str]]]:
+        """The answers already in the pipe (after it died too: answered chunks are not lost)."""
+        while True:
+            try:
+                if not self.conn.poll():
+                    return
+                key, chunk, failure = self.conn.recv()
+            except (EOFError, ConnectionError):  # it died (then the chunk is lost with it)
+                return
+            except OSError as exc:  # a tensor's shared memory could not be had from the worker
+                if not self.process.is_alive():
+                    return
+                raise DecodeWorkerError(f"decoding worker (pid {self.pid}): a chunk could not be "
+                                        f"received ({exc})") from exc
+            self.sent.pop(key, None)
+            self.answered = key[0]
+            yield key, chunk, failure
+
+    def ask_to_stop(self) -> None:
+        if self.sent:  # busy with chunks nobody will read: no point waiting for them
+            self.process.terminate()
+            return
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass  # already dead
+
+    def join(self) -> Optional[int]:
+        """Wait for the process to end (terminating it after a while); its exit code."""
+        self.process.join(_STOP_TIMEOUT_S)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self.conn.close()
+        return self.process.exitcode
+
+
+def _stop(workers: List[_Worker], exit_codes: Dict[int, Optional[int]]) -> None:
+    """Stop ``workers`` (all asked first, then all waited for) and empty the list."""
+    for worker in workers:
+        worker.ask_to_stop()
+    for worker in workers:
+        exit_codes[worker.pid] = worker.join()
+    workers.clear()
 
 
 class DecodePool:
-    """``workers`` DataLoader processes decoding ``(path, frames, sampling)`` requests.
+    """``workers`` processes decoding ``(path, frames, sampling)`` requests with ``decode``
+    (request -> item) and ``collate`` (items -> chunk); both must pickle by reference (module
+    functions, or objects of module classes) for the fork server and spawn start methods.
 
-    ``persistent=True`` keeps the workers between calls of :meth:`decode`; one pass at a time
-    (``busy`` says whether one is under way; its caller calls :meth:`done` after it).
-    ``workers=0`` decodes in this process.
+    ``persistent=True`` keeps the workers between calls of :meth:`decode`; otherwise they stop
+    at :meth:`done`. One pass at a time (``busy`` says whether one is under way; its caller
+    calls :meth:`done` after it). ``workers=0`` decodes in this process. ``exit_codes`` holds
+    the exit code of every worker stopped or lost so far, by PID (negative: killed by that signal).
     """
 
-    def __init__(self, geometric, workers: int, device: torch.device, persistent: bool = True) -> None:
+    def __init__(self, decode: Decode, collate: Collate, workers: int, device: torch.device,
+                 persistent: bool = True) -> None:
         from mmvgm.runtime import prepare_decoding_workers
 
         self.workers = workers
         self.device = device
+        self.persistent = persistent
         self.busy = False
+        self.exit_codes: Dict[int, Optional[int]] = {}
+        self._decode = decode
+        self._collate = collate
+        self._method = prepare_decoding_workers() if workers else None
         self._close_when_done = False
-        self._chunks = _Chunks()
-        self._loader = torch.utils.data.DataLoader(
-            ClipDataset(geometric), batch_sampler=self._chunks, num_workers=workers,
-            collate_fn=collate_items, worker_init_fn=_worker_init if workers else None,
-            pin_memory=device.type == "cuda", prefetch_factor=2 if workers else None,
-            persistent_workers=persistent and workers > 0,
-            multiprocessing_context=prepare_decoding_workers() if workers else None)
+        self._running: List[_Worker] = []  # never rebound: the finalizer below holds it
+        self._pass_number = 0  # answers to an earlier pass (abandoned) are dropped
+        weakref.finalize(self, _stop, self._running, self.exit_codes)  # garbage collected or exit
+
+    @property
+    def worker_pids(self) -> List[int]:
+        """PIDs of the running workers (empty before they start)."""
+        return [worker.pid for worker in self._running]
+
+    def start(self) -> None:
+        """Start the workers now, instead of on the first ``decode``; replaces any that died
+        since the last pass (killed, out of memory): nothing was lost with them."""
+        for worker in [w for w in self._running if not w.process.is_alive()]:
+            self._running.remove(worker)
+            self.exit_codes[worker.pid] = worker.join()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._running) < self.workers:
+            self._running.append(_Worker(self._context(), self._decode, self._collate))
+
+    def _context(self) -> Any:
+        from mmvgm.runtime.workers import preload_fork_server, start_method_here
+
+        method = start_method_here(self._method)  # per start: a replacement may start off the main thread
+        if method == "forkserver":
+            preload_fork_server()  # takes effect if the server is not running yet
+        return multiprocessing.get_context(method)
 
     def _pinning_device(self):
-        # The pin-memory thread pins for the CUDA device current when the first iterator starts:
-        # ours must be current (cuda:K under torchrun), or pinning would open a context on
-        # another GPU. Making it current initialises CUDA, so it is skipped only where nothing
-        # can differ: CUDA not started yet (it will start on GPU 0) and the device is cuda:0.
-        # Then the workers fork before CUDA starts.
+        # ``pin_memory()`` pins for the current CUDA device: ours must be current (cuda:K under
+        # torchrun), or pinning would open a context on another GPU. Making it current
+        # initialises CUDA, so it is skipped only where nothing can differ: CUDA not started yet
+        # (pinning starts it on GPU 0) and the device is cuda:0. The workers have forked by then.
         if self.device.type != "cuda":
             return nullcontext()
         if (self.device.index or 0) == 0 and not torch.cuda.is_initialized():
             return nullcontext()
         return torch.cuda.device(self.device)
 
-    def start(self) -> None:
-        """Start the workers now (an empty pass), instead of on the first ``decode``."""
-        self._chunks.chunks = []
+    def _pinned(self, chunk: Any) -> Any:
+        """``chunk`` with its tensors in pinned memory on CUDA (so ``grouped`` copies them
+        asynchronously), as it is elsewhere."""
+        if self.device.type != "cuda":
+            return chunk
         with self._pinning_device():
-            for _ in self._loader:
-                pass
-        self.done()
+            return _pin(chunk)
 
-    def decode(self, requests: Sequence[Request], chunk: int) -> Iterator[dict]:
-        """Collated chunks (``collate_items``) of ``chunk`` requests each, in order.
+    def decode(self, requests: Sequence[Request], chunk: int) -> Iterator[Any]:
+        """Collated chunks of ``chunk`` requests each, in order.
 
-        A pass left unfinished is drained by the next one (torch's persistent workers finish
-        the outstanding chunks before the next pass starts). Workers that died while idle
-        (killed, out of memory) are replaced first."""
-        self._chunks.chunks = [list(requests[i:i + chunk]) for i in range(0, len(requests), chunk)]
-        idle = self._idle_iterator()
-        if idle is not None:
-            if all(w.is_alive() for w in idle._workers):
-                self._watch(idle, True)
-            else:
-                self._shutdown()  # iter() below starts fresh workers
-                idle = None
-        with self._pinning_device():
-            try:
-                return iter(self._loader)
-            except RuntimeError:
-                # A worker died as the pass started (a killed process is reported only once
-                # all its threads have ended): nothing of this pass was handed out yet.
-                if idle is None:
-                    raise
-                self._shutdown()
-                return iter(self._loader)
+        Workers that died while idle are replaced first. A pass left unfinished leaves its
+        chunks in flight; their answers are dropped, and resuming it after a newer pass began
+        (or after ``close``) raises."""
+        chunks = [list(requests[i:i + chunk]) for i in range(0, len(requests), chunk)]
+        if not self.workers:
+            return (self._pinned(self._collate([self._decode(r) for r in c])) for c in chunks)
+        self.start()
+        self._pass_number += 1
+        return self._pass(self._pass_number, chunks)
 
-    def _idle_iterator(self) -> Optional[Any]:
-        """The persistent workers' iterator (between passes, or the one under way), if any."""
-        iterator = getattr(self._loader, "_iterator", None)
-        return iterator if hasattr(iterator, "_workers") else None
+    def _pass(self, number: int, chunks: List[List[Request]]) -> Iterator[Any]:
+        waiting: Deque[int] = deque(range(len(chunks)))  # chunk indices not sent yet
+        ready: Dict[int, Any] = {}
+        resent: Set[int] = set()
+        for index in range(len(chunks)):
+            while index not in ready:
+                if number != self._pass_number:
+                    raise DecodeWorkerError("this pass was superseded: the pool began another or was closed")
+                # Sent or ready chunks stay within IN_FLIGHT_PER_WORKER per worker: memory O(batch).
+                self._send(number, chunks, waiting, limit=index + IN_FLIGHT_PER_WORKER * self.workers)
+                lost = self._receive(number, ready, resent)
+                waiting.extendleft(sorted(lost, reverse=True))  # sent chunks precede waiting ones
+                self._fill()
+            yield self._pinned(ready.pop(index))
 
-    @staticmethod
-    def _watch(iterator: Any, on: bool) -> None:
-        # torch's SIGCHLD handler raises in the main thread, wherever it is, when a registered
-        # worker dies. Idle workers are not registered: one that dies between passes (killed,
-        # out of memory) must not raise in the caller's unrelated code; ``decode`` replaces it.
-        from torch.utils.data._utils import signal_handling
+    def _send(self, number: int, chunks: List[List[Request]], waiting: Deque[int], limit: int) -> None:
+        """Send waiting chunks below ``limit``, each to the least busy worker while one has room."""
+        while waiting and waiting[0] < limit:
+            worker = min(self._running, key=lambda w: len(w.sent))
+            if len(worker.sent) >= IN_FLIGHT_PER_WORKER:
+                return
+            index = waiting.popleft()
+            worker.send((number, index), chunks[index])
 
-        if on and not iterator._worker_pids_set:
-            signal_handling._set_worker_pids(id(iterator), tuple(w.pid for w in iterator._workers))
-            iterator._worker_pids_set = True
-        elif not on and iterator._worker_pids_set:
-            signal_handling._remove_worker_pids(id(iterator))
-            iterator._worker_pids_set = False
+    def _receive(self, number: int, ready: Dict[int, Any], resent: Set[int]) -> List[int]:
+        """Wait for answers or deaths; answers to pass ``number`` go into ``ready``. Returns
+        the chunks of this pass to send again, lost with workers that died (see ``_bury``)."""
+        by_handle = {}
+        for worker in self._running:
+            by_handle[worker.conn] = by_handle[worker.process.sentinel] = worker
+        lost: List[int] = []
+        for worker in {by_handle[h] for h in multiprocessing.connection.wait(list(by_handle))}:
+            for key, chunk, failure in worker.answers():
+                if failure is not None:
+                    raise DecodeWorkerError(f"decoding worker (pid {worker.pid}) failed:\n{failure}")
+                if key[0] == number:
+                    ready[key[1]] = chunk
+            if not worker.process.is_alive():
+                lost += self._bury(worker, number, resent)
+        return lost
 
-    @property
-    def worker_pids(self) -> List[int]:
-        """PIDs of the running workers (empty before the first pass or without persistence)."""
-        iterator = self._idle_iterator()
-        return [] if iterator is None else [w.pid for w in iterator._workers]
+    def _bury(self, worker: _Worker, number: int, resent: Set[int]) -> List[int]:
+        """Forget a dead worker; returns the chunks of pass ``number`` it took with it, to send
+        again, if it died before answering any: killed while idle, or as the pass began (its
+        death may be seen after another worker's first answer). Raises if it died during the
+        pass, or took a chunk already sent again (a file that kills every worker it reaches)."""
+        self._running.remove(worker)
+        code = self.exit_codes[worker.pid] = worker.join()
+        lost = [index for (sent_in, index) in worker.sent if sent_in == number]
+        if lost and (worker.answered == number or resent.intersection(lost)):
+            raise DecodeWorkerError(f"decoding worker (pid {worker.pid}) ended with exit code {code} "
+                                    f"during the pass")
+        resent.update(lost)
+        return lost
 
     def done(self) -> None:
         """The current pass is over (finished or abandoned); a ``close()`` asked for during it
-        happens now."""
+        happens now, as does the stop of a pool that is not persistent."""
         self.busy = False
-        if self._close_when_done:
+        if self._close_when_done or not self.persistent:
             self.close()
-            return
-        idle = self._idle_iterator()
-        if idle is not None:
-            self._watch(idle, False)
 
     def close(self) -> None:
         """Stop the workers (they also stop when the pool is garbage collected). During a pass
-        the workers stop when it is ``done()``: stopping them under it would end it silently,
-        short of its files."""
+        the workers stop when it is ``done()``: stopping them under it would end it short of
+        its files."""
         if self.busy:
             self._close_when_done = True
             return
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        iterator = self._idle_iterator()
-        if iterator is not None:
-            iterator._shutdown_workers()
-        self._loader._iterator = None
+        self._close_when_done = False
+        self._pass_number += 1  # a pass left unfinished cannot resume without its workers
+        _stop(self._running, self.exit_codes)
 
 
-def grouped(chunks: Iterator[dict], batch_size: int, device: torch.device
-            ) -> Iterator[Tuple[List[dict], Optional[torch.Tensor]]]:
+def _pin(obj: Any) -> Any:
+    """``obj`` with the tensors in it (in dicts, lists and tuples) in pinned memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.pin_memory()
+    if isinstance(obj, dict):
+        return {k: _pin(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple
+        return type(obj)(*(_pin(v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_pin(v) for v in obj)
+    return obj
+
+
+def grouped(chunks: Iterator[Batch], batch_size: int, device: torch.device
+            ) -> Iterator[Tuple[List[ClipItem], Optional[torch.Tensor]]]:
     """Collated chunks -> (items, pixels on ``device`` or None) of ``batch_size`` items; each
     chunk is copied to the device as it arrives (pinned, non-blocking) and joined there."""
-    items: List[dict] = []
+    items: List[ClipItem] = []
     parts: List[torch.Tensor] = []
     for chunk in chunks:
-        items.extend(chunk["items"])
-        if chunk["pixels"] is not None:
-            parts.append(chunk["pixels"].to(device, non_blocking=True))
+        items.extend(chunk.items)
+        if chunk.clips is not None:
+            parts.append(chunk.clips.to(device, non_blocking=True))
         if len(items) >= batch_size:
             yield items, _joined(parts)
             items, parts = [], []

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Mapping, Optional
 
 from mmvgm.errors import InputError
@@ -12,8 +11,8 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-#: A bound on the memory of many-core hosts: each worker holds its own decoders and clips. 14 to 16
-#: processes were the most measured (16-core H100 machine); more were not.
+#: A bound on the memory of many-core hosts: each worker holds its own decoders and clips. No
+#: more than this many were ever measured to help (benchmarks/README.md, bench_scan).
 MAX_DEFAULT_DECODE_WORKERS = 16
 
 
@@ -22,9 +21,8 @@ def default_decode_workers(env: Optional[Mapping[str, str]] = None) -> int:
     the ranks on this machine under torchrun / accelerate, ``LOCAL_WORLD_SIZE``) less two, for
     the process feeding the model and its pin-memory thread; at least 2, at most 16.
 
-    Decoding is what limits a GPU scan: on a 16-core H100 machine one worker decoded about 40
-    VideoMAE-base clips/s (16 x 224 from 320 x 240 H.264) while the model scored 590, so the
-    2 workers that suit a 2-core machine would leave the GPU idle most of the time.
+    Decoding is what limits a GPU scan: one worker decodes far fewer clips per second than a GPU
+    scores, so the 2 workers that suit a small machine would leave a GPU idle most of the time.
     """
     env = os.environ if env is None else env
     ranks = env.get("LOCAL_WORLD_SIZE", "").strip()
@@ -34,19 +32,22 @@ def default_decode_workers(env: Optional[Mapping[str, str]] = None) -> int:
 
 WORKER_START_ENV = "MMVGM_WORKER_START"
 WORKER_START_METHODS = ("fork", "forkserver", "spawn")
-#: Imported once in the fork server, so that each worker it forks starts with them loaded.
-_WORKER_PRELOAD = ("torch", "numpy", "cv2", "av", "mmvgm.predict.predictor", "mmvgm.data.dataset")
+#: Imported once in the fork server, so that each worker it forks starts with them loaded; the
+#: transforms (torchvision) too, which a worker needs to unpickle its decoding and which is slow
+#: to import.
+_WORKER_PRELOAD = ("torch", "numpy", "cv2", "av", "mmvgm.predict.predictor", "mmvgm.data.dataset",
+                   "mmvgm.data.transforms")
 
 
 def worker_start_method() -> Optional[str]:
-    """How decoding DataLoader workers start: ``$MMVGM_WORKER_START`` (fork, forkserver or
+    """How decoding workers start: ``$MMVGM_WORKER_START`` (fork, forkserver or
     spawn), else ``None``, Python's default (fork on Linux before Python 3.14).
 
     ``forkserver`` forks each worker from a small server process instead of from this one,
     which may hold a CUDA context, a model and threads that hold locks; forking those is slow
-    and, with threads, unsafe. The price is start-up: each worker imports the main module again.
-    Measured on 2 cores (``bench_scan.py --start-method``), the first batch came after 1.30 s
-    from a fork server and after 0.14 s forked. The default stays Python's.
+    and, with threads, unsafe. The price is start-up: each worker imports the main module again,
+    so the first batch comes markedly later than from forked workers (``bench_scan.py
+    --start-method``). The default stays Python's.
     """
     value = os.environ.get(WORKER_START_ENV, "").strip().lower()
     if not value:
@@ -57,8 +58,8 @@ def worker_start_method() -> Optional[str]:
 
 
 def prepare_decoding_workers() -> Optional[str]:
-    """Ready this process to start decoding DataLoader workers; returns their start method
-    (the DataLoader's ``multiprocessing_context``, see :func:`worker_start_method`).
+    """Ready this process to start decoding workers; returns their start method (a
+    ``multiprocessing`` context name, or None for the default; see :func:`worker_start_method`).
 
     The decoders are imported here, so that forked workers inherit them instead of each
     importing cv2 and av on its first file. A chosen fork server starts in the background with
@@ -69,28 +70,40 @@ def prepare_decoding_workers() -> Optional[str]:
 
     preload_decoders()
     method = worker_start_method()
-    if method == "forkserver":
-        import multiprocessing
-        from importlib.util import find_spec
+    if start_method_here(method) == "forkserver":
         from multiprocessing import forkserver
 
-        preload = [name for name in _WORKER_PRELOAD if find_spec(name.split(".")[0]) is not None]
-        multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
+        preload_fork_server()
         forkserver.ensure_running()
     return method
 
 
-def forget_inherited_executor_threads() -> None:
-    """Runs in every child forked from a process that imported this module (every decoding or
-    training worker). A child forked from a ``ThreadPoolExecutor`` thread (a service calling
-    ``predict_batch`` from one) inherits the executor's list of its threads, the forked one
-    included; at exit Python joins them, fails on that one ("cannot join current thread") and
-    the child ends with code 1, which torch reports in the parent as a crashed worker. None of
-    those threads exists in the child."""
-    executor_threads = sys.modules.get("concurrent.futures.thread")
-    if executor_threads is not None and hasattr(executor_threads, "_threads_queues"):
-        executor_threads._threads_queues.clear()
+def preload_fork_server() -> None:
+    """Have the fork server, when it starts, import torch, the decoders and mmvgm once, so that
+    each worker it forks starts with them loaded (a worker importing torch itself takes seconds)."""
+    import multiprocessing
+    from importlib.util import find_spec
+
+    preload = [name for name in _WORKER_PRELOAD if find_spec(name.split(".")[0]) is not None]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=forget_inherited_executor_threads)
+def start_method_here(method: Optional[str]) -> Optional[str]:
+    """The start method for decoding workers started now, from this thread: ``method`` (see
+    :func:`worker_start_method`), except that Python's default fork becomes ``forkserver``
+    off the main thread.
+
+    Forked from a ``ThreadPoolExecutor`` thread (a service scoring from one), a worker inherits
+    the executor's registry of its threads, the forked one included; at exit Python joins them,
+    cannot join the current thread, and the worker ends with code 1. A fork server's children
+    come from its only thread. Workers started from the main thread do not have the problem
+    (it is in no executor's registry). An explicit ``MMVGM_WORKER_START=fork`` is obeyed.
+    """
+    import multiprocessing
+    import threading
+
+    if method is not None or threading.current_thread() is threading.main_thread():
+        return method
+    # Python's default: the one set, else the first supported (asking the context would fix it).
+    default = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    return "forkserver" if default == "fork" else method

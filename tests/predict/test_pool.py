@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -107,11 +108,6 @@ def test_closing_during_a_stream_lets_it_finish_then_stops_the_workers(ckpt, vid
     assert not any(_alive(pid) for pid in pids)
 
 
-def _dead(pid: int) -> bool:
-    """Whether the child ``pid`` has ended and can be waited for (without reaping it)."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
 @pytest.mark.parametrize("wait", [True, False], ids=["reported-dead", "dying-as-the-stream-starts"])
 def test_a_worker_that_dies_between_streams_is_replaced_without_raising_elsewhere(ckpt, videos, expected,
                                                                                    wait):
@@ -122,7 +118,7 @@ def test_a_worker_that_dies_between_streams_is_replaced_without_raising_elsewher
         first = pred._pool.worker_pids
         os.kill(first[0], signal.SIGKILL)  # e.g. the out-of-memory killer, while the pool is idle
         deadline = time.time() + 10
-        while wait and not _dead(first[0]) and time.time() < deadline:
+        while wait and _alive(first[0]) and time.time() < deadline:
             time.sleep(0.05)  # the caller's own code runs on, undisturbed by SIGCHLD
         got = pred.predict_batch(videos, batch_size=2)
         assert [r["path"] for r in got] == videos
@@ -145,23 +141,135 @@ def test_threads_streaming_through_one_predictor_each_get_their_own_files(ckpt, 
 
 def test_workers_forked_from_an_executor_thread_exit_cleanly(videos):
     # Forked from a ThreadPoolExecutor thread (a service scoring from one), a worker used to end
-    # with code 1 at exit ("cannot join current thread"), which torch can report as a crash.
+    # with code 1 at exit ("cannot join current thread"): it inherited the executor's threads.
     from concurrent.futures import ThreadPoolExecutor
 
+    from mmvgm.data.dataset import VideoDataset, collate_items
     from mmvgm.data.transforms import VideoTransform
     from mmvgm.predict.pool import DecodePool
 
     def one_pass():
-        pool = DecodePool(VideoTransform(resize_shortest=32, crop=32).geometric, 2, torch.device("cpu"),
-                          persistent=False)
-        chunks = pool.decode([(v, 4, "uniform") for v in videos], 1)
-        workers = list(chunks._workers)
-        items = [item for chunk in chunks for item in chunk["items"]]
-        for worker in workers:
-            worker.join(10)
-        return [it["error"] for it in items], [w.exitcode for w in workers]
+        dataset = VideoDataset(transform=VideoTransform(resize_shortest=32, crop=32))
+        pool = DecodePool(dataset.__getitem__, collate_items, 2, torch.device("cpu"), persistent=False)
+        items = [item for chunk in pool.decode([(v, 4, "uniform") for v in videos], 1) for item in chunk.items]
+        pids = pool.worker_pids
+        pool.done()  # not persistent: the workers stop
+        return [it.error for it in items], [pool.exit_codes.get(pid) for pid in pids]
 
     with ThreadPoolExecutor(1) as thread:
         errors, exit_codes = thread.submit(one_pass).result()
     assert errors == [None] * len(videos)
     assert exit_codes == [0, 0]
+
+
+# A pool's own decode and collate (module functions: they pickle by reference, for any start method).
+def _numbered(request):
+    path, frames, _ = request
+    if path == "die":
+        os.kill(os.getpid(), 9)  # the out-of-memory killer, in the middle of a file
+    if path.startswith("/"):  # a marker file: which requests were decoded so far
+        open(path, "w").close()
+    return {"path": path, "pixels": torch.full((frames, 3), float(len(path))), "error": None}
+
+
+def _stacked(items):
+    return {"items": [it["path"] for it in items], "pixels": torch.stack([it["pixels"] for it in items])}
+
+
+def _broken_collate(items):
+    raise ValueError("no collating today")
+
+
+def _pool(workers=2, collate=_stacked):
+    from mmvgm.predict.pool import DecodePool
+
+    return DecodePool(_numbered, collate, workers, torch.device("cpu"))
+
+
+def test_chunks_come_back_in_order_with_their_tensors_through_shared_memory():
+    pool = _pool()
+    try:
+        paths = ["a" * n for n in range(1, 12)]
+        chunks = list(pool.decode([(p, 2, "x") for p in paths], 3))
+        assert [c["items"] for c in chunks] == [paths[i:i + 3] for i in range(0, len(paths), 3)]
+        for chunk in chunks:
+            expected = torch.stack([torch.full((2, 3), float(len(p))) for p in chunk["items"]])
+            assert torch.equal(chunk["pixels"], expected)
+    finally:
+        pool.close()
+    assert list(pool.exit_codes.values()) == [0, 0]
+
+
+def test_a_pass_holds_a_bounded_number_of_chunks(tmp_path):
+    from mmvgm.predict.pool import IN_FLIGHT_PER_WORKER
+
+    pool = _pool()
+    try:
+        chunks = pool.decode([(str(tmp_path / f"{i:02d}"), 1, "x") for i in range(30)], 1)
+        next(chunks)
+        time.sleep(1.0)  # the workers would go on decoding if nothing held them
+        assert len(list(tmp_path.iterdir())) <= IN_FLIGHT_PER_WORKER * 2
+        assert len(list(chunks)) == 29
+    finally:
+        pool.close()
+
+
+def test_a_worker_dying_during_a_pass_raises_and_the_next_pass_has_workers_again():
+    from mmvgm.predict.pool import DecodeWorkerError
+
+    pool = _pool()
+    try:
+        chunks = pool.decode([("a", 1, "x")] * 4 + [("die", 1, "x")] + [("b", 1, "x")] * 4, 1)
+        assert next(chunks)["items"] == ["a"]
+        with pytest.raises(DecodeWorkerError, match="ended with exit code -9 during the pass"):
+            list(chunks)
+        assert -9 in pool.exit_codes.values()
+        assert [c["items"] for c in pool.decode([("c", 1, "x")] * 3, 1)] == [["c"]] * 3
+        assert len(pool.worker_pids) == 2
+    finally:
+        pool.close()
+
+
+def test_a_file_that_kills_its_worker_at_once_raises_after_one_retry():
+    from mmvgm.predict.pool import DecodeWorkerError
+
+    pool = _pool()
+    try:
+        with pytest.raises(DecodeWorkerError, match="during the pass"):
+            list(pool.decode([("die", 1, "x"), ("a", 1, "x")], 1))
+    finally:
+        pool.close()
+
+
+def test_a_collate_that_raises_is_reported_with_its_traceback():
+    from mmvgm.predict.pool import DecodeWorkerError
+
+    pool = _pool(collate=_broken_collate)
+    try:
+        with pytest.raises(DecodeWorkerError, match="ValueError: no collating today"):
+            list(pool.decode([("a", 1, "x")], 1))
+    finally:
+        pool.close()
+
+
+def _threads(request):
+    from mmvgm.runtime.threads import decoder_threads
+
+    return (torch.get_num_threads(), decoder_threads())
+
+
+def _listed(items):
+    return items
+
+
+def test_workers_get_the_thread_policys_threads_for_decoding_workers(monkeypatch):
+    from mmvgm.predict.pool import DecodePool
+    from mmvgm.runtime.threads import DECODE_THREADS_ENV, decoder_threads, worker_torch_threads
+
+    monkeypatch.delenv(DECODE_THREADS_ENV, raising=False)
+    pool = DecodePool(_threads, _listed, 2, torch.device("cpu"))
+    try:
+        got = [threads for chunk in pool.decode([("a", 1, "x")] * 4, 1) for threads in chunk]
+    finally:
+        pool.close()
+    assert got == [(worker_torch_threads(), decoder_threads(env={}, in_worker=True))] * 4 == [(1, 1)] * 4
