@@ -16,19 +16,19 @@ def make_checkpoint(directory: Path, task: str = "joint", sources: Sequence[str]
                     temperature: float = 1.0, backbone: str = "videomae_tiny", seed: int = 0) -> Path:
     """An untrained tiny model saved with the engine's ``save_checkpoint`` and hand-set calibration."""
     from mmvgm.checkpoint.files import save_checkpoint
+    from mmvgm.checkpoint.meta import CheckpointMeta
     from mmvgm.models import build_model
 
     torch.manual_seed(seed)
     labels = {"detect": ["real", "fake"], "trace": list(sources), "joint": ["real", *sources]}[task]
     num_classes = None if task == "detect" else len(sources)
     model = build_model({"backbone": backbone, "task": task, "num_classes": num_classes})
-    meta = {
-        "model_cfg": model.config, "task": task, "labels": labels, "preprocess": model.preprocess,
-        "frames": model.frames, "sampling": "consecutive",
-        "calibration": {"temperature": temperature, "threshold": threshold,
-                        "open_set_threshold": open_set_threshold,
-                        "trace_temperature": temperature if task == "joint" else None},
-    }
+    meta = CheckpointMeta(
+        model_cfg=model.config, task=task, labels=labels, preprocess=model.preprocess,
+        frames=model.frames, sampling="consecutive",
+        calibration={"temperature": temperature, "threshold": threshold,
+                     "open_set_threshold": open_set_threshold,
+                     "trace_temperature": temperature if task == "joint" else None})
     return save_checkpoint(directory, model, meta)
 
 

@@ -22,34 +22,31 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 
-from mmvgm.config import yaml_safe
+from mmvgm.checkpoint.meta import CONFIG_NAME, FORMAT_VERSION, CheckpointMeta  # noqa: F401
 from mmvgm.errors import CheckpointError, PathLike
 from mmvgm.io.atomic import new_temp_dir
 
-CONFIG_NAME = "mmvgm.yaml"
 WEIGHTS_NAME = "model.safetensors"
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
-FORMAT_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- save / load
 
-def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: Dict[str, Any],
+def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: CheckpointMeta,
                     train_state: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``directory`` atomically. ``meta`` must hold ``model_cfg``; ``train_state`` is any
-    nesting of dicts/lists/tensors/arrays/scalars (see ``pack_state``)."""
-    if "model_cfg" not in meta:
-        raise CheckpointError("checkpoint meta needs 'model_cfg' to rebuild the model", directory)
+    """Write ``directory`` atomically: ``meta`` as ``mmvgm.yaml``, the weights as
+    ``model.safetensors``; ``train_state`` is any nesting of dicts/lists/tensors/arrays/scalars
+    (see ``pack_state``)."""
+    if not isinstance(meta, CheckpointMeta):
+        raise TypeError("save_checkpoint needs a CheckpointMeta")
     dest = Path(directory)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = new_temp_dir(dest.parent, prefix=f".{dest.name}.tmp-")
     try:
-        meta = {"format_version": FORMAT_VERSION, **yaml_safe(meta)}
-        (tmp / CONFIG_NAME).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+        meta.save(tmp)
         save_file(_state_tensors(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if train_state is not None:
             tensors, skeleton = pack_state(train_state)
@@ -81,34 +78,27 @@ def _state_tensors(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def read_meta(directory: PathLike) -> dict:
+def read_meta(directory: PathLike) -> CheckpointMeta:
     """The checkpoint's ``mmvgm.yaml`` (checks the directory is complete)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError("checkpoint directory not found", directory)
-    cfg_path = directory / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise CheckpointError(f"not an mmvgm checkpoint: {CONFIG_NAME} is missing", directory)
     if not (directory / WEIGHTS_NAME).is_file():
+        if not (directory / CONFIG_NAME).is_file():
+            raise CheckpointError(f"not an mmvgm checkpoint: {CONFIG_NAME} is missing", directory)
         raise CheckpointError(f"incomplete checkpoint: {WEIGHTS_NAME} is missing", directory)
-    try:
-        meta = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"invalid {CONFIG_NAME}: {str(exc).splitlines()[0]}", cfg_path) from None
-    if not isinstance(meta, dict) or "model_cfg" not in meta:
-        raise CheckpointError(f"{CONFIG_NAME} has no 'model_cfg'", cfg_path)
-    return meta
+    return CheckpointMeta.load(directory)
 
 
 def load_checkpoint(directory: PathLike, device: Any = "cpu",
                     builder: Optional[Callable[[dict], torch.nn.Module]] = None
-                    ) -> Tuple[torch.nn.Module, dict]:
+                    ) -> Tuple[torch.nn.Module, CheckpointMeta]:
     """Rebuild the model from ``mmvgm.yaml`` and load ``model.safetensors`` strictly."""
     directory = Path(directory)
     meta = read_meta(directory)
     if builder is None:
         from mmvgm.models import build_model as builder
-    model_cfg = copy.deepcopy(meta["model_cfg"])
+    model_cfg = copy.deepcopy(meta.model_cfg)
     if isinstance(model_cfg.get("backbone"), dict):
         model_cfg["backbone"]["weights"] = None  # the checkpoint replaces any pretrained weights
     model = builder(model_cfg)

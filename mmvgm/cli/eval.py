@@ -7,12 +7,15 @@ from typing import Optional
 
 import click
 
+from mmvgm.cli.options import precision_option
+
 
 @click.command(name="eval")
 @click.option("--checkpoint", "-c", required=True, type=click.Path(),
               help="Checkpoint directory (e.g. runs/x/best).")
 @click.option("--data", "-d", required=True, type=click.Path(),
-              help="The dataset (folder or manifest); the test split is recomputed from the checkpoint's seed.")
+              help="The dataset: a folder or a manifest (.csv, .jsonl, .ndjson, .txt), as for `mmvgm train`; "
+                   "the test split is recomputed from the checkpoint's seed.")
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True,
               help="Which split of --data; 'all' evaluates every video (e.g. a separate test set).")
 @click.option("--out", "-o", default=None, type=click.Path(),
@@ -27,10 +30,16 @@ import click
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch compute threads of the scoring loop (also $MMVGM_THREADS) [default: torch's].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--predictions", "predictions_out", default=None, type=click.Path(dir_okay=False),
+              help="Write the per-file verdicts (scan's JSONL schema) with each file's true 'label'.")
+@precision_option
 def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json: bool, perturb: Optional[str],
             holdout_class: Optional[str], attack: Optional[str], batch_size: int, workers: int, device: str,
-            no_progress: bool) -> None:
+            no_progress: bool, predictions_out: Optional[str], precision: str,
+            threads: Optional[int]) -> None:
     """Evaluate a checkpoint: accuracy, balanced accuracy, macro-F1, per-class P/R/F1,
     ROC-AUC / AP, TPR at 1% and 5% FPR, confusion matrix.
 
@@ -44,6 +53,7 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
       mmvgm eval -c runs/det/best -d data/ --perturb jpeg:50,h264:28,resize:0.5,fps:0.5
       mmvgm eval -c runs/trace/best -d data/ --holdout-class lavie --json > metrics.json
       mmvgm eval -c runs/det/best -d other_set/ --split all --out eval_other/
+      mmvgm eval -c runs/det/best -d data/ --predictions test_verdicts.jsonl   # per-file, for error analysis
     """
     from mmvgm.engine.evaluate import evaluate, results_table
 
@@ -52,7 +62,8 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
         out = str(ck.parent / f"eval-{ck.name}-{split}")
     results = evaluate(checkpoint, data, split=split, out=out, perturb=perturb, holdout_class=holdout_class,
                        attack=attack, batch_size=batch_size, workers=workers,
-                       device=None if device == "auto" else device, progress=not no_progress)
+                       device=None if device == "auto" else device, progress=not no_progress,
+                       precision=precision, predictions_out=predictions_out, threads=threads)
     if as_json:
         click.echo(json.dumps(results, default=str))
         return
@@ -78,3 +89,5 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
     if results.get("skipped"):
         console.print(f"[yellow]{len(results['skipped'])} unreadable video(s) skipped (listed in metrics.json)")
     console.print(f"wrote {Path(out) / 'metrics.json'}, roc.png, confusion.png")
+    if predictions_out:
+        console.print(f"wrote the per-file verdicts to {predictions_out}")

@@ -5,6 +5,7 @@ from typing import Optional
 
 import click
 
+from mmvgm.cli.options import precision_option
 from mmvgm.cli.trace import _sampling
 from mmvgm.errors import InputError
 
@@ -30,11 +31,21 @@ from mmvgm.errors import InputError
 @click.option("--sampling", callback=_sampling, default=None,
               help="consecutive | uniform | stride:K [default: the checkpoint's].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch compute threads of the scoring loop (also $MMVGM_THREADS) [default: on CPU, "
+                   "every core, less one per worker while the scan waits for decoded clips].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@precision_option
 def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size: int, workers: Optional[int],
             resume: bool, retry_errors: bool, shard: Optional[str], merge_only: bool,
-            frames: Optional[int], sampling: Optional[str], device: str, quiet: bool) -> None:
-    """Score every video under PATH (a folder, recursive, or a .csv/.jsonl/.txt manifest).
+            frames: Optional[int], sampling: Optional[str], device: str, quiet: bool, precision: str,
+            threads: Optional[int]) -> None:
+    """Score every video under PATH: a folder (recursive), a video, or a manifest.
+
+    \b
+    A manifest (.csv, .jsonl, .ndjson, .txt) lists the files, relative to its folder:
+    a .csv with a path column (or the paths in its first column), .jsonl/.ndjson
+    objects with "path", a .txt with one path per line (# comments).
 
     \b
     One line per file, written and fsync'd per batch; a bad file gets a line with
@@ -77,7 +88,7 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
 
     # the decoding workers start while the checkpoint loads, before the model is on the GPU
     with Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device),
-                                   workers=workers) as predictor:
+                                   workers=workers, precision=precision, threads=threads) as predictor:
         predictor.frames = predictor.check_frames(frames)  # refuse before any output is created
         predictor.sampling = sampling or predictor.sampling
         summary = run_scan(predictor, path, out, batch_size=batch_size, workers=workers, resume=resume,

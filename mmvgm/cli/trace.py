@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import click
 
+from mmvgm.cli.options import precision_option
 from mmvgm.errors import InputError, MMVGMError
+from mmvgm.predict.verdict import Verdict
 
 SAMPLINGS = ("consecutive", "uniform")
 
@@ -34,8 +36,12 @@ def _sampling(ctx: click.Context, param: click.Parameter, value: Optional[str]) 
                    "of the window scored most likely fake). With several videos, '{stem}' in the "
                    "name is replaced by each video's name.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch compute threads (also $MMVGM_THREADS) [default: torch's].")
+@precision_option
 def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, frames: Optional[int],
-            sampling: Optional[str], windows: int, explain_png: Optional[str], device: str) -> None:
+            sampling: Optional[str], windows: int, explain_png: Optional[str], device: str,
+            precision: str, threads: Optional[int]) -> None:
     """Say whether each video is real or AI-generated, and which model made it.
 
     \b
@@ -55,7 +61,8 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
     if explain_png and len(videos) > 1 and "{stem}" not in explain_png:
         raise InputError("--explain with several videos needs '{stem}' in the file name, "
                          "e.g. --explain 'saliency-{stem}.png'")
-    predictor = Predictor.from_checkpoint(checkpoint, device=None if device == "auto" else device)
+    predictor = Predictor.from_checkpoint(checkpoint, device=None if device == "auto" else device,
+                                          precision=precision, threads=threads)
     predictor.check_frames(frames)
     failures = 0
     for video in videos:
@@ -68,17 +75,17 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
 
                 out = explain_png.replace("{stem}", Path(video).stem)
                 window = _most_suspicious_window(result)
-                result["explanation"] = str(explain(predictor, video, out, frames=frames,
-                                                    sampling=window.get("sampling", sampling),
-                                                    start=window.get("start", 0)).path)
+                result.explanation = str(explain(predictor, video, out, frames=frames,
+                                                 sampling=window.sampling if window else sampling,
+                                                 start=window.start if window else 0).path)
         except MMVGMError as exc:
             failures += 1
             if as_json:
-                click.echo(json.dumps({"path": video, "error": exc.message}))
+                click.echo(json.dumps(Verdict.failed(video, exc.message).to_json()))
             echo_error(f"{video}: {exc.message}")
             continue
         if as_json:
-            click.echo(json.dumps(result))
+            click.echo(json.dumps(result.to_json()))
         else:
             _print_table(predictor, result)
     if failures:
@@ -89,80 +96,77 @@ def _pct(p: Optional[float]) -> str:
     return "-" if p is None else f"{100 * p:.1f}%"
 
 
-def _print_table(predictor: Any, result: Dict[str, Any]) -> None:
+def _print_table(predictor: Any, result: Verdict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     cal = predictor.calibration
-    verdict = result["verdict"]
+    verdict = result.verdict
     style = {"fake": "bold red", "real": "bold green"}.get(verdict, "bold yellow")
-    title = f"{result['path']}"
+    title = result.path
     table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
     table.add_column("", style="dim")
     table.add_column("value")
-    if "fake_probability" in result:
-        table.add_row("verdict", f"[{style}]{verdict}[/] (P(fake) = {_pct(result['fake_probability'])}, "
+    if result.fake_probability is not None:
+        table.add_row("verdict", f"[{style}]{verdict}[/] (P(fake) = {_pct(result.fake_probability)}, "
                                  f"threshold {_pct(cal.threshold)})")
     elif verdict == "not-assessed":
         table.add_row("verdict", "[yellow]not assessed[/] (trace-only checkpoint: assumes the video is "
                                  "generated)")
     else:
         table.add_row("verdict", f"[{style}]{verdict}[/]")
-    if "source" in result:
-        source = result["source"]
+    if result.source is not None:
         qualifier = " (if generated)" if predictor.task == "joint" and verdict == "real" else ""
-        if source == "unknown":
-            top = next(iter(result["sources"].values()))
+        best = result.best_source
+        if result.source.unknown:
             table.add_row("source", f"[yellow]unknown[/]{qualifier}: no known source fits "
-                                    f"(best {_pct(top)} < open-set threshold {_pct(cal.open_set_threshold)})")
+                                    f"(best {predictor.display.get(best.label, best.label)} {_pct(best.probability)}"
+                                    f" < open-set threshold {_pct(cal.open_set_threshold)})")
         else:
-            label = predictor.display.get(source["label"], source["label"])
-            table.add_row("source", f"[bold]{label}[/] {_pct(source['probability'])}{qualifier}")
-    clip = f"{result['frames']} frames, {result['sampling']}"
-    if result.get("padded"):
-        clip += f", [yellow]{result['padded']} padded[/] (short video: last frame repeated)"
-    if "windows" in result:
-        clip += f", mean of {len(result['windows'])} windows"
+            label = predictor.display.get(best.label, best.label)
+            table.add_row("source", f"[bold]{label}[/] {_pct(best.probability)}{qualifier}")
+    clip = f"{result.frames} frames, {result.sampling}"
+    if result.padded:
+        clip += f", [yellow]{result.padded} padded[/] (short video: last frame repeated)"
+    if result.windows:
+        clip += f", mean of {len(result.windows)} windows"
     table.add_row("clip", clip)
-    if result.get("explanation"):
-        table.add_row("saliency", result["explanation"])
+    if result.explanation:
+        table.add_row("saliency", result.explanation)
     console = Console()
     console.print(table)
-    if "sources" in result:
+    if result.sources:
         ranking = Table(show_header=True, header_style="bold", title="source ranking", title_justify="left")
         ranking.add_column("#", justify="right")
         ranking.add_column("source")
         ranking.add_column("probability", justify="right")
-        for rank, (label, p) in enumerate(result["sources"].items(), start=1):
+        for rank, (label, p) in enumerate(result.sources.items(), start=1):
             ranking.add_row(str(rank), predictor.display.get(label, label), _pct(p))
         console.print(ranking)
-    if "windows" in result:
+    if result.windows:
         per = Table(show_header=True, header_style="bold", title="windows", title_justify="left")
         per.add_column("start", justify="right")
         per.add_column("end", justify="right")
         per.add_column("verdict")
-        if "fake_probability" in result:
+        if result.fake_probability is not None:
             per.add_column("P(fake)", justify="right")
-        if "source" in result:
+        if result.source is not None:
             per.add_column("source")
-        for w in result["windows"]:
-            row = [str(w["start"]), str(w.get("end", "")), w["verdict"]]
-            if "fake_probability" in result:
-                row.append(_pct(w.get("fake_probability")))
-            if "source" in result:
-                s = w["source"]
-                row.append("unknown" if s == "unknown" else f"{s['label']} {_pct(s['probability'])}")
+        for w in result.windows:
+            row = [str(w.start), "" if w.end is None else str(w.end), w.verdict]
+            if result.fake_probability is not None:
+                row.append(_pct(w.fake_probability))
+            if result.source is not None:
+                row.append("unknown" if w.source.unknown else f"{w.source.label} {_pct(w.source.probability)}")
             per.add_row(*row)
         console.print(per)
 
 
-def _most_suspicious_window(result: dict) -> dict:
+def _most_suspicious_window(result: Verdict) -> Optional[Verdict]:
     """The window with the highest fake probability (top source probability for trace-only
-    checkpoints); ``{}`` (the first clip) without windows."""
-    windows = result.get("windows") or []
-
-    def score(window: dict) -> float:
-        if "fake_probability" in window:
-            return window["fake_probability"]
-        return max(window.get("sources", {}).values(), default=0.0)
-    return max(windows, key=score, default={})
+    checkpoints); ``None`` (the first clip) without windows."""
+    def score(window: Verdict) -> float:
+        if window.fake_probability is not None:
+            return window.fake_probability
+        return window.best_source.probability if window.best_source else 0.0
+    return max(result.windows or [], key=score, default=None)

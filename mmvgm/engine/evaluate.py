@@ -33,41 +33,47 @@ TABLE_METRICS = {"accuracy": "acc", "balanced_accuracy": "bal acc", "macro_f1": 
 
 @dataclass
 class Predictions:
-    """Raw head logits (float32 numpy) with the label index and path of every evaluated video."""
+    """Raw head logits (float32 numpy) with the label index, path and padding of every
+    evaluated video, and the files that could not be read."""
 
     logits: Dict[str, np.ndarray]
     labels: np.ndarray
     paths: List[str]
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    padded: List[int] = field(default_factory=list)
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, loader, transform, accelerator=None, device=None,
-            desc: str = "predicting", progress: bool = True) -> Predictions:
-    """Run ``model`` over a loader of ``datasets.Batch`` (uint8 clips); gathers across processes."""
+            precision: str = "auto", desc: str = "predicting", progress: bool = True) -> Predictions:
+    """Run ``model`` over a loader of ``data.dataset.Batch`` through the one scoring path
+    (``predict.scoring.forward_logits``, ``precision`` as in ``--precision``); gathers across
+    processes."""
+    from mmvgm.predict.scoring import forward_logits
     from mmvgm.progress import make_progress
+    from mmvgm.runtime import precision_dtype
 
     was_training = model.training
     model.eval()
     if device is None:
         device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    dtype = precision_dtype(precision, torch.device(device))
     logits: Dict[str, List[torch.Tensor]] = {}
-    labels, paths, skipped = [], [], []
+    labels, paths, skipped, padded = [], [], [], []
     with make_progress(disable=not progress) as bar:
         task = bar.add_task(desc, total=len(loader))
         for batch in loader:
             skipped.extend(batch.skipped)
             if batch.clips is not None:
-                out = model(transform.normalize(batch.clips.to(device)))
-                for k in HEADS:
-                    if k in out:
-                        logits.setdefault(k, []).append(out[k].float().cpu())
+                for k, v in forward_logits(model, batch.clips, transform, torch.device(device), dtype).items():
+                    logits.setdefault(k, []).append(v.cpu())
                 labels.append(batch.labels.cpu())
                 paths.extend(batch.paths)
+                padded.extend(batch.padded)
             bar.advance(task)
     model.train(was_training)
     preds = Predictions({k: torch.cat(v).numpy() for k, v in logits.items()},
-                        torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64), paths, skipped)
+                        torch.cat(labels).numpy() if labels else np.zeros(0, dtype=np.int64), paths, skipped,
+                        padded)
     if accelerator is not None and accelerator.num_processes > 1:
         preds = _gather_predictions(preds)
     return preds
@@ -95,7 +101,8 @@ def _gather_predictions(local: Predictions) -> Predictions:
     heads = sorted({k for part in parts for k in part.logits})
     logits = {k: np.stack([parts[i].logits[k][r] for i, r in keep]) for k in heads}
     labels = np.array([parts[i].labels[r] for i, r in keep], dtype=np.int64)
-    return Predictions(logits, labels, [parts[i].paths[r] for i, r in keep], list(skipped.items()))
+    return Predictions(logits, labels, [parts[i].paths[r] for i, r in keep], list(skipped.items()),
+                       [parts[i].padded[r] for i, r in keep])
 
 
 def metrics_for(preds: Predictions, cal: Calibration, task: str, names: Sequence[str]) -> dict:
@@ -121,13 +128,17 @@ def metrics_for(preds: Predictions, cal: Calibration, task: str, names: Sequence
 def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Optional[PathLike] = None,
              perturb: Optional[str] = None, holdout_class: Optional[str] = None, attack: Optional[str] = None,
              batch_size: int = 8, workers: int = 2, device: Optional[str] = None,
-             progress: bool = True) -> dict:
-    """Evaluate a checkpoint on ``data``; writes ``metrics.json`` + PNGs into ``out`` if given."""
-    from mmvgm.data.labels import LabelSet
-    from mmvgm.data.transforms import VideoTransform
-    from mmvgm.checkpoint.files import load_checkpoint
+             progress: bool = True, precision: str = "auto",
+             predictions_out: Optional[PathLike] = None, threads: Optional[int] = None) -> dict:
+    """Evaluate a checkpoint on ``data``; writes ``metrics.json`` + PNGs into ``out`` if given.
+
+    ``precision``: as ``trace``/``scan --precision`` (the same default). ``predictions_out``: a
+    JSONL file of the per-file verdicts, in scan's schema, each with its true ``label``.
+    ``threads``: fix the compute threads (``--threads``; by default ``runtime.threads`` chooses).
+    """
+    from mmvgm.checkpoint.files import load_checkpoint, read_meta
     from mmvgm.engine.perturb import parse_perturbations
-    from mmvgm.runtime import package_versions, pick_device
+    from mmvgm.runtime import package_versions, pick_device, precision_dtype
 
     if split not in SPLIT_CHOICES:
         raise InputError(f"unknown split '{split}'; use one of {', '.join(SPLIT_CHOICES)}")
@@ -136,76 +147,113 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
         from mmvgm.attacks.robustness import parse_attack_spec
 
         parse_attack_spec(attack)
-    from mmvgm.checkpoint.files import read_meta
-
     meta = read_meta(checkpoint)
-    task = meta["task"]
-    label_set = LabelSet.from_dict(meta["labels"])
-    if holdout_class and task != "detect" and holdout_class in label_set.names:
+    label_set = meta.label_set
+    if holdout_class and meta.task != "detect" and holdout_class in label_set.names:
         raise InputError(f"--holdout-class '{holdout_class}' is one of the checkpoint's classes; "
                          "hold out a source the model was not trained on")
     dev = pick_device(device)
+    precision_dtype(precision, dev)  # a precision this device cannot run fails before any work
     model, meta = load_checkpoint(checkpoint, device=dev)
-    cal = Calibration.from_dict(meta.get("calibration"))
-    transform = VideoTransform.from_config(meta["preprocess"])
-    frames, sampling = int(meta["frames"]), meta.get("sampling", "consecutive")
-
-    samples, split_info = _select_samples(meta, data, split, task, label_set, holdout_class)
+    run = _Runner(model, meta, dev, precision, batch_size, workers, progress, threads)
+    samples, split_info = _select_samples(meta, data, split, meta.task, label_set, holdout_class)
     if not samples:
         raise InputError(f"no videos to evaluate in the {split} split", data)
-
-    def run(samples_: Sequence, perturbation=None, desc: str = "evaluating") -> Predictions:
-        from mmvgm.data.dataset import VideoDataset, make_loader
-
-        reader = PerturbedReader(perturbation) if perturbation is not None else None
-        ds = VideoDataset(samples_, label_set.label_to_index, num_frames=frames, sampling=sampling,
-                          transform=transform, reader=reader)
-        loader = make_loader(ds, batch_size, workers=workers, pin_memory=False)
-        return predict(model, loader, transform, device=dev, desc=desc, progress=progress)
 
     preds = run(samples)
     if len(preds.labels) == 0:
         raise InputError("none of the videos could be read: " +
                          "; ".join(f"{p}: {r}" for p, r in preds.skipped[:3]), data)
-    results: Dict[str, Any] = {"checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data),
-                               "split": split, "task": task, "labels": label_set.names, **split_info}
-    results.update(metrics_for(preds, cal, task, label_set.names))
-    results["skipped"] = [{"path": p, "reason": r} for p, r in preds.skipped]
-    results["calibration"] = cal.to_dict()
-
+    results = _clean_results(checkpoint, data, split, meta, preds, split_info, precision)
+    if predictions_out is not None:
+        results["predictions"] = str(write_predictions(predictions_out, run.scorer(), preds, label_set.names))
     if perturbations:
-        results["perturbations"] = {}
-        for p in perturbations:
-            pp = run(samples, p, desc=f"evaluating {p.spec}")
-            results["perturbations"][p.spec] = metrics_for(pp, cal, task, label_set.names)
-
+        results["perturbations"] = {p.spec: metrics_for(run(samples, p, desc=f"evaluating {p.spec}"),
+                                                        meta.calibration, meta.task, label_set.names)
+                                    for p in perturbations}
     if holdout_class:
-        results["holdout"] = _holdout(run, samples, preds, cal, task, data, holdout_class, label_set)
-
+        results["holdout"] = _holdout(run, samples, preds, meta.calibration, meta.task, data, holdout_class,
+                                      label_set)
     if attack:
-        results["attack"] = _attack(model, samples, attack, transform, label_set, task, frames, sampling,
-                                    batch_size, dev)
-
-    results["config"] = meta.get("config")
-    results["seed"] = meta.get("seed")
-    results["trained_with"] = meta.get("versions")
-    results["versions"] = package_versions()
-
+        results["attack"] = _attack(model, samples, attack, run.transform, label_set, meta.task, meta.frames,
+                                    meta.sampling, batch_size, dev)
+    results.update(config=meta.config, seed=meta.seed, trained_with=meta.versions, versions=package_versions())
     if out is not None:
-        write_outputs(Path(out), results, preds, cal, task, label_set.names)
+        write_outputs(Path(out), results, preds, meta.calibration, meta.task, label_set.names)
     return results
 
 
-def _select_samples(meta: Mapping[str, Any], data: PathLike, split: str, task: str, label_set,
+class _Runner:
+    """Scores samples (optionally perturbed) with the evaluated checkpoint: the same dataset,
+    loader and scoring path as training's validation and the predictor."""
+
+    def __init__(self, model, meta, device, precision: str, batch_size: int, workers: int,
+                 progress: bool, threads: Optional[int] = None) -> None:
+        from mmvgm.data.transforms import VideoTransform
+
+        self.model, self.meta, self.device, self.precision = model, meta, device, precision
+        self.batch_size, self.workers, self.progress = batch_size, workers, progress
+        self.threads = threads
+        self.transform = VideoTransform.from_config(meta.preprocess)
+
+    def __call__(self, samples: Sequence, perturbation=None, desc: str = "evaluating") -> Predictions:
+        from mmvgm.data.dataset import VideoDataset, make_loader
+        from mmvgm.runtime.threads import resolve_threads
+
+        reader = PerturbedReader(perturbation) if perturbation is not None else None
+        ds = VideoDataset(samples, self.meta.label_set.label_to_index, num_frames=self.meta.frames,
+                          sampling=self.meta.sampling, transform=self.transform, reader=reader)
+        loader = make_loader(ds, self.batch_size, workers=self.workers, pin_memory=False)
+        with resolve_threads(self.device, self.workers, self.threads).loop():
+            return predict(self.model, loader, self.transform, device=self.device, precision=self.precision,
+                           desc=desc, progress=self.progress)
+
+    def scorer(self):
+        from mmvgm.predict.scoring import Scorer
+        from mmvgm.runtime import precision_dtype
+
+        return Scorer(self.model, self.meta, self.transform, self.device,
+                      precision_dtype(self.precision, self.device))
+
+
+def _clean_results(checkpoint: PathLike, data: PathLike, split: str, meta, preds: Predictions,
+                   split_info: Mapping[str, Any], precision: str) -> Dict[str, Any]:
+    names = meta.label_set.names
+    results: Dict[str, Any] = {"checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data),
+                               "split": split, "task": meta.task, "labels": names, "precision": precision,
+                               **split_info}
+    results.update(metrics_for(preds, meta.calibration, meta.task, names))
+    results["skipped"] = [{"path": p, "reason": r} for p, r in preds.skipped]
+    results["calibration"] = meta.calibration.to_dict()
+    return results
+
+
+def write_predictions(dest: PathLike, scorer, preds: Predictions, names: Sequence[str]) -> Path:
+    """Per-file verdicts of ``preds`` (scan's JSONL schema, each with its true ``label``), and an
+    error line per unreadable file; written atomically."""
+    import json
+
+    from mmvgm.io.atomic import write_text_atomic
+    from mmvgm.predict.verdict import Verdict
+
+    verdicts = scorer.verdicts(preds.paths, preds.logits, preds.padded or [0] * len(preds.paths),
+                               scorer.meta.frames, scorer.meta.sampling)
+    lines = [v.with_label(names[int(y)] if y >= 0 else None).to_json()
+             for v, y in zip(verdicts, preds.labels)]
+    lines += [Verdict.failed(path, reason).to_json() for path, reason in preds.skipped]
+    return write_text_atomic(dest, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _select_samples(meta, data: PathLike, split: str, task: str, label_set,
                     holdout_class: Optional[str]) -> Tuple[list, dict]:
-    from mmvgm.data.dataset import discover
+    from mmvgm.io.discovery import discover
     from mmvgm.engine.tasks import relabel, task_splits
 
     exclude = [holdout_class] if holdout_class else []
     if split == "all":
         samples = relabel([s for s in discover(data) if s.label not in exclude], task, label_set)
         return samples, {"n_available": len(samples)}
-    stored = meta.get("data") or {}
+    stored = meta.data or {}
     split_cfg = stored.get("split") or {}
     ratios = split_cfg.get("ratios", [0.8, 0.1, 0.1])
     seed = split_cfg.get("seed", 2024)
@@ -239,7 +287,7 @@ class PerturbedReader:
 
 def _holdout(run, known_samples, known_preds: Predictions, cal: Calibration, task: str, data: PathLike,
              holdout_class: str, label_set) -> dict:
-    from mmvgm.data.dataset import discover
+    from mmvgm.io.discovery import discover
 
     held = [s for s in discover(data) if s.label == holdout_class]
     if not held:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mmvgm.errors import InputError, PathLike
+from mmvgm.predict.scoring import autocast
 
 METHODS = ("grad_x_input", "smoothgrad")
 
@@ -67,7 +68,7 @@ def saliency_map(predictor: Any, pixels: torch.Tensor, target: Optional[str] = N
             if method == "smoothgrad":
                 xi = xi + sigma * torch.randn(xi.shape, generator=generator).to(device)
             xi.requires_grad_(True)
-            with torch.enable_grad(), predictor._autocast():
+            with torch.enable_grad(), autocast(predictor.device, predictor.scorer.dtype):
                 out = model(xi)[head]
                 score = out.reshape(-1)[0] if index is None else out[0, index]
                 (grad,) = torch.autograd.grad(score.float(), xi)
@@ -89,7 +90,7 @@ def _target(predictor: Any, x: torch.Tensor, target: Optional[str]) -> Tuple[str
         raise InputError(f"a detect-only checkpoint can only explain 'detect', not '{target}'")
     labels = predictor.source_labels
     if target is None or target == "trace":
-        with torch.inference_mode(), predictor._autocast():
+        with torch.inference_mode(), autocast(predictor.device, predictor.scorer.dtype):
             logits = predictor.model(x)["trace"]
         index = int(logits[0].float().argmax())
         return "trace", index, labels[index]

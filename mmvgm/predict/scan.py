@@ -22,93 +22,15 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from mmvgm.errors import InputError, PathLike
-from mmvgm.io.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from mmvgm.io.discovery import list_inputs
+from mmvgm.predict.verdict import Verdict, csv_columns
 
-MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".txt"})
 OUTPUT_FORMATS = ("jsonl", "csv")
-
-# CSV columns before the per-source probability columns ("p:<label>").
-CSV_BASE_COLUMNS = ("path", "verdict", "fake_probability", "source", "source_probability",
-                    "frames", "sampling", "padded", "error")
-
-
-# --------------------------------------------------------------------------- inputs
-
-def list_inputs(path: PathLike) -> Tuple[List[str], Path]:
-    """The videos to scan and the root their shard hash is relative to.
-
-    ``path`` is a folder (searched recursively; a sub-folder holding only images is one
-    frame-directory video) or a manifest: ``.csv`` with a ``path`` column (or the first
-    column), ``.jsonl`` with a ``path`` key, or ``.txt`` with one path per line. Manifest paths
-    are relative to the manifest's folder. The order is sorted and deterministic.
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError("no such file or folder", path)
-    if path.is_dir():
-        files = sorted(_walk_videos(path))
-        if not files:
-            raise InputError(f"no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))} "
-                             "and folders of frames)", path)
-        return files, path
-    if path.suffix.lower() in MANIFEST_EXTENSIONS:
-        entries = _read_manifest(path)
-        if not entries:
-            raise InputError("the manifest lists no files", path)
-        return entries, path.parent
-    if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return [str(path)], path.parent
-    raise InputError("expected a folder of videos or a manifest (.csv, .jsonl, .txt)", path)
-
-
-def _walk_videos(root: Path) -> Iterator[str]:
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        videos = [n for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS and not n.startswith(".")]
-        images = [n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
-        for name in videos:
-            yield str(Path(folder) / name)
-        if images and not videos and not dirs and Path(folder) != root:
-            yield folder  # a folder of frames is one video
-
-
-def _read_manifest(path: Path) -> List[str]:
-    base = path.parent
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Excel, Notepad) is not part of the text
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the manifest: {exc}", path) from None
-    raw: List[str] = []
-    if suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"line {number} is not JSON", path) from None
-            if not isinstance(item, dict) or "path" not in item:
-                raise InputError(f"line {number} has no 'path' key", path)
-            raw.append(str(item["path"]))
-    elif suffix == ".csv":
-        rows = list(csv.reader(io.StringIO(text)))
-        rows = [r for r in rows if r and any(c.strip() for c in r)]
-        if rows:
-            header = [c.strip().lower() for c in rows[0]]
-            column = header.index("path") if "path" in header else 0
-            body = rows[1:] if "path" in header else rows
-            raw.extend(r[column].strip() for r in body if len(r) > column and r[column].strip())
-    else:
-        raw.extend(line.strip() for line in text.splitlines()
-                   if line.strip() and not line.lstrip().startswith("#"))
-    return [p if os.path.isabs(p) else str(base / p) for p in raw]
-
 
 # --------------------------------------------------------------------------- shards and ranks
 
@@ -194,10 +116,6 @@ def output_format(out: PathLike) -> str:
     return suffix
 
 
-def csv_columns(source_labels: Sequence[str]) -> List[str]:
-    return list(CSV_BASE_COLUMNS) + [f"p:{label}" for label in source_labels]
-
-
 def _path_key(path: str) -> str:
     return os.path.normpath(os.path.abspath(path))
 
@@ -260,9 +178,9 @@ def read_results(path: PathLike) -> List[Dict[str, Any]]:
 
 
 class ResultWriter:
-    """Appends result records to a JSONL or CSV file: flushed per :meth:`write` call, fsync'd at
-    most every ``fsync_every`` seconds and on close (with an fsync per batch, the GPU machine's
-    VideoMAE-base scan ran at 337 files/s after its first batch; with this, 476)."""
+    """Appends verdicts to a JSONL or CSV file: flushed per :meth:`write` call, fsync'd at most
+    every ``fsync_every`` seconds and on close. An fsync per batch would make a fast GPU scan wait
+    on the disk; a crash loses at most the last second, which a resume scans again."""
 
     def __init__(self, path: PathLike, source_labels: Sequence[str] = (), resume: bool = False,
                  retry_errors: bool = False, protect: Iterable[PathLike] = (),
@@ -317,16 +235,18 @@ class ResultWriter:
                 if self.format == "csv":
                     fh.write(self._csv_line(dict(zip(self.columns, self.columns))))
                 for record in records:
-                    fh.write(self._line(record, raw=True))
+                    fh.write(self._line(record))
 
     def is_done(self, path: str) -> bool:
         return _path_key(path) in self.done
 
     # -- writing
-    def _line(self, record: Dict[str, Any], raw: bool = False) -> str:
+    def _line(self, record: Union[Verdict, Dict[str, Any]]) -> str:
+        """A verdict as a new line; a plain dict is a line read back on resume, kept as it was."""
         if self.format == "jsonl":
-            return json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n"
-        return self._csv_line(record if raw else flatten_for_csv(record))
+            data = record.to_json() if isinstance(record, Verdict) else record
+            return json.dumps(data, ensure_ascii=False, default=_jsonable) + "\n"
+        return self._csv_line(record.to_csv_row() if isinstance(record, Verdict) else record)
 
     def _csv_line(self, row: Dict[str, Any]) -> str:
         buffer = io.StringIO()
@@ -344,11 +264,11 @@ class ResultWriter:
         os.fsync(self._fh.fileno())
         self._synced = time.monotonic()
 
-    def write(self, records: Iterable[Dict[str, Any]]) -> int:
-        """Append records (one line each); returns how many."""
+    def write(self, records: Iterable[Verdict]) -> int:
+        """Append verdicts (one line each; a path already written is skipped); returns how many."""
         lines = []
         for record in records:
-            key = _path_key(str(record["path"]))
+            key = _path_key(record.path)
             if key in self.done:
                 continue
             self.done[key] = record
@@ -368,18 +288,6 @@ class ResultWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def flatten_for_csv(record: Dict[str, Any]) -> Dict[str, Any]:
-    """A result record as one CSV row: ``source`` split in label + probability, ``p:<label>``."""
-    row = {k: v for k, v in record.items() if k in CSV_BASE_COLUMNS}
-    source = record.get("source")
-    if isinstance(source, dict):
-        row["source"] = source.get("label")
-        row["source_probability"] = source.get("probability")
-    for label, probability in (record.get("sources") or {}).items():
-        row[f"p:{label}"] = probability
-    return row
 
 
 def _jsonable(obj: Any) -> Any:
@@ -493,7 +401,7 @@ def _barrier() -> Optional[bool]:
 def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8, workers: int = 2,
              resume: bool = False, shard: Optional[Shard] = None, retry_errors: bool = False,
              progress: bool = True, merge: bool = True,
-             on_batch: Optional[Callable[[List[Dict[str, Any]]], None]] = None) -> ScanSummary:
+             on_batch: Optional[Callable[[List[Verdict]], None]] = None) -> ScanSummary:
     """Scan ``path`` (folder or manifest) with ``predictor`` into ``out`` (.jsonl or .csv).
 
     ``predictor`` needs ``source_labels`` and ``stream(paths, batch_size, workers)`` (see
@@ -533,7 +441,7 @@ def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8,
             task = bar.add_task("scan", total=len(todo), rate=0.0, errors=0)
             for batch in predictor.stream(todo, batch_size=batch_size, workers=workers):
                 writer.write(batch)
-                bad = sum(1 for r in batch if r.get("error"))
+                bad = sum(1 for r in batch if not r.ok)
                 errors += bad
                 scored += len(batch) - bad
                 elapsed = time.perf_counter() - started

@@ -53,7 +53,7 @@ def test_scan_with_corrupt_files(env, tmp_path):
         assert "error" not in by_path[p] and 0 <= by_path[p]["fake_probability"] <= 1
         assert by_path[p]["source"]["label"] in by_path[p]["sources"]
     for p in env["bad"]:
-        assert set(by_path[p]) == {"path", "error"} and by_path[p]["error"]
+        assert set(by_path[p]) == {"schema", "path", "error"} and by_path[p]["error"]
     assert "18 scored, 2 errors" in result.stderr
     # an existing output is never clobbered
     again = run("scan", env["data"], "-c", env["ckpt"], "--out", out, "-q")

@@ -41,8 +41,9 @@ def test_json_schema_joint(env):
     records = _lines(result.stdout)
     assert [r["path"] for r in records] == [str(v) for v in env["videos"]]
     for r in records:
-        assert set(r) == {"path", "fake_probability", "verdict", "source", "sources", "frames",
-                          "sampling", "padded"}
+        assert set(r) == {"schema", "path", "fake_probability", "verdict", "source", "best_source", "sources",
+                          "frames", "sampling", "padded"}
+        assert r["schema"] == 2 and r["best_source"] == r["source"]
         assert r["verdict"] in ("real", "fake") and 0 <= r["fake_probability"] <= 1
         assert set(r["source"]) == {"label", "probability"} and r["source"]["label"] in SOURCES
         assert set(r["sources"]) == set(SOURCES)
@@ -59,7 +60,10 @@ def test_json_schema_detect_and_trace_only(env):
 
 def test_open_set_unknown(env):
     record = _lines(run("trace", env["videos"][0], "-c", env["unknown"], "--json").stdout)[0]
-    assert record["source"] == "unknown"
+    # source is always an object; the best known source is still given beside it
+    assert record["source"] == {"label": "unknown", "probability": None}
+    assert record["best_source"]["label"] in SOURCES
+    assert record["best_source"]["probability"] == next(iter(record["sources"].values()))
     table = run("trace", env["videos"][0], "-c", env["unknown"])
     assert table.exit_code == 0 and "unknown" in table.output and "open-set threshold" in table.output
 
@@ -128,6 +132,7 @@ def test_subprocess_smoke(env):
 def test_explain_with_windows_shows_the_most_suspicious_window(env, monkeypatch):
     import mmvgm.predict.explain
     from mmvgm.cli.trace import _most_suspicious_window
+    from mmvgm.predict.verdict import Source, Verdict
 
     seen = []
     real = mmvgm.predict.explain.explain
@@ -143,9 +148,9 @@ def test_explain_with_windows_shows_the_most_suspicious_window(env, monkeypatch)
     record = _lines(result.stdout)[0]
     best = max(record["windows"], key=lambda w: w["fake_probability"])
     assert seen[0]["start"] == best["start"] and seen[0]["sampling"] == best["sampling"]
-    fake = [{"start": s, "fake_probability": p} for s, p in ((0, 0.1), (5, 0.7), (9, 0.3))]
-    assert _most_suspicious_window({"windows": fake})["start"] == 5
+    fake = [Verdict("v", start=s, fake_probability=p) for s, p in ((0, 0.1), (5, 0.7), (9, 0.3))]
+    assert _most_suspicious_window(Verdict("v", windows=fake)).start == 5
     # trace-only windows rank by their top source; no windows: the first clip
-    windows = [{"start": 0, "sources": {"a": 0.2, "b": 0.5}}, {"start": 6, "sources": {"a": 0.9}}]
-    assert _most_suspicious_window({"windows": windows})["start"] == 6
-    assert _most_suspicious_window({"verdict": "real"}) == {}
+    windows = [Verdict("v", start=0, best_source=Source("b", 0.5)), Verdict("v", start=6, best_source=Source("a", 0.9))]
+    assert _most_suspicious_window(Verdict("v", windows=windows)).start == 6
+    assert _most_suspicious_window(Verdict("v", verdict="real")) is None

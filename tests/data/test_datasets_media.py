@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmvgm.data.dataset import VideoDataset, discover, make_loader
+from mmvgm.data.dataset import VideoDataset, make_loader
 from mmvgm.data.labels import LabelSet
 from mmvgm.data.splits import split_samples
 from mmvgm.data.transforms import VideoTransform
+from mmvgm.io.discovery import discover
 from tests.media import frame_index, make_frames, write_frame_dir, write_video
 
 
@@ -60,7 +61,7 @@ def test_dataset_uses_the_sampling_it_is_given(media_root):
     path = media_root / "real" / "c"
     samples = [s for s in discover(media_root) if s.path == str(path)]
     ds = VideoDataset(samples, {"real": 0, "fake": 1}, num_frames=3, sampling="stride:4")
-    clip, _, _ = ds[0]
+    clip = ds[0].pixels
     assert clip.shape == (3, 3, 48, 64)  # no transform: (T,C,H,W) at source size
     assert [frame_index(f.permute(1, 2, 0).numpy()) for f in clip] == [0, 4, 8]
 

@@ -80,7 +80,7 @@ def test_attack_model_fn_sees_pixels_in_0_1_and_matches_normal_inference(monkeyp
     from mmvgm.checkpoint.files import load_checkpoint
 
     model, meta = load_checkpoint(trained_run.best_dir)
-    transform = VideoTransform.from_config(meta["preprocess"])
+    transform = VideoTransform.from_config(meta.preprocess)
     seen = []
 
     def fake_evaluate_attack(model_fn, batches, spec, device=None, output_key=None):

@@ -12,7 +12,7 @@ from mmvgm.predict.predictor import CHECKPOINT_ENV, NOT_ASSESSED, Predictor, res
 from tests.inference_helpers import SOURCES, make_checkpoint, make_videos
 from tests.media import make_frames, write_video
 
-BASE_KEYS = {"path", "verdict", "frames", "sampling", "padded"}
+BASE_KEYS = {"schema", "path", "verdict", "frames", "sampling", "padded"}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def videos(tmp_path_factory):
 def test_joint_record_schema(ckpts, videos):
     pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
     rec = pred.predict(videos[0])
-    assert set(rec) == BASE_KEYS | {"fake_probability", "source", "sources"}
+    assert set(rec) == BASE_KEYS | {"fake_probability", "source", "best_source", "sources"}
     assert rec["path"] == str(videos[0]) and rec["frames"] == 8 and rec["sampling"] == "consecutive"
     assert rec["padded"] == 0
     assert 0.0 <= rec["fake_probability"] <= 1.0
@@ -48,7 +48,7 @@ def test_predictor_matches_the_one_path(ckpts, videos):
 
     model, meta = load_checkpoint(ckpts["joint"])
     clip = read_clip(videos[1], num_frames=8, sampling="consecutive")
-    x = VideoTransform.from_config(meta["preprocess"])(torch.from_numpy(np.asarray(clip)))[None]
+    x = VideoTransform.from_config(meta.preprocess)(torch.from_numpy(np.asarray(clip)))[None]
     with torch.no_grad():
         out = model(x)
     pred = Predictor.from_checkpoint(ckpts["joint"], device="cpu")
@@ -81,8 +81,11 @@ def test_open_set_unknown(tmp_path, videos):
     high = make_checkpoint(tmp_path / "high", "joint", open_set_threshold=0.999)
     low = make_checkpoint(tmp_path / "low", "joint", open_set_threshold=1e-6)
     rec = Predictor.from_checkpoint(high, device="cpu").predict(videos[0])
-    assert rec["source"] == "unknown" and len(rec["sources"]) == len(SOURCES)
-    assert isinstance(Predictor.from_checkpoint(low, device="cpu").predict(videos[0])["source"], dict)
+    assert rec["source"] == {"label": "unknown", "probability": None} and len(rec["sources"]) == len(SOURCES)
+    assert rec["best_source"] == {"label": next(iter(rec["sources"])), "probability": max(rec["sources"].values())}
+    assert rec.source.unknown and rec.best_source.label in SOURCES
+    known = Predictor.from_checkpoint(low, device="cpu").predict(videos[0])
+    assert known["source"] == known["best_source"] and known["source"]["label"] in SOURCES
 
 
 def test_short_video_is_padded(ckpts, tmp_path):
@@ -113,8 +116,8 @@ def test_windows_are_spread_and_averaged(ckpts, tmp_path):
         assert rec["sources"][label] == pytest.approx(
             np.mean([w["sources"][label] for w in rec["windows"]]), abs=1e-5)
     # each window is the same as scoring that clip alone
-    single = pred._records([str(video)], pred.load_clip(video, 8, "consecutive", start=16)[0][None],
-                           [0], 8, "consecutive")[0]
+    single = pred.scorer.verdicts([str(video)], pred.logits(pred.load_clip(video, 8, "consecutive", start=16)[0][None]),
+                                  [0], 8, "consecutive")[0]
     assert rec["windows"][1]["fake_probability"] == pytest.approx(single["fake_probability"], abs=1e-5)
     with pytest.raises(InputError):
         pred.predict(video, windows=0)
@@ -131,7 +134,7 @@ def test_predict_batch_reports_bad_files_and_keeps_order(ckpts, videos, tmp_path
     paths = [videos[0], bad, videos[1], missing, videos[2]]
     out = pred.predict_batch(paths, batch_size=2)
     assert [r["path"] for r in out] == [str(p) for p in paths]
-    assert "error" in out[1] and "error" in out[3] and set(out[1]) == {"path", "error"}
+    assert "error" in out[1] and "error" in out[3] and set(out[1]) == {"schema", "path", "error"}
     for rec, path in zip([out[0], out[2], out[4]], [videos[0], videos[1], videos[2]]):
         assert rec["fake_probability"] == pytest.approx(pred.predict(path)["fake_probability"], abs=1e-5)
     with pytest.raises(InputError):
@@ -173,7 +176,7 @@ def test_label_set_mapping_as_train_stores_it(ckpts, videos):
 
     model, meta = load_checkpoint(ckpts["joint"])
     display = ["Real video", "LaVie", "Show-1", "SVD-XT"]
-    meta["labels"] = LabelSet("demo+real", ["real", *SOURCES], display).to_dict()
+    meta = meta.replace(labels=LabelSet("demo+real", ["real", *SOURCES], display).to_dict())
     pred = Predictor(model, meta, device="cpu")
     assert pred.labels == ["real", *SOURCES] and pred.source_labels == list(SOURCES)
     assert pred.display == dict(zip(["real", *SOURCES], display))

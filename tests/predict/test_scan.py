@@ -1,85 +1,16 @@
-"""mmvgm.predict.scan: inputs, shards, the resumable writer, merging, and whole scans with a tiny model."""
+"""mmvgm.predict.scan: shards, the resumable writer, merging, and whole scans with a tiny model."""
 from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mmvgm.errors import InputError
-from mmvgm.predict.scan import (ResultWriter, Shard, list_inputs, merge_outputs, parse_shard, rank_from_env,
-                        rank_output, read_results, run_scan, select_shard, shard_of)
+from mmvgm.predict.scan import (ResultWriter, Shard, merge_outputs, parse_shard, rank_from_env,
+                                rank_output, read_results, run_scan, select_shard, shard_of)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-# --------------------------------------------------------------------------- inputs
-
-def test_list_inputs_folder_is_recursive_and_sorted(tmp_path):
-    for rel in ["b/2.mp4", "a/1.webm", "a/deep/3.MOV", "notes.txt", ".hidden/x.mp4", "a/.x.mp4"]:
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"x")
-    frames = tmp_path / "c" / "frames_clip"
-    frames.mkdir(parents=True)
-    for i in range(3):
-        (frames / f"frame_{i}.png").write_bytes(b"x")
-    files, root = list_inputs(tmp_path)
-    rel = [os.path.relpath(f, tmp_path) for f in files]
-    assert rel == sorted(rel)
-    assert set(rel) == {"a/1.webm", "a/deep/3.MOV", "b/2.mp4", "c/frames_clip"}
-    assert root == tmp_path
-
-
-def test_list_inputs_finds_every_video_type_read_clip_reads(tmp_path):
-    from mmvgm.io import VIDEO_EXTENSIONS
-
-    for i, ext in enumerate(VIDEO_EXTENSIONS):
-        (tmp_path / f"v{i}{ext}").write_bytes(b"x")
-    files, _ = list_inputs(tmp_path)
-    assert len(files) == len(VIDEO_EXTENSIONS)
-    assert list_inputs(tmp_path / "v0.mp4")[0] == [str(tmp_path / "v0.mp4")]
-    y4m = tmp_path / f"v{VIDEO_EXTENSIONS.index('.y4m')}.y4m"
-    assert list_inputs(y4m)[0] == [str(y4m)]
-
-
-@pytest.mark.parametrize("kind", ["csv", "jsonl", "txt"])
-def test_list_inputs_manifest_relative_to_manifest(tmp_path, kind):
-    m = tmp_path / f"list.{kind}"
-    if kind == "csv":
-        m.write_text("label,path\nfake,v/a.mp4\nreal,/abs/b.mp4\n")
-    elif kind == "jsonl":
-        m.write_text('{"path": "v/a.mp4"}\n\n{"path": "/abs/b.mp4", "label": "x"}\n')
-    else:
-        m.write_text("# comment\nv/a.mp4\n/abs/b.mp4\n")
-    files, root = list_inputs(m)
-    assert files == [str(tmp_path / "v/a.mp4"), "/abs/b.mp4"]
-    assert root == tmp_path
-
-
-@pytest.mark.parametrize("kind", ["csv", "jsonl", "txt"])
-def test_list_inputs_manifest_with_byte_order_mark(tmp_path, kind):
-    text = {"csv": "path,label\nv/a.mp4,fake\n", "jsonl": '{"path": "v/a.mp4"}\n', "txt": "v/a.mp4\n"}[kind]
-    manifest = tmp_path / f"list.{kind}"
-    manifest.write_text(text, encoding="utf-8-sig")  # as Excel and Notepad save it
-    assert list_inputs(manifest)[0] == [str(tmp_path / "v/a.mp4")]
-
-
-@pytest.mark.parametrize("setup, message", [
-    (lambda p: p / "missing", "no such file"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "no videos found"),
-    (lambda p: (p / "x.doc").write_text("x") and p / "x.doc", "expected a folder"),
-    (lambda p: (p / "m.jsonl").write_text("{bad\n") and p / "m.jsonl", "not JSON"),
-    (lambda p: (p / "m.txt").write_text("\n") and p / "m.txt", "lists no files"),
-])
-def test_list_inputs_bad(tmp_path, setup, message):
-    with pytest.raises(InputError, match=message):
-        list_inputs(setup(tmp_path))
 
 
 # --------------------------------------------------------------------------- shards
@@ -121,17 +52,25 @@ def test_rank_output_name():
 # --------------------------------------------------------------------------- the writer
 
 def _rec(name, **extra):
-    return {"path": name, "verdict": "fake", "fake_probability": 0.9,
-            "source": {"label": "a", "probability": 0.7}, "sources": {"a": 0.7, "b": 0.3},
-            "frames": 8, "sampling": "consecutive", "padded": 0, **extra}
+    from mmvgm.predict.verdict import Source, Verdict
+
+    return Verdict(path=name, verdict="fake", fake_probability=0.9, source=Source("a", 0.7),
+                   best_source=Source("a", 0.7), sources={"a": 0.7, "b": 0.3}, frames=8,
+                   sampling="consecutive", padded=0, **extra)
+
+
+def _failed(name, message):
+    from mmvgm.predict.verdict import Verdict
+
+    return Verdict.failed(name, message)
 
 
 def test_writer_refuses_to_clobber_without_resume(tmp_path):
     out = tmp_path / "r.jsonl"
-    out.write_text(json.dumps(_rec("x")) + "\n")
+    out.write_text(json.dumps(_rec("x").to_json()) + "\n")
     with pytest.raises(InputError, match="--resume"):
         ResultWriter(out, ["a", "b"])
-    assert out.read_text() == json.dumps(_rec("x")) + "\n"
+    assert out.read_text() == json.dumps(_rec("x").to_json()) + "\n"
 
 
 def test_writer_resume_repairs_torn_line_and_skips_done(tmp_path):
@@ -150,8 +89,8 @@ def test_writer_resume_repairs_torn_line_and_skips_done(tmp_path):
 
 def test_writer_resume_dedupes_and_retries_errors(tmp_path):
     out = tmp_path / "r.jsonl"
-    out.write_text("".join(json.dumps(r) + "\n" for r in
-                           [_rec("v1"), _rec("v1"), {"path": "bad", "error": "corrupt"}]))
+    out.write_text("".join(json.dumps(r.to_json()) + "\n" for r in
+                           [_rec("v1"), _rec("v1"), _failed("bad", "corrupt")]))
     with ResultWriter(out, ["a", "b"], resume=True) as w:
         assert w.is_done("bad")
     assert [r["path"] for r in read_results(out)] == ["v1", "bad"]
@@ -163,7 +102,7 @@ def test_writer_resume_dedupes_and_retries_errors(tmp_path):
 def test_writer_csv_roundtrip_and_resume(tmp_path):
     out = tmp_path / "r.csv"
     with ResultWriter(out, ["a", "b"]) as w:
-        w.write([_rec("v,1"), {"path": "bad", "error": "DecodeError: x"}])
+        w.write([_rec("v,1"), _failed("bad", "DecodeError: x")])
     rows = list(csv.DictReader(open(out)))
     assert rows[0]["path"] == "v,1" and rows[0]["source"] == "a" and rows[0]["p:b"] == "0.3"
     assert rows[1]["error"] == "DecodeError: x"
@@ -221,7 +160,7 @@ class FakePredictor:
         for i in range(0, len(paths), batch_size):
             batch = paths[i:i + batch_size]
             self.seen.extend(batch)
-            yield [_rec(p) if "bad" not in p else {"path": p, "error": "DecodeError"} for p in batch]
+            yield [_rec(p) if "bad" not in p else _failed(p, "DecodeError") for p in batch]
 
 
 def test_run_scan_shards_then_merge_cover_all(tmp_path):
@@ -287,11 +226,11 @@ def test_writer_flushes_every_batch_and_fsyncs_at_most_once_a_second(tmp_path, m
     out = tmp_path / "out.jsonl"
     with ResultWriter(out, ["a"], fsync_every=3600) as writer:
         for i in range(5):
-            writer.write([{"path": f"/v/{i}.mp4", "verdict": "real"}])
+            writer.write([_rec(f"/v/{i}.mp4")])
             # another process (a resume after kill -9) sees every line already
             assert len(out.read_text().splitlines()) == i + 1
         assert syncs == []
     assert len(syncs) == 1  # on close
     with ResultWriter(out, ["a"], resume=True, fsync_every=0) as writer:
-        writer.write([{"path": "/v/9.mp4", "verdict": "real"}])
+        writer.write([_rec("/v/9.mp4")])
         assert len(syncs) == 2

@@ -1,0 +1,13 @@
+"""Options shared by several verbs, defined once so that they read and behave the same."""
+from __future__ import annotations
+
+import click
+
+#: ``mmvgm.runtime.device.PRECISIONS``, spelled out so that ``--help`` needs no torch import
+#: (a test keeps the two equal).
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+precision_option = click.option(
+    "--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
+    help="Numerics of scoring: auto is bf16 on a CUDA GPU that supports it, else fp32. "
+         "eval, trace and scan share it, so eval measures what the others give.")
