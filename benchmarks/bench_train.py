@@ -100,6 +100,8 @@ def model_only_rate(cfg: dict, steps: int) -> float:
     from mmvgm.data.transforms import VideoTransform
     from mmvgm.models import build_model
     from mmvgm.models.registry import resolve_backbone_config
+    from mmvgm.predict.scoring import autocast
+    from mmvgm.runtime import precision_dtype
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bcfg = resolve_backbone_config(cfg["backbone"], frames=cfg["frames"], size=cfg["size"])
@@ -109,10 +111,10 @@ def model_only_rate(cfg: dict, steps: int) -> float:
     b = cfg["batch_size"]
     clips = torch.randint(0, 255, (b, bcfg["frames"], 3, bcfg["size"], bcfg["size"]), dtype=torch.uint8, device=device)
     labels = torch.arange(b, device=device) % 2
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    dtype = precision_dtype("auto", device)  # what train()'s default mixed_precision autocasts to
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(device, dtype):
             out = model(transform.normalize(clips))
         loss = model.loss(out, labels)
         loss.backward()
@@ -140,7 +142,8 @@ def model_only_rate(cfg: dict, steps: int) -> float:
 
 def loader_only_rate(cfg: dict, limit: int) -> float:
     """clips/s of the DataLoader alone (decode + resize/crop in workers), no model."""
-    from mmvgm.data.dataset import VideoDataset, collate_skip_bad, discover
+    from mmvgm.data.dataset import VideoDataset, make_loader
+    from mmvgm.io.discovery import discover
     from mmvgm.data.transforms import VideoTransform
     from mmvgm.models.registry import resolve_backbone_config
 
@@ -148,8 +151,7 @@ def loader_only_rate(cfg: dict, limit: int) -> float:
     samples = discover(cfg["data"])[:limit]
     ds = VideoDataset(samples, {"real": 0, "fake": 1}, num_frames=bcfg["frames"],
                       transform=VideoTransform.from_config(bcfg["preprocess"]))
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg["batch_size"], num_workers=cfg["workers"],
-                                         collate_fn=collate_skip_bad)
+    loader = make_loader(ds, cfg["batch_size"], workers=cfg["workers"])  # the factory training's loaders come from
     t0, n = time.perf_counter(), 0
     for batch in loader:
         n += batch.size
@@ -236,8 +238,8 @@ def main() -> None:
     after = model_only_rate(cfg, args.model_steps)
     torch.set_num_threads(threads_before)
     again = [model_only_rate(cfg, args.model_steps) for _ in range(2)]
-    # measured twice before and twice after the loop: these machines are noisy (GPU runs of the
-    # same steps varied 96-144 clips/s); the median is the ceiling, the best is printed too
+    # measured twice before and twice after the loop: the same steps vary from run to run
+    # (benchmarks/README.md, "Training"); the median is the ceiling, the best is printed too
     ceiling = statistics.median(before + again)
     loader_rate = loader_only_rate(cfg, args.clips)
 

@@ -51,4 +51,4 @@ def test_a_rank_with_only_unreadable_files_does_not_hang_the_others(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert (out / "best" / "model.safetensors").is_file()
     # validation gathered both ranks once each: the 2 readable videos, not the copy padding rank 1
-    assert read_meta(out / "best")["val_metrics"]["n"] == 2
+    assert read_meta(out / "best").val_metrics["n"] == 2

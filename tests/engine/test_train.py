@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from mmvgm.checkpoint import calibration as calibration_module
@@ -19,13 +20,16 @@ def _no_timing(history):
 
 
 def test_checkpoints_hold_everything_to_rebuild(trained_run):
+    stored = yaml.safe_load((trained_run.best_dir / "mmvgm.yaml").read_text())
     meta = read_meta(trained_run.best_dir)
-    for key in ("model_cfg", "task", "labels", "preprocess", "frames", "sampling", "calibration", "versions",
-                "data", "seed", "config"):
-        assert key in meta, key
-    assert meta["labels"]["classes"][0]["name"] == "real" and meta["task"] == "joint"
-    assert set(meta["calibration"]) >= {"temperature", "threshold", "open_set_threshold", "trace_temperature"}
-    assert meta["data"]["unused"] == {"hotshot-xl": 4}  # not in the label file: left out, and said so
+    for key in ("model_cfg", "task", "labels", "preprocess", "frames", "sampling", "calibration", "precision",
+                "versions", "data", "seed", "config"):
+        assert stored.get(key) is not None and getattr(meta, key) is not None, key
+    assert meta.labels["classes"][0]["name"] == "real" and meta.task == "joint"
+    assert set(meta.calibration.to_dict()) >= {"temperature", "threshold", "open_set_threshold",
+                                               "trace_temperature"}
+    assert meta.precision == "fp32"  # mixed_precision auto on a CPU run: validation scored in fp32
+    assert meta.data["unused"] == {"hotshot-xl": 4}  # not in the label file: left out, and said so
     assert (trained_run.out_dir / "history.jsonl").read_text().count("\n") == 2
     assert (trained_run.last_dir / "train_state.json").is_file()
     assert not (trained_run.best_dir / "train_state.json").exists()
@@ -34,7 +38,7 @@ def test_checkpoints_hold_everything_to_rebuild(trained_run):
 def test_save_load_round_trip_gives_identical_logits(trained_run):
     model, meta = load_checkpoint(trained_run.last_dir)
     again, _ = load_checkpoint(trained_run.last_dir)
-    x = torch.randn(2, meta["frames"], 3, 32, 32)
+    x = torch.randn(2, meta.frames, 3, 32, 32)
     with torch.no_grad():
         a, b = model(x), again(x)
     assert torch.equal(a["detect"], b["detect"]) and torch.equal(a["trace"], b["trace"])
@@ -61,7 +65,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, trained_run, 
     out = tmp_path / "killed"
     with pytest.raises(Killed):
         train(tiny_config(synth_data, out, synth_labels), on_epoch_end=kill_after_first_epoch)
-    assert read_meta(out / "last")["epoch"] == 1
+    assert read_meta(out / "last").epoch == 1
     # resuming needs only --out (the stored config is reused)
     resumed = train(load_train_config(None, {"out": str(out), "resume": True}))
     straight = load_file(str(trained_run.last_dir / "model.safetensors"))
@@ -69,7 +73,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, trained_run, 
     assert straight.keys() == again.keys()
     assert all(torch.equal(straight[k], again[k]) for k in straight)
     assert _no_timing(resumed.history) == _no_timing(trained_run.history)
-    assert read_meta(out / "last")["calibration"] == read_meta(trained_run.last_dir)["calibration"]
+    assert read_meta(out / "last").calibration.to_dict() == read_meta(trained_run.last_dir).calibration.to_dict()
     # two trainings with the same seed and data -> the same metrics JSON (paths aside)
     a, b = (evaluate_module.evaluate(d, synth_data, workers=0, progress=False)
             for d in (trained_run.last_dir, out / "last"))
@@ -162,11 +166,24 @@ def test_cuda_bf16_training_and_evaluation(tmp_path, synth_data, synth_labels):
     assert r["n"] == 6 and 0.0 <= r["accuracy"] <= 1.0
 
 
-def test_two_trainings_in_one_process_may_differ_in_precision(tmp_path, synth_data, synth_labels):
-    for i, precision in enumerate(("no", "bf16")):  # bf16 autocast also runs on CPU
+def test_two_trainings_in_one_process_may_differ_in_precision(tmp_path, monkeypatch, synth_data, synth_labels):
+    """accelerate's process-wide state outlives a run; the next run may still choose its own precision,
+    validates under it, and the checkpoint records it."""
+    validated = []
+    real_predict = evaluate_module.predict
+
+    def spy_predict(*args, **kwargs):
+        validated.append(kwargs["precision"])
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "predict", spy_predict)
+    for i, (precision, recorded) in enumerate((("no", "fp32"), ("bf16", "bf16"), ("no", "fp32"))):
         cfg = tiny_config(synth_data, tmp_path / str(i), synth_labels, epochs=1, max_steps=1,
-                          mixed_precision=precision)
-        assert train(cfg).global_step == 1
+                          mixed_precision=precision)  # bf16 autocast also runs on CPU
+        result = train(cfg)
+        assert result.global_step == 1
+        assert validated[-1] == recorded
+        assert read_meta(result.last_dir).precision == read_meta(result.best_dir).precision == recorded
 
 
 def test_training_from_hf_weights_uses_their_processor_statistics(tmp_path, synth_data, synth_labels):
@@ -179,5 +196,5 @@ def test_training_from_hf_weights_uses_their_processor_statistics(tmp_path, synt
     (weights / "preprocessor_config.json").write_text(
         json.dumps({"image_mean": [0.1, 0.2, 0.3], "image_std": [0.3, 0.3, 0.3], "resample": 3}))
     result = train(tiny_config(synth_data, tmp_path / "run", synth_labels, epochs=1, weights=str(weights)))
-    pre = read_meta(result.last_dir)["preprocess"]
+    pre = read_meta(result.last_dir).preprocess
     assert pre["mean"] == [0.1, 0.2, 0.3] and pre["std"] == [0.3, 0.3, 0.3] and pre["resample"] == "bicubic"
