@@ -1,4 +1,4 @@
-"""``mmvgm demo``: the whole path on synthetic media, offline, in about a minute on 2 CPU cores.
+"""``mmvgm demo``: the whole path on synthetic media, offline and small enough for a CPU.
 
 1. :func:`make_dataset` writes small H.264 videos from four visibly different synthetic
    "sources" (``root/<source>/*.mp4``): ``real`` (a smooth textured scene, slow camera pan,

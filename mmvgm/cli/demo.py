@@ -16,7 +16,7 @@ import click
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def command(out: str, keep: bool, epochs: int, per_source: int, seed: int, device: str,
             quiet: bool) -> None:
-    """A one-minute end-to-end run on synthetic media, fully offline.
+    """A short end-to-end run on synthetic media, fully offline, on a CPU.
 
     \b
     Writes small videos from four made-up "sources" (real + three stand-in generators),
