@@ -39,37 +39,6 @@ def test_cuda_index_past_the_visible_devices_is_an_input_error(monkeypatch):
         pick_device("cuda:2")
 
 
-def test_cpu_threads_follow_what_the_loop_waits_on(monkeypatch):
-    import mmvgm.runtime.threads as threads_module
-    from mmvgm.runtime import resolve_threads
-
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.delenv("MMVGM_THREADS", raising=False)
-    monkeypatch.setattr(threads_module, "usable_cores", lambda: 4)
-    before = torch.get_num_threads()
-    torch.set_num_threads(4)
-    try:
-        with resolve_threads(torch.device("cpu"), 3).loop() as decode_bound:
-            decode_bound.record(waited=9.0, computed=0.1)  # the first batch (worker start-up): ignored
-            for _ in range(4):  # one window
-                decode_bound.record(waited=0.2, computed=0.01)
-            assert decode_bound.shared and torch.get_num_threads() == 1
-            for _ in range(4):  # the load changes: compute-bound now, every core again
-                decode_bound.record(waited=0.0, computed=0.3)
-            assert decode_bound.shared is False and torch.get_num_threads() == 4
-        assert torch.get_num_threads() == 4  # restored
-        with resolve_threads(torch.device("cpu"), 3).loop() as compute_bound:
-            for _ in range(5):
-                compute_bound.record(waited=0.0, computed=0.5)
-            assert compute_bound.shared is False and torch.get_num_threads() == 4
-        with resolve_threads(torch.device("cuda"), 3).loop() as gpu:  # GPU compute: untouched
-            for _ in range(5):
-                gpu.record(waited=1.0, computed=0.0)
-            assert gpu.shared is None and torch.get_num_threads() == 4
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_worker_start_method_comes_from_the_environment(monkeypatch):
     from mmvgm.runtime import WORKER_START_ENV, worker_start_method
 

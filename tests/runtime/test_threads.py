@@ -196,3 +196,25 @@ def test_io_needs_no_torch_for_its_decoder_threads():
     code = ("import sys, mmvgm.io.backends as b; b.decoder_threads(); "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_cpu_threads_follow_what_the_loop_waits_on(four_cores):
+    from mmvgm.runtime import resolve_threads
+
+    with resolve_threads(torch.device("cpu"), 3).loop() as decode_bound:
+        decode_bound.record(waited=9.0, computed=0.1)  # the first batch (worker start-up): ignored
+        for _ in range(4):  # one window
+            decode_bound.record(waited=0.2, computed=0.01)
+        assert decode_bound.shared and torch.get_num_threads() == 1
+        for _ in range(4):  # the load changes: compute-bound now, every core again
+            decode_bound.record(waited=0.0, computed=0.3)
+        assert decode_bound.shared is False and torch.get_num_threads() == 4
+    assert torch.get_num_threads() == 4  # restored
+    with resolve_threads(torch.device("cpu"), 3).loop() as compute_bound:
+        for _ in range(5):
+            compute_bound.record(waited=0.0, computed=0.5)
+        assert compute_bound.shared is False and torch.get_num_threads() == 4
+    with resolve_threads(torch.device("cuda"), 3).loop() as gpu:  # GPU compute: untouched
+        for _ in range(5):
+            gpu.record(waited=1.0, computed=0.0)
+        assert gpu.shared is None and torch.get_num_threads() == 4
