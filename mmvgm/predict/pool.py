@@ -15,6 +15,7 @@ item with ``error`` set, never an exception, so one bad file cannot stop a scan.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -29,6 +30,9 @@ import torch
 import torch.multiprocessing  # noqa: F401 - registers the shared-memory reductions for tensors
 
 from mmvgm.data.dataset import Batch, ClipItem, Request
+from mmvgm.errors import MMVGMError
+
+log = logging.getLogger("mmvgm.predict")
 
 Decode = Callable[[Request], Any]
 Collate = Callable[[List[Any]], Any]
@@ -50,6 +54,19 @@ def worker_chunk(batch_size: int, workers: int) -> int:
         return batch_size
     cap = max(1, -(-batch_size // workers))
     return max(d for d in range(1, cap + 1) if batch_size % d == 0)
+
+
+def _failure() -> Any:
+    """What a worker sends back for the exception being handled: a project error as itself
+    (the caller re-raises it: one line for the user), anything else as its last line, with the
+    whole traceback logged in the worker."""
+    import sys
+
+    exc = sys.exc_info()[1]
+    if isinstance(exc, MMVGMError):
+        return exc
+    log.error("decoding worker failed:\n%s", traceback.format_exc())
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 class DecodeWorkerError(RuntimeError):
@@ -82,7 +99,7 @@ def _serve(conn: multiprocessing.connection.Connection, decode: Decode, collate:
         try:
             reply = (key, collate([decode(request) for request in requests]), None)
         except Exception:  # noqa: BLE001 - reported to the pass, which raises it
-            reply = (key, None, traceback.format_exc())
+            reply = (key, None, _failure())
         conn.send(reply)
 
 
@@ -271,8 +288,10 @@ class DecodePool:
         lost: List[int] = []
         for worker in {by_handle[h] for h in multiprocessing.connection.wait(list(by_handle))}:
             for key, chunk, failure in worker.answers():
+                if isinstance(failure, MMVGMError):  # the user's error (e.g. clips that cannot stack)
+                    raise failure
                 if failure is not None:
-                    raise DecodeWorkerError(f"decoding worker (pid {worker.pid}) failed:\n{failure}")
+                    raise DecodeWorkerError(f"decoding worker (pid {worker.pid}) failed: {failure}")
                 if key[0] == number:
                     ready[key[1]] = chunk
             if not worker.process.is_alive():

@@ -58,15 +58,19 @@ class Scorer:
         a caller can submit the next batch before collecting this one and the GPU never idles
         while the host turns results into verdicts.
         """
-        heads = forward_logits(self.model, pixels_uint8, self.transform, self.device, self.dtype)
         if self.device.type != "cuda":
+            heads = forward_logits(self.model, pixels_uint8, self.transform, self.device, self.dtype)
             host = {k: v.cpu().numpy() for k, v in heads.items()}
             return lambda: host
-        pinned = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in heads.items()}
-        for k, v in heads.items():
-            pinned[k].copy_(v, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
+        # Our device current (cuda:K under torchrun or --device cuda:1): the event must follow
+        # the copy on its stream, and pinning must not open a context on another GPU.
+        with torch.cuda.device(self.device):
+            heads = forward_logits(self.model, pixels_uint8, self.transform, self.device, self.dtype)
+            pinned = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in heads.items()}
+            for k, v in heads.items():
+                pinned[k].copy_(v, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
 
         def collect() -> Logits:
             done.synchronize()
@@ -93,7 +97,7 @@ class Scorer:
         open-set threshold for ``unknown``. A trace-only checkpoint cannot judge real vs fake
         (``not-assessed``) unless one of its classes is ``real``."""
         result = Verdict(path=str(path), verdict=NOT_ASSESSED, frames=int(frames), sampling=sampling,
-                         padded=int(padded))
+                         padded=int(padded), warning=self.meta.warning)
         if p_fake is not None:
             result.fake_probability = round(float(p_fake), 6)
             result.verdict = "fake" if p_fake >= self.calibration.threshold else "real"

@@ -35,15 +35,21 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def precision_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+def precision_dtype(precision: str, device: torch.device, fitted: Optional[str] = None) -> Optional[torch.dtype]:
     """The autocast dtype of ``precision`` on ``device`` (``None``: plain fp32).
 
-    ``auto`` is bf16 on CUDA devices that support it and fp32 elsewhere: the same default for
-    every verb, so what ``eval`` measures is what ``trace`` and ``scan`` give.
+    ``auto``, the same default for every verb (so what ``eval`` measures is what ``trace`` and
+    ``scan`` give): on CUDA, ``fitted`` (the precision the checkpoint's calibration was fitted
+    under) when the device runs it, else bf16 where supported; fp32 on CPU, where reduced
+    precision is slower, not faster.
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}' (use {', '.join(PRECISIONS)})")
     if precision == "auto":
+        if device.type == "cuda" and fitted == "fp32":
+            return None
+        if device.type == "cuda" and fitted == "fp16":
+            return torch.float16
         return autocast_dtype(device)
     if precision == "fp16" and device.type != "cuda":
         raise InputError("precision fp16 needs a CUDA device; use fp32 or bf16 on CPU")

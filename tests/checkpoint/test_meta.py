@@ -75,12 +75,13 @@ def test_invalid_yaml_is_one_checkpoint_error(tmp_path):
 
 def test_a_checkpoint_written_before_the_schema_still_loads_and_scores_the_same(tmp_path):
     """``written_v1`` was saved by ``mmvgm train`` as it stood before CheckpointMeta (format 1,
-    no precision). It must load, read as fp32, and give the probabilities it gave then."""
+    no precision). It must load, with its precision not recorded, and give the probabilities it
+    gave then."""
     from mmvgm.predict.predictor import Predictor
 
     ckpt = shutil.copytree(WRITTEN_V1, tmp_path / "ck")
     meta = CheckpointMeta.load(ckpt)
-    assert meta.precision == "fp32" and meta.task == "joint" and meta.source_labels == ["lavie", "show-1"]
+    assert meta.precision is None and meta.task == "joint" and meta.source_labels == ["lavie", "show-1"]
     predictor = Predictor.from_checkpoint(ckpt, device="cpu")
     expected = json.loads((WRITTEN_V1 / "expected_probabilities.json").read_text())
     g = torch.Generator().manual_seed(0)

@@ -241,12 +241,23 @@ def test_a_file_that_kills_its_worker_at_once_raises_after_one_retry():
         pool.close()
 
 
-def test_a_collate_that_raises_is_reported_with_its_traceback():
+def _unstackable_collate(items):
+    raise InputError("clips in one batch have different shapes")
+
+
+def test_a_collate_that_raises_is_reported_in_one_line():
     from mmvgm.predict.pool import DecodeWorkerError
 
     pool = _pool(collate=_broken_collate)
     try:
-        with pytest.raises(DecodeWorkerError, match="ValueError: no collating today"):
+        with pytest.raises(DecodeWorkerError, match="ValueError: no collating today") as err:
+            list(pool.decode([("a", 1, "x")], 1))
+        assert "\n" not in str(err.value)  # the traceback is logged, not put in the message
+    finally:
+        pool.close()
+    pool = _pool(collate=_unstackable_collate)
+    try:  # a project error comes back as itself, so the CLI prints its one line
+        with pytest.raises(InputError, match="different shapes"):
             list(pool.decode([("a", 1, "x")], 1))
     finally:
         pool.close()

@@ -1,0 +1,21 @@
+"""Options shared by several verbs."""
+from mmvgm.cli.options import PRECISION_CHOICES
+
+
+def test_precision_choices_are_the_runtime_precisions():
+    from mmvgm.runtime import PRECISIONS
+
+    assert PRECISION_CHOICES == PRECISIONS
+
+
+def test_auto_precision_follows_the_checkpoint_on_cuda_and_is_fp32_on_cpu(monkeypatch):
+    import torch
+
+    from mmvgm.runtime import precision_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert precision_dtype("auto", cpu, "bf16") is None and precision_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision_dtype("auto", cuda, "fp32") is None
+    assert precision_dtype("auto", cuda, "fp16") is torch.float16
+    assert precision_dtype("auto", cuda, None) is torch.bfloat16 and precision_dtype("auto", cuda, "bf16") is torch.bfloat16
