@@ -6,8 +6,9 @@ The YAML alone rebuilds the model (``model_cfg``), prepares its pixels (``prepro
 calibrated verdicts (``calibration``, fitted under ``precision``). The rest is provenance.
 
 ``format_version`` says which schema wrote the file. Version 1 (before this class) had the
-same keys without ``precision``; it is read as written by fp32 validation. A file from a
-newer mmvgm than this one is refused in one line rather than misread.
+same keys without ``precision``, which then reads as not recorded (its validation ran in
+bf16 on a CUDA GPU, in fp32 elsewhere). A file from a newer mmvgm than this one is refused
+in one line rather than misread.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import yaml
 
 from mmvgm.checkpoint.calibration import Calibration
 from mmvgm.errors import CheckpointError, PathLike
+from mmvgm.runtime.device import PRECISIONS as ALL_PRECISIONS
 
 CONFIG_NAME = "mmvgm.yaml"
 FORMAT_VERSION = 2
 TASKS = ("detect", "trace", "joint")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = tuple(p for p in ALL_PRECISIONS if p != "auto")  # what a checkpoint can record
 
 
 @dataclass
@@ -37,7 +39,7 @@ class CheckpointMeta:
     frames: int = 16
     sampling: str = "consecutive"
     calibration: Calibration = field(default_factory=Calibration)
-    precision: str = "fp32"          # the numerics the calibration was fitted under
+    precision: Optional[str] = None  # the numerics the calibration was fitted under; None: not recorded
     versions: Dict[str, Any] = field(default_factory=dict)
     data: Dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = None
@@ -46,12 +48,13 @@ class CheckpointMeta:
     global_step: Optional[int] = None
     val_metrics: Dict[str, Any] = field(default_factory=dict)
     best: Dict[str, Any] = field(default_factory=dict)
+    synthetic: bool = False          # trained on made-up media (``mmvgm demo``): it says so wherever it speaks
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise CheckpointError(f"unknown task '{self.task}' in the checkpoint (known: {', '.join(TASKS)})")
-        if self.precision not in PRECISIONS:
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise CheckpointError(f"unknown precision '{self.precision}' in the checkpoint "
                                   f"(known: {', '.join(PRECISIONS)})")
         if not isinstance(self.calibration, Calibration):
@@ -59,6 +62,14 @@ class CheckpointMeta:
         self.frames = int(self.frames)
 
     # -- labels -----------------------------------------------------------------------------
+    @property
+    def warning(self) -> Optional[str]:
+        """What every verdict of this checkpoint must carry, or ``None``."""
+        if self.synthetic:
+            return ("this checkpoint was trained on synthetic media only (mmvgm demo): its verdicts "
+                    "say nothing about real videos")
+        return None
+
     @property
     def label_names(self) -> List[str]:
         """Class names in output order (joint: ``real`` first, then the sources)."""

@@ -14,13 +14,14 @@ A record, with every key a verdict can carry::
 
 A file that could not be scored is ``{"schema": 2, "path": ..., "error": "<one line>"}``.
 Windows add ``"aggregation": "mean"`` and ``"windows": [...]`` (each with ``start``/``end``).
+A checkpoint trained on synthetic media adds ``"warning": "<one line>"`` to every record.
 Schema 1 (before it had a number) wrote ``"source": "unknown"`` as a bare string and had no
 ``best_source``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 SCHEMA_VERSION = 2
 UNKNOWN = "unknown"
@@ -66,6 +67,7 @@ class Verdict:
     aggregation: Optional[str] = None
     label: Optional[str] = None          # the true label (``eval --predictions``)
     explanation: Optional[str] = None    # the saliency PNG written for it
+    warning: Optional[str] = None        # what the checkpoint says of itself (e.g. trained on synthetic media)
 
     @classmethod
     def failed(cls, path: str, message: str) -> "Verdict":
@@ -88,6 +90,9 @@ class Verdict:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.to_json())
+
+    def keys(self) -> Iterable[str]:  # so that dict(verdict) is the record
+        return self.to_json().keys()
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.to_json().get(key, default)
@@ -115,6 +120,8 @@ class Verdict:
                 out[key] = getattr(self, key)
         if self.windows is not None:
             out["windows"] = [w.to_json(top_level=False) for w in self.windows]
+        if self.warning is not None and top_level:
+            out["warning"] = self.warning
         return out
 
     # -- CSV ----------------------------------------------------------------------------------
@@ -130,6 +137,22 @@ class Verdict:
         for label, probability in self.sources.items():
             row[f"p:{label}"] = probability
         return row
+
+
+def upgrade_record(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A record read back from a results file, in the current schema: schema 1 lines (no
+    ``schema`` key; ``"source": "unknown"`` a bare string, no ``best_source``) are upgraded, so
+    a resumed or merged scan holds one schema."""
+    if record.get("schema") == SCHEMA_VERSION:
+        return record
+    out = {"schema": SCHEMA_VERSION, **{k: v for k, v in record.items() if k != "schema"}}
+    if out.get("source") == UNKNOWN:
+        top = next(iter((out.get("sources") or {}).items()), None)
+        out["source"] = {"label": UNKNOWN, "probability": None}
+        out["best_source"] = {"label": top[0], "probability": top[1]} if top else None
+    elif isinstance(out.get("source"), dict):
+        out.setdefault("best_source", out["source"])
+    return out
 
 
 def csv_columns(source_labels: Sequence[str]) -> List[str]:
