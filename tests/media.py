@@ -105,3 +105,54 @@ def write_frame_dir(folder: Path, frames: np.ndarray, ext: str = "png") -> Path:
     for i, frame in enumerate(frames, start=1):
         cv2.imwrite(str(folder / f"frame_{i}.{ext}"), np.ascontiguousarray(frame[:, :, ::-1]))
     return folder
+
+
+#: Packet payloads each decoder refuses (not merely conceals): an H.264 IDR slice with no
+#: slice header; for VP8, MPEG-4 and FLV, bytes whose frame header is invalid.
+_REFUSED_PAYLOAD = {"libx264": b"\x00\x00\x00\x01\x65\xff"}
+
+
+def write_damaged_video(path: Path, frames: np.ndarray, damaged_from: int, fmt: str = "webm-vp8",
+                        fps: int = 10) -> Path:
+    """Write ``frames`` like ``write_video``, but with every packet from frame ``damaged_from`` on
+    overwritten by bytes the decoder refuses, each packet keeping its size and timestamps.
+
+    The container still holds ``len(frames)`` packets, while decoding (with either backend, on
+    any number of threads) fails at frame ``damaged_from``: a damaged file, not a short one.
+    """
+    import av
+
+    ext, writer, codec = FORMATS[fmt]
+    assert writer == "av", "only PyAV-written formats can be damaged packet by packet"
+    path = Path(path).with_suffix(f".{ext}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = _REFUSED_PAYLOAD.get(codec, b"\xff")
+    written = 0
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "ultrafast", "bframes": "0"}
+
+        def mux(packet) -> None:
+            nonlocal written
+            if packet.size and written >= damaged_from:
+                packet = _refused_copy(packet, payload)
+            written += 1 if packet.size else 0
+            container.mux(packet)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                mux(packet)
+        for packet in stream.encode():
+            mux(packet)
+    return path
+
+
+def _refused_copy(packet, payload: bytes):
+    import av
+
+    copy = av.Packet((payload * packet.size)[:packet.size])
+    copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
+    copy.time_base, copy.stream, copy.is_keyframe = packet.time_base, packet.stream, packet.is_keyframe
+    return copy

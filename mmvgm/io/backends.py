@@ -3,7 +3,10 @@
 A ``FrameReader`` opens a file (refusing a header larger than the pixel budget), then
 ``read(wanted)`` decodes forward from the first frame, converting to RGB only the frames
 asked for, and stops after the last one. It reports the decoded count when the stream
-ended first, which is how short, truncated or lying files are measured.
+ended first, which is how short, truncated or lying files are measured, and ``stop_reason()``
+says whether a decoder error ended it (a damaged file) or the stream itself did. A decoder
+error on more than one thread is decoded again on one, so that where decoding stops never
+depends on the thread count.
 
 PyAV also offers ``read_seeking(wanted, timeline)``: jump to the keyframe at or before a
 wanted frame instead of decoding from the first frame, using the packet ``Timeline`` from
@@ -22,7 +25,7 @@ from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Sequence,
 import numpy as np
 
 from mmvgm.errors import DecodeError, MMVGMError
-from mmvgm.io.limits import check_frames, check_pixels
+from mmvgm.io.limits import check_frames, check_pixels, resolve_max_frames
 from mmvgm.runtime.threads import decoder_threads  # one decoder's threads: the thread policy's
 
 #: The order ``backend="auto"`` tries. PyAV first: it opens more files, it seeks, and it decodes
@@ -84,8 +87,20 @@ def _url(path: Path) -> str:
     return "file:" + str(path.resolve())
 
 
+class DecodingStopped(DecodeError):
+    """The decoder failed at frame ``frame`` (counting from 0) of a stream of ``frames``: a damaged
+    file, not a short one. Padding the frames before it would score a clip of one frame repeated,
+    whose verdict then depends on where the decoder gave up."""
+
+    def __init__(self, frame: int, frames: int, reason: str, path: Path) -> None:
+        super().__init__(f"decoding stopped at frame {frame} of {frames}: the decoder failed there "
+                         f"({reason})", path)
+        self.frame, self.frames = frame, frames
+
+
 class FrameReader:
-    """One open video. Subclasses set ``width``, ``height``, ``fps``, ``codec`` in ``__init__``."""
+    """One open video. Subclasses set ``width``, ``height``, ``fps``, ``codec`` in ``__init__``,
+    decode with ``self.threads`` threads and reopen on ``_restart()``."""
 
     name: ClassVar[str] = ""
     width: int = 0
@@ -93,12 +108,20 @@ class FrameReader:
     fps: Optional[float] = None
     codec: str = "unknown"
 
-    def __init__(self, path: Path, max_pixels: int) -> None:
+    def __init__(self, path: Path, max_pixels: int, threads: Optional[int] = None) -> None:
         self.path = path
         self.max_pixels = max_pixels
+        #: Decoder threads (0: the library's choice); ``None`` asks the thread policy.
+        self.threads = decoder_threads() if threads is None else threads
+        self._decoded = 0
+        self._failure: Optional[str] = None
 
     def frames(self) -> Iterable[Tuple[Callable[[], np.ndarray], Tuple[int, int]]]:
         """Yield, for each decoded frame, (a function giving its RGB array, (width, height))."""
+        raise NotImplementedError
+
+    def _restart(self) -> None:
+        """Reopen the file, to decode from the first frame with ``self.threads`` threads."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -114,6 +137,13 @@ class FrameReader:
         """Decode up to max(wanted); return ({index: RGB frame}, decoded count if the stream
         ended before the last wanted frame, else None)."""
         wanted = set(int(i) for i in wanted)
+        got, ended = self._read_once(wanted)
+        if ended is not None and self._again_on_one_thread():
+            got, ended = self._read_once(wanted)
+        self._refuse_undecodable()
+        return got, ended
+
+    def _read_once(self, wanted: set) -> Tuple[Dict[int, np.ndarray], Optional[int]]:
         last = max(wanted)
         got: Dict[int, np.ndarray] = {}
         for index, (retrieve, size) in enumerate(self._safe_frames()):
@@ -131,8 +161,17 @@ class FrameReader:
         back at the first frame) when that is not possible or not exact: call ``read``."""
         return None
 
-    def count(self, max_frames: int) -> int:
-        """Decode every frame (no colour conversion) and count them, within the frame budget."""
+    def count(self, max_frames: int, packets: Optional[int] = None) -> int:
+        """Decode every frame (no colour conversion) and count them, within the frame budget.
+        ``packets``: the demuxed count, where known; only a count short of it can have been cut
+        by a decoder error."""
+        count = self._count_once(max_frames)
+        if (packets is None or count < packets) and self._again_on_one_thread():
+            count = self._count_once(max_frames)
+        self._refuse_undecodable()
+        return count
+
+    def _count_once(self, max_frames: int) -> int:
         count = 0
         for count, (_, size) in enumerate(self._safe_frames(), start=1):
             if count == 1:
@@ -140,10 +179,33 @@ class FrameReader:
             check_frames(count, max_frames, self.path)
         return count
 
+    def stop_reason(self) -> Optional[str]:
+        """Why the last ``read`` or ``count`` ended early: the decoder's error, or ``None``
+        where the stream ended (a short or truncated file)."""
+        return self._failure
+
+    def _again_on_one_thread(self) -> bool:
+        """After a decode ended early: restart on one thread, and say so, if a decoder error on
+        more than one ended it.
+
+        Frame threading can report a decoder error ahead of frames that decode on one thread
+        (a Theora stream lost its first frame so), so where decoding stops would depend on the
+        thread count; on one thread it stops at the same frame every time.
+        """
+        if self.threads == 1 or self.stop_reason() is None:
+            return False
+        self.threads = 1
+        self._restart()
+        return True
+
+    def _refuse_undecodable(self) -> None:
+        if self._decoded == 0 and self._failure is not None:
+            raise DecodeError(f"{self.name} cannot decode it ({self._failure})", self.path)
+
     def _safe_frames(self):
-        """``frames()``, where a decoder error after the first frame ends the stream (truncated
-        files yield what they hold); ``self._decoded`` is the count when it ends."""
-        self._decoded = 0
+        """``frames()``, where a decoder error ends the stream (truncated files yield what they
+        hold); ``self._decoded`` is the count when it ends, ``self._failure`` the error."""
+        self._decoded, self._failure = 0, None
         try:
             for item in self.frames():
                 yield item
@@ -151,22 +213,18 @@ class FrameReader:
         except MMVGMError:
             raise
         except Exception as exc:  # noqa: BLE001 - decoder libraries raise many types
-            if self._decoded == 0:
-                raise DecodeError(f"{self.name} cannot decode it ({_short(exc)})", self.path) from None
+            # FFmpeg's own words, without PyAV's errno and the name of the call that failed
+            self._failure = getattr(exc, "strerror", None) or _short(exc)
 
 
 @register_backend("opencv")
 class OpenCVReader(FrameReader):
-    def __init__(self, path: Path, max_pixels: int) -> None:
+    def __init__(self, path: Path, max_pixels: int, threads: Optional[int] = None) -> None:
         cv2 = _cv2()
-        super().__init__(path, max_pixels)
+        super().__init__(path, max_pixels, threads)
         self._cv2 = cv2
-        threads = decoder_threads()
-        params = [cv2.CAP_PROP_N_THREADS, threads] if threads else []
-        self.cap = cv2.VideoCapture(_url(path), cv2.CAP_FFMPEG, params)
-        if not self.cap.isOpened():
-            self.cap.release()
-            raise DecodeError("OpenCV cannot open it", path)
+        self._judged: Optional[Tuple[Optional[str]]] = None  # (stop_reason(),) once asked
+        self.cap = self._capture()
         self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         fps = self.cap.get(cv2.CAP_PROP_FPS)
@@ -178,6 +236,15 @@ class OpenCVReader(FrameReader):
         except MMVGMError:
             self.cap.release()
             raise
+
+    def _capture(self):
+        cv2 = self._cv2
+        params = [cv2.CAP_PROP_N_THREADS, self.threads] if self.threads else []
+        cap = cv2.VideoCapture(_url(self.path), cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise DecodeError("OpenCV cannot open it", self.path)
+        return cap
 
     def frames(self):
         cap, cv2 = self.cap, self._cv2
@@ -193,14 +260,25 @@ class OpenCVReader(FrameReader):
         while cap.grab():  # grab() decodes; retrieve() converts only frames we keep
             yield retrieve, (self.width, self.height)
 
+    def stop_reason(self) -> Optional[str]:
+        # grab() answers False at the end of the stream and on a decoder error alike, so ask
+        # FFmpeg's decoder through PyAV, on one thread, whether the stream decodes to its end.
+        if self._judged is None:
+            self._judged = (decoder_error(self.path, self.max_pixels),)
+        return self._judged[0]
+
+    def _restart(self) -> None:
+        self.cap.release()
+        self.cap = self._capture()
+
     def close(self) -> None:
         self.cap.release()
 
 
 @register_backend("pyav")
 class PyAVReader(FrameReader):
-    def __init__(self, path: Path, max_pixels: int) -> None:
-        super().__init__(path, max_pixels)
+    def __init__(self, path: Path, max_pixels: int, threads: Optional[int] = None) -> None:
+        super().__init__(path, max_pixels, threads)
         self.container, self.stream = _open_av(path)
         self._at_start = True  # nothing demuxed or decoded yet
         ctx = self.stream.codec_context
@@ -212,7 +290,7 @@ class PyAVReader(FrameReader):
         except MMVGMError:
             self.container.close()
             raise
-        _set_threads(self.stream)
+        _set_threads(self.stream, self.threads)
 
     def frames(self):
         if not self._at_start:
@@ -287,8 +365,10 @@ class PyAVReader(FrameReader):
     def _reopen(self) -> None:
         self.container.close()
         self.container, self.stream = _open_av(self.path)
-        _set_threads(self.stream)
+        _set_threads(self.stream, self.threads)
         self._at_start = True
+
+    _restart = _reopen
 
     def close(self) -> None:
         self.container.close()
@@ -346,12 +426,27 @@ def _open_av(path: Path):
     return container, container.streams.video[0]
 
 
-def _set_threads(stream) -> None:
-    threads = decoder_threads()
+def _set_threads(stream, threads: int) -> None:
     if threads:
         stream.codec_context.thread_count = threads
     if threads != 1:
         stream.thread_type = "AUTO"
+
+
+def decoder_error(path: Path, max_pixels: int) -> Optional[str]:
+    """The error that stops FFmpeg's decoder (PyAV's, on one thread) before the end of the video
+    stream of ``path``; ``None`` where it decodes to the end, or PyAV is missing or cannot open
+    it."""
+    try:
+        reader = PyAVReader(path, max_pixels, threads=1)
+    except (ImportError, DecodeError):
+        return None
+    with reader:
+        try:
+            reader.count(resolve_max_frames(None))
+        except DecodeError:
+            pass  # nothing decodes (its reason is kept), or the frame size changes (no error)
+        return reader.stop_reason()
 
 
 def _rate(stream) -> Optional[float]:

@@ -7,8 +7,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
-from mmvgm.io.backends import (AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DemuxInfo, FrameReader, PyAVReader,
-                               Timeline, demux_info)
+from mmvgm.io.backends import (AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DecodingStopped, DemuxInfo,
+                               FrameReader, PyAVReader, Timeline, demux_info)
 from mmvgm.io.clip import Clip, VideoInfo
 from mmvgm.io.frames_dir import probe_frames, read_frames_clips
 from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels
@@ -25,7 +25,9 @@ def read_clip(path: PathLike, num_frames: int = 16, sampling: "str | Sampling" =
     over ``[start, end]``, first and last included) or ``stride:K`` (every K-th from ``start``).
     A video too short for the request is padded by repeating its last sampled frame;
     ``clip.padded`` says how many rows are padding and ``clip.indices`` which source frame
-    each row is.
+    each row is. A damaged one is not padded: when the decoder fails before the frames the
+    clip needs, in a stream that holds more frames, that is a ``DecodeError`` ("decoding
+    stopped at frame K of N"), whatever the backend or the number of decoder threads.
 
     ``backend``: ``auto`` tries PyAV, then OpenCV when PyAV fails; ``opencv`` or ``pyav``
     use only that decoder. Frame directories are read with Pillow whatever the backend.
@@ -97,7 +99,9 @@ def _read_clips(path: PathLike, num_frames: int, sampling: "str | Sampling", sta
                                   None if info is None else info.frames,
                                   None if info is None else info.timeline,
                                   opened if name == order[0] else None)
-            except (LimitError, StartPastEndError):
+            except (LimitError, StartPastEndError, DecodingStopped):
+                # A damaged stream is not tried with the next decoder: it would conceal the
+                # damage its own way, and a clip must not depend on which decoder ran first.
                 raise
             except InputError as exc:
                 failures.append(exc.message)
@@ -116,6 +120,8 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
     claim. The first frame is always decoded, so a file that cannot decode is an error, and
     ``width``/``height`` are the displayed size (rotation metadata applied).
     ``duration`` spans the packets' timestamps; ``fps`` is the stream's average rate.
+    With ``exact=True`` a decoder error before the last packet is a ``DecodeError`` ("decoding
+    stopped at frame K of N"), as it is for ``read_clip``.
     """
     pixels, frames_budget = resolve_max_pixels(max_pixels), resolve_max_frames(max_frames)
     order = _backend_order(backend)
@@ -138,16 +144,28 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
             frames = info.frames if info is not None else None
             if exact or frames is None:
                 with BACKENDS[name](path, pixels) as reader:
-                    frames = reader.count(frames_budget)
+                    frames = reader.count(frames_budget, packets=frames)
+                    _check_not_stopped(reader, frames, None if info is None else info.frames, path)
             fps = (info.fps if info is not None else None) or reader.fps
             duration = info.duration if info is not None else (frames / fps if fps else None)
             codec = info.codec if info is not None else reader.codec
             return VideoInfo(str(path), int(frames), fps, int(width), int(height), codec, duration)
-        except LimitError:
+        except (LimitError, DecodingStopped):
             raise
         except InputError as exc:
             failures.append(exc.message)
     raise _undecodable(path, failures)
+
+
+def _check_not_stopped(reader: FrameReader, decoded: int, total: Optional[int], path: Path) -> None:
+    """Raise ``DecodingStopped`` when ``reader``'s last decode ended after ``decoded`` frames on a
+    decoder error, while the stream holds ``total`` (packets), more. ``decoded`` 0 is left to
+    the callers: a first frame that fails may be a decoder missing a codec, so the next decoder
+    is tried."""
+    if decoded and total is not None and decoded < total:
+        reason = reader.stop_reason()
+        if reason is not None:
+            raise DecodingStopped(decoded, total, reason, path)
 
 
 def _open_counting_reader(path: Path, name: str, max_pixels: int
@@ -187,6 +205,8 @@ def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, st
             frames = None if timeline is None else reader.read_seeking(missing, timeline)
             if frames is None:
                 frames, ended = reader.read(missing)
+                if ended is not None:
+                    _check_not_stopped(reader, ended, total, path)
             else:
                 ended = None
         got.update(frames)
