@@ -35,11 +35,14 @@ from mmvgm.errors import InputError
               help="Torch compute threads of the scoring loop (also $MMVGM_THREADS) [default: on CPU, "
                    "every core, less one per worker while the scan waits for decoded clips].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--summary", "summary_out", type=click.Path(dir_okay=False), default=None, metavar="FILE.json",
+              help="Also write the counts as JSON: inputs, scored, errors, already done, files that "
+                   "are not videos (by extension), hidden entries; a shard writes FILE.rankI.json.")
 @precision_option
 def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size: int, workers: Optional[int],
             resume: bool, retry_errors: bool, shard: Optional[str], merge_only: bool,
             frames: Optional[int], sampling: Optional[str], device: str, quiet: bool, precision: str,
-            threads: Optional[int]) -> None:
+            threads: Optional[int], summary_out: Optional[str]) -> None:
     """Score every video under PATH: a folder (recursive), a video, or a manifest.
 
     \b
@@ -48,8 +51,16 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     objects with "path", a .txt with one path per line (# comments).
 
     \b
-    One line per file, written and fsync'd per batch; a bad file gets a line with
-    "error" and the scan goes on. After a crash or kill, rerun with --resume: files
+    In a folder, videos are the files `mmvgm info` and `trace` read (by extension or by
+    content); a folder holding images and no video is one video, its frames. Every
+    other file is counted at the end ("skipped 2 files that are not videos (.json,
+    .txt)"), as are hidden entries (.x) and links to folders, which are not followed.
+
+    \b
+    One line per file, flushed per batch (a kill loses nothing written) and fsync'd at
+    most once a second and at the end (a power cut loses at most that second); a bad
+    file gets a line with "error" and the scan goes on. After a crash or kill, rerun
+    with --resume: files
     already in the output are skipped and a half-written last line is repaired.
     An existing output is never overwritten without --resume.
 
@@ -64,6 +75,7 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     Examples:
       mmvgm scan uploads/ --checkpoint ckpt/ --out results.jsonl
       mmvgm scan uploads/ --checkpoint ckpt/ --out results.jsonl --resume
+      mmvgm scan uploads/ -c ckpt/ --out results.jsonl --summary counts.json
       mmvgm scan list.csv -c ckpt/ --out results.csv --batch-size 16 --workers 4
       mmvgm scan uploads/ -c ckpt/ --out r.jsonl --shard 0/2   # machine 1 (and 1/2 on machine 2)
       mmvgm scan --merge --out r.jsonl
@@ -79,6 +91,7 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
         raise InputError("give the folder or manifest to scan (or --merge to join shard outputs)")
     if retry_errors and not resume:
         raise InputError("--retry-errors only makes sense with --resume")
+    from mmvgm.cli import echo_warning
     from mmvgm.predict.predictor import Predictor
     from mmvgm.runtime import default_decode_workers
     from mmvgm.predict.scan import rank_device, run_scan
@@ -90,10 +103,12 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     with Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device),
                                    workers=workers, precision=precision, threads=threads) as predictor:
         predictor.frames = predictor.check_frames(frames)  # refuse before any output is created
+        if predictor.meta.warning:
+            echo_warning(predictor.meta.warning)
         predictor.sampling = sampling or predictor.sampling
         summary = run_scan(predictor, path, out, batch_size=batch_size, workers=workers, resume=resume,
                            shard=parse_shard(shard) if shard else None, retry_errors=retry_errors,
-                           progress=not quiet)
+                           progress=not quiet, summary=summary_out)
     parts = [f"{summary.scored} scored", f"{summary.errors} errors"]
     if summary.skipped:
         parts.append(f"{summary.skipped} already done")
@@ -102,6 +117,10 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     where = f" (shard {summary.shard})" if summary.shard else ""
     click.echo(f"{summary.out}{where}: {', '.join(parts)}; {summary.files_per_second:.1f} files/s",
                err=True)
+    for note in summary.notes():
+        click.echo(note, err=True)
+    if summary.summary_file is not None:
+        click.echo(f"summary: {summary.summary_file}", err=True)
     if summary.merged is not None:
         click.echo(f"merged all shards into {summary.merged}", err=True)
     elif summary.shard is not None and not summary.distributed:

@@ -3,11 +3,14 @@
 One home for the rules every command shares (``mmvgm train``, ``eval``, ``dataset`` and
 ``scan``):
 
-* Videos are the files whose extension is in :data:`mmvgm.io.paths.VIDEO_EXTENSIONS`.
-  Hidden files and folders (``.x``) are skipped.
+* Videos are what ``info`` and ``trace`` read (:func:`mmvgm.io.paths.is_video_file`): an
+  extension in :data:`mmvgm.io.paths.VIDEO_EXTENSIONS`, or content that starts like a video
+  container; image extensions are frames, never sniffed. Hidden files and folders (``.x``) and
+  symbolic links to folders are skipped (a scan counts them).
 * A frame folder is one video: a folder, other than the walked root or a label folder, that
-  holds image files and no video files. It is not descended. Images beside videos (posters,
-  thumbnails) or directly in the root/label folder are ignored with a warning.
+  holds image files and no video file, at any depth. All it holds belongs to that one video.
+  Images beside videos (posters, thumbnails) or directly in the root/label folder are ignored
+  with a warning.
 * A manifest is one of :data:`MANIFEST_EXTENSIONS`:
 
   - ``.csv``: header ``path[,label][,split]``, extra columns ignored; read without labels, a
@@ -19,8 +22,9 @@ One home for the rules every command shares (``mmvgm train``, ``eval``, ``datase
   Relative paths are resolved against the manifest's folder; a byte-order mark is ignored.
 
 :func:`discover` returns labelled :class:`Sample` s (folder layout ``root/<label>/**``);
-:func:`list_inputs` returns the unlabelled paths a scan reads and the root its shard hash is
-relative to.
+:func:`scan_listing` returns the unlabelled paths a scan reads, the root its shard hash is
+relative to, and every other entry of a scanned folder (:class:`Listing`: a scan drops no file
+without counting it); :func:`list_inputs` returns the first two.
 """
 from __future__ import annotations
 
@@ -30,12 +34,12 @@ import io
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmvgm.errors import InputError, PathLike
-from mmvgm.io.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from mmvgm.io.paths import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_video_file
 
 if TYPE_CHECKING:
     from mmvgm.data.labels import LabelSet
@@ -180,29 +184,74 @@ def _report_missing(path: Path, missing: List[str], on_missing: str) -> None:
 
 
 # -- unlabelled: list_inputs --------------------------------------------------------------------
-def list_inputs(path: PathLike) -> Tuple[List[str], Path]:
-    """The videos to scan and the root their shard hash is relative to.
+@dataclass
+class Listing:
+    """What a scan reads, and every other entry its folder walk met, so that none goes unaccounted.
+
+    Each visible entry below the folder is in exactly one list: an input (a video, or a frame
+    folder with everything it holds), ``not_videos`` (files, loose images included), ``links``
+    or ``unreadable``; ``hidden`` entries (``.x``) are named, not looked into. A manifest or a
+    single file gives ``inputs`` only.
+    """
+
+    inputs: List[str]   # videos and frame folders, sorted (a manifest: in its order)
+    root: Path          # shard hashes are relative to it
+    frame_folders: List[str] = field(default_factory=list)  # the inputs that are frame folders
+    not_videos: List[str] = field(default_factory=list)     # files that are not videos
+    hidden: List[str] = field(default_factory=list)         # names starting with "."
+    links: List[str] = field(default_factory=list)          # symbolic links to folders, not followed
+    unreadable: List[str] = field(default_factory=list)     # folders that could not be listed
+
+
+_ACCOUNTS = ("inputs", "frame_folders", "not_videos", "hidden", "links", "unreadable")  # Listing's lists
+
+
+def scan_listing(path: PathLike) -> Listing:
+    """The videos to scan, their shard root, and what else lies under a scanned folder.
 
     ``path`` is a folder (searched recursively, sorted), a manifest (its order; the files are
-    not checked here, a scan reports a missing one as an error line) or a single video file.
+    not checked here, a scan reports a missing one as an error line) or a single video file
+    (by extension or by content, as :func:`mmvgm.io.paths.check_media_file` accepts it).
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError("no such file or folder", path)
     if path.is_dir():
-        files = sorted(str(p) for p in _videos_under(path, "scanned folder"))
-        if not files:
+        listing = _walk(path, "scanned folder")
+        if not listing.inputs:
             raise InputError(f"no videos found (looked for {', '.join(sorted(VIDEO_EXTENSIONS))} "
-                             "and folders of frames)", path)
-        return files, path
+                             f"and folders of frames{_not_videos_note(listing.not_videos)})", path)
+        listing.inputs.sort()
+        return listing
     if is_manifest(path):
         entries = _manifest_paths(path)
         if not entries:
             raise InputError("the manifest lists no files", path)
-        return entries, path.parent
-    if path.suffix.lower() in VIDEO_EXTENSIONS:
-        return [str(path)], path.parent
+        return Listing(entries, path.parent)
+    if is_video_file(path):
+        return Listing([str(path)], path.parent)
     raise InputError(f"expected a folder of videos, a video or a manifest ({manifest_formats()})", path)
+
+
+def list_inputs(path: PathLike) -> Tuple[List[str], Path]:
+    """``(inputs, root)`` of :func:`scan_listing`."""
+    listing = scan_listing(path)
+    return listing.inputs, listing.root
+
+
+def extension_counts(paths: Iterable[str]) -> Dict[str, int]:
+    """``{".txt": 2, "(no extension)": 1}``, most frequent first (then by name)."""
+    counts: Dict[str, int] = {}
+    for p in paths:
+        key = Path(p).suffix.lower() or "(no extension)"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _not_videos_note(not_videos: List[str]) -> str:
+    if not not_videos:
+        return ""
+    return f"; {len(not_videos)} other file(s): {', '.join(extension_counts(not_videos))}"
 
 
 def _manifest_paths(path: Path) -> List[str]:
@@ -219,26 +268,103 @@ def _manifest_paths(path: Path) -> List[str]:
 # -- folders ------------------------------------------------------------------------------------
 def _videos_under(top: Path, kind: str) -> List[Path]:
     """Video files and frame folders below ``top`` (``kind`` names ``top`` in the warning)."""
-    found: List[Path] = []
-    loose_images = 0
-    for dirpath, dirnames, filenames in os.walk(top):
-        current = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        visible = [f for f in filenames if not f.startswith(".")]
-        images = [f for f in visible if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
-        videos = sorted(f for f in visible if Path(f).suffix.lower() in VIDEO_EXTENSIONS)
-        # a folder of frames is one video, whatever lies below it; images beside videos are
-        # posters or thumbnails, not frames
-        if images and not videos and current != top:
-            found.append(current)
-            dirnames[:] = []
-            continue
-        loose_images += len(images)
-        found.extend(current / f for f in videos)
-    if loose_images:
+    return [Path(p) for p in _walk(top, kind).inputs]
+
+
+class _Folder(NamedTuple):
+    """One folder's own entries, sorted by name (its sub-folders are walked separately)."""
+
+    videos: List[str]
+    images: List[str]
+    others: List[str]
+    subfolders: List[str]
+
+
+def _walk(top: Path, kind: str) -> Listing:
+    listing = Listing([], top)
+    loose: List[int] = [0]
+    try:
+        _visit(str(top), True, listing, loose)
+    except RecursionError:
+        raise InputError("folders nested too deep to walk", top) from None
+    if loose[0]:
         log.warning("%s: ignoring %d image file(s) lying beside videos or directly in the %s "
-                    "(put the frames of one video in a folder of their own)", top, loose_images, kind)
-    return found
+                    "(put the frames of one video in a folder of their own)", top, loose[0], kind)
+    return listing
+
+
+def _visit(folder: str, is_top: bool, listing: Listing, loose: List[int]) -> bool:
+    """Walk ``folder`` into ``listing``; True when a video file lies in it or below it.
+
+    A folder of frames is one video, whatever lies below it, unless a video file does (then
+    its images are loose: posters or thumbnails). The walk goes bottom-up to know that.
+    """
+    mark = _lengths(listing)
+    own = _read_folder(folder, listing)
+    if own is None:
+        return False
+    below = [_visit(sub, False, listing, loose) for sub in own.subfolders]
+    if own.images and not own.videos and not any(below) and not is_top:
+        _truncate(listing, mark)  # the frame folder accounts for all it holds
+        listing.inputs.append(folder)
+        listing.frame_folders.append(folder)
+        return False
+    loose[0] += len(own.images)
+    listing.inputs.extend(own.videos)
+    listing.not_videos.extend(own.images + own.others)
+    return bool(own.videos) or any(below)
+
+
+def _read_folder(folder: str, listing: Listing) -> Optional[_Folder]:
+    """Sort ``folder``'s entries; hidden ones, links to folders and an unreadable folder go
+    straight to ``listing`` (None for the last)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        log.warning("%s: cannot list this folder (%s); its files are not scanned",
+                    folder, exc.strerror or exc)
+        listing.unreadable.append(folder)
+        return None
+    own = _Folder([], [], [], [])
+    for entry in entries:
+        if entry.name.startswith("."):
+            listing.hidden.append(entry.path)
+        elif _is_folder(entry, follow=False):
+            own.subfolders.append(entry.path)
+        elif _is_folder(entry, follow=True):
+            listing.links.append(entry.path)
+        else:
+            _sort_file(entry.path, own)
+    return own
+
+
+def _sort_file(path: str, own: _Folder) -> None:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in VIDEO_EXTENSIONS:
+        own.videos.append(path)
+    elif suffix in IMAGE_EXTENSIONS:  # frames are never opened to be sniffed
+        own.images.append(path)
+    elif is_video_file(Path(path)):
+        own.videos.append(path)
+    else:
+        own.others.append(path)
+
+
+def _is_folder(entry: "os.DirEntry[str]", follow: bool) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=follow)
+    except OSError:
+        return False
+
+
+def _lengths(listing: Listing) -> Tuple[int, ...]:
+    return tuple(len(getattr(listing, name)) for name in _ACCOUNTS)
+
+
+def _truncate(listing: Listing, mark: Tuple[int, ...]) -> None:
+    for name, length in zip(_ACCOUNTS, mark):
+        del getattr(listing, name)[length:]
 
 
 # -- manifests ----------------------------------------------------------------------------------

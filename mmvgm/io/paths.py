@@ -8,8 +8,11 @@ from typing import Callable, Optional
 
 from mmvgm.errors import DecodeError, InputError, PathLike
 
+# The one list of video types: ``info``, ``trace``, ``scan`` and the dataset walk all read it. Each
+# entry is a container PyAV demuxes; a test writes and decodes the less common ones (.vob, .rm, .swf).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".gif", ".mpg", ".mpeg",
-                    ".ts", ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".y4m")
+                    ".vob", ".ts", ".m2ts", ".mts", ".wmv", ".asf", ".3gp", ".3g2", ".ogv", ".y4m",
+                    ".rm", ".swf")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
@@ -53,6 +56,20 @@ def is_video_container(path: Path) -> bool:
     return sniff_container(read_head(path)) is not None
 
 
+def is_video_file(path: Path) -> bool:
+    """What :func:`check_media_file` accepts as a video: a video extension, or a regular file whose
+    first bytes announce a video container (an upload that lost its extension).
+
+    A file that cannot be read is not sniffed (False); a folder walk counts it as not a video.
+    """
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        return True
+    try:
+        return path.is_file() and is_video_container(path)
+    except OSError:
+        return False
+
+
 def read_head(path: Path, size: int = 4096) -> bytes:
     with open(path, "rb") as fh:
         return fh.read(size)
@@ -66,7 +83,7 @@ def sniff_container(head: bytes) -> Optional[str]:
         return "Matroska/WebM"
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
         return "AVI"
-    if head.startswith(b"FLV"):
+    if head.startswith(b"FLV\x01"):  # FLV has only version 1; the letters alone start texts too
         return "FLV"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "GIF"
@@ -80,6 +97,11 @@ def sniff_container(head: bytes) -> Optional[str]:
         return "ASF/WMV"
     if head.startswith(b"YUV4MPEG2"):
         return "Y4M"
+    if head.startswith(b".RMF"):
+        return "RealMedia"
+    # "FWS"/"CWS" then a version byte and a binary length: a text file may start with those letters
+    if head[:3] in (b"FWS", b"CWS") and len(head) >= 8 and not looks_like_text(head[:8]):
+        return "SWF"
     return None
 
 

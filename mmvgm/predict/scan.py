@@ -22,13 +22,13 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from mmvgm.errors import InputError, PathLike
-from mmvgm.io.discovery import list_inputs
-from mmvgm.predict.verdict import Verdict, csv_columns
+from mmvgm.io.discovery import Listing, extension_counts, scan_listing
+from mmvgm.predict.verdict import Verdict, csv_columns, upgrade_record
 
 OUTPUT_FORMATS = ("jsonl", "csv")
 
@@ -147,8 +147,10 @@ def _repair_tail(path: Path) -> int:
         return size - cut
 
 
-def read_results(path: PathLike) -> List[Dict[str, Any]]:
-    """Parse a scan output (JSONL or CSV) into records; a torn last line is ignored."""
+def read_results(path: PathLike, upgrade: bool = True) -> List[Dict[str, Any]]:
+    """Parse a scan output (JSONL or CSV) into records; a torn last line is ignored. JSONL
+    records of an older schema come upgraded (``verdict.upgrade_record``) unless ``upgrade``
+    is False."""
     path = Path(path)
     fmt = output_format(path)
     data = path.read_bytes()
@@ -169,7 +171,7 @@ def read_results(path: PathLike) -> List[Dict[str, Any]]:
                 raise InputError(f"line {number} is not JSON: this is not a scan output", path) from None
             if not isinstance(record, dict) or "path" not in record:
                 raise InputError(f"line {number} has no 'path': this is not a scan output", path)
-            records.append(record)
+            records.append(upgrade_record(record) if upgrade else record)
         return records
     rows = list(csv.DictReader(io.StringIO(text)))
     if rows and "path" not in rows[0]:
@@ -208,7 +210,9 @@ class ResultWriter:
     # -- resume
     def _load_existing(self, retry_errors: bool) -> None:
         self.repaired_bytes = _repair_tail(self.path)
-        records = read_results(self.path)
+        raw = read_results(self.path, upgrade=False)
+        records = [upgrade_record(r) for r in raw] if self.format == "jsonl" else raw
+        stale = records != raw  # lines of an older schema: rewritten in the current one
         if self.format == "csv":
             with open(self.path, newline="", encoding="utf-8") as fh:
                 header = next(csv.reader(fh), [])
@@ -224,7 +228,7 @@ class ResultWriter:
                 continue
             kept[key] = record
         self.done = kept
-        if dropped:
+        if dropped or stale:
             self._rewrite(list(kept.values()))
 
     def _rewrite(self, records: List[Dict[str, Any]]) -> None:
@@ -360,6 +364,10 @@ def merge_outputs(out: PathLike, expected: Optional[int] = None) -> Tuple[Path, 
 
 @dataclass
 class ScanSummary:
+    """What one process's scan did, and what else lay under the scanned folder (its shard's share):
+    each file there is an input (``skipped`` + ``scored`` + ``errors`` = ``total``) or counted
+    in ``not_videos``; ``hidden``, ``links`` and ``unreadable`` entries are not looked into."""
+
     out: Path                   # the file this process wrote
     total: int                  # inputs in this process's shard
     skipped: int                # already in the output (resume)
@@ -370,10 +378,61 @@ class ScanSummary:
     merged: Optional[Path] = None   # the merged OUT (rank 0 under torch.distributed)
     distributed: bool = False   # ranks synchronised on a torch.distributed barrier
     repaired_bytes: int = 0     # bytes of a torn last line removed on resume
+    scanned: Optional[Path] = None  # the folder, manifest or video given
+    frame_folders: int = 0      # of ``total``: folders of frames, one input each
+    not_videos: Dict[str, int] = field(default_factory=dict)  # files that are not videos, by extension
+    hidden: int = 0             # files and folders named ".x"
+    links: int = 0              # symbolic links to folders, not followed
+    unreadable: int = 0         # folders that could not be listed
+    summary_file: Optional[Path] = None  # where :meth:`to_json` was written
 
     @property
     def files_per_second(self) -> float:
         return (self.scored + self.errors) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def not_video_count(self) -> int:
+        return sum(self.not_videos.values())
+
+    def notes(self) -> List[str]:
+        """Closing lines for what was not scored: files that are not videos, entries not read."""
+        lines = []
+        n = self.not_video_count
+        if n:
+            shown = list(self.not_videos)
+            listed = ", ".join(shown[:10]) + (f", and {len(shown) - 10} more" if len(shown) > 10 else "")
+            lines.append(f"skipped {_count(n, 'file')} that {'is not a video' if n == 1 else 'are not videos'}"
+                         f" ({listed})")
+        unread = [_count(count, noun) + why for count, noun, why in (
+            (self.hidden, "hidden entry", " (name starting with '.')"),
+            (self.links, "link to a folder", " (not followed: scan its target)"),
+            (self.unreadable, "unreadable folder", "")) if count]
+        if unread:
+            lines.append("not looked into: " + ", ".join(unread))
+        return lines
+
+    def to_json(self) -> Dict[str, Any]:
+        """The counts as ``mmvgm scan --summary`` writes them."""
+        return {"scanned": _str_or_none(self.scanned), "out": str(self.out),
+                "shard": _str_or_none(self.shard), "inputs": self.total,
+                "frame_folders": self.frame_folders, "already_done": self.skipped,
+                "scored": self.scored, "errors": self.errors,
+                "not_videos": {"count": self.not_video_count, "extensions": dict(self.not_videos)},
+                "hidden": self.hidden, "links_not_followed": self.links,
+                "unreadable_folders": self.unreadable, "repaired_bytes": self.repaired_bytes,
+                "seconds": round(self.seconds, 3), "files_per_second": round(self.files_per_second, 2),
+                "merged": _str_or_none(self.merged)}
+
+
+def _count(n: int, noun: str) -> str:
+    if n == 1:
+        return f"1 {noun}"
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n} {plural}"
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 def _barrier() -> Optional[bool]:
@@ -401,36 +460,69 @@ def _barrier() -> Optional[bool]:
 def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8, workers: int = 2,
              resume: bool = False, shard: Optional[Shard] = None, retry_errors: bool = False,
              progress: bool = True, merge: bool = True,
-             on_batch: Optional[Callable[[List[Verdict]], None]] = None) -> ScanSummary:
+             on_batch: Optional[Callable[[List[Verdict]], None]] = None,
+             summary: Optional[PathLike] = None) -> ScanSummary:
     """Scan ``path`` (folder or manifest) with ``predictor`` into ``out`` (.jsonl or .csv).
 
     ``predictor`` needs ``source_labels`` and ``stream(paths, batch_size, workers)`` (see
     :class:`mmvgm.predict.predictor.Predictor`). With ``shard`` (or RANK/WORLD_SIZE in the
     environment) only that shard is scanned, into ``OUT.rankI.<ext>``; under an initialised or
     initialisable torch.distributed group rank 0 then merges all shards into ``out``.
+    Files of a folder that are not videos are counted in the returned summary, which
+    ``summary`` names a JSON file for (``SUMMARY.rankI.json`` for a shard), written atomically.
     """
     output_format(out)
-    inputs, root = list_inputs(path)
+    listing = scan_listing(path)
     env_shard = rank_from_env()
     if shard is not None and env_shard is not None:
         raise InputError("--shard cannot be combined with torchrun/accelerate ranks "
                          "(RANK/WORLD_SIZE are set); use one or the other")
     active = shard or env_shard
-    target = rank_output(out, active.index) if active is not None and active.count > 1 else Path(out)
-    # Neither this process's file nor the merged OUT may be an input: a listed video or the
-    # manifest itself (resuming "over" a JSONL manifest would truncate and append to it).
-    scanned = Path(path).expanduser()
-    guarded = {_path_key(p) for p in inputs} | {_path_key(str(scanned))}
-    for dest in dict.fromkeys([target, Path(out)]):
+    split = active is not None and active.count > 1
+    target = rank_output(out, active.index) if split else Path(out)
+    summary_file = None if summary is None else (rank_output(summary, active.index) if split else Path(summary))
+    _refuse_inputs_as_outputs(listing, Path(path).expanduser(), [target, Path(out)], summary_file)
+    started = time.perf_counter()
+    result = _score(predictor, select_shard(listing.inputs, listing.root, active), target, batch_size,
+                    workers, resume, retry_errors, progress, on_batch, started)
+    result.shard, result.scanned = active, Path(path)
+    _account(result, listing, active)
+    if env_shard is not None and merge:
+        created = _barrier()
+        result.distributed = created is not None
+        if result.distributed and env_shard.index == 0:
+            result.merged, _ = merge_outputs(out, expected=env_shard.count)
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if summary_file is not None:
+        from mmvgm.io.atomic import write_json_atomic
+
+        result.summary_file = write_json_atomic(summary_file, result.to_json())
+    return result
+
+
+def _refuse_inputs_as_outputs(listing: Listing, scanned: Path, outputs: List[Path],
+                              summary_file: Optional[Path]) -> None:
+    """Neither this process's file, the merged OUT nor the summary may be an input: a listed video
+    or the manifest itself (resuming "over" a JSONL manifest would truncate and append to it)."""
+    guarded = {_path_key(p) for p in listing.inputs} | {_path_key(str(scanned))}
+    for dest in dict.fromkeys(outputs + ([summary_file] if summary_file is not None else [])):
         if _path_key(str(dest)) in guarded or (dest.exists() and os.path.samefile(dest, scanned)):
             raise InputError("refusing to write results over an input file", dest)
-    mine = select_shard(inputs, root, active)
-    started = time.perf_counter()
+    if summary_file is not None and _path_key(str(summary_file)) in {_path_key(str(o)) for o in outputs}:
+        raise InputError("the summary needs a file of its own, not the results file", summary_file)
+
+
+def _score(predictor: Any, mine: List[str], target: Path, batch_size: int, workers: int, resume: bool,
+           retry_errors: bool, progress: bool, on_batch: Optional[Callable[[List[Verdict]], None]],
+           started: float) -> ScanSummary:
+    """Score the shard's inputs not yet in ``target``; the bar counts exactly those."""
     scored = errors = 0
     with ResultWriter(target, predictor.source_labels, resume=resume,
                       retry_errors=retry_errors) as writer:
         todo = [p for p in mine if not writer.is_done(p)]
-        skipped = len(mine) - len(todo)
         from rich.progress import TextColumn
 
         from mmvgm.progress import make_progress
@@ -449,16 +541,19 @@ def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8,
                            rate=(scored + errors) / elapsed if elapsed > 0 else 0.0)
                 if on_batch is not None:
                     on_batch(batch)
-        repaired = writer.repaired_bytes
-    summary = ScanSummary(out=target, total=len(mine), skipped=skipped, scored=scored, errors=errors,
-                          seconds=time.perf_counter() - started, shard=active, repaired_bytes=repaired)
-    if env_shard is not None and merge:
-        created = _barrier()
-        summary.distributed = created is not None
-        if summary.distributed and env_shard.index == 0:
-            summary.merged, _ = merge_outputs(out, expected=env_shard.count)
-        if created:
-            import torch.distributed as dist
+    return ScanSummary(out=target, total=len(mine), skipped=len(mine) - len(todo), scored=scored,
+                       errors=errors, seconds=time.perf_counter() - started,
+                       repaired_bytes=writer.repaired_bytes)
 
-            dist.destroy_process_group()
-    return summary
+
+def _account(result: ScanSummary, listing: Listing, active: Optional[Shard]) -> None:
+    """This shard's share of what the folder walk met besides inputs (each entry is counted by
+    one shard, by the same path hash as the inputs, so the shards' counts add up)."""
+    def share(paths: List[str]) -> List[str]:
+        return select_shard(paths, listing.root, active)
+
+    result.frame_folders = len(share(listing.frame_folders))
+    result.not_videos = extension_counts(share(listing.not_videos))
+    result.hidden = len(share(listing.hidden))
+    result.links = len(share(listing.links))
+    result.unreadable = len(share(listing.unreadable))

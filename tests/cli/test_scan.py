@@ -120,6 +120,42 @@ def test_bad_invocations(env, tmp_path):
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def test_folder_scan_scores_a_vob_and_counts_what_is_not_a_video(env, tmp_path):
+    """The issue: `info` and `trace` read demo.vob, a folder scan left it out without a word."""
+    from tests.media import encode_av, make_frames
+
+    data = tmp_path / "footage"
+    data.mkdir()
+    for p in env["good"][:2]:
+        shutil.copy(p, data)
+    encode_av(str(data / "demo.vob"), make_frames(10, 40, 48), "mpeg2video", container_format="vob")
+    (data / "notes.txt").write_text("shot list\n")
+    (data / "meta.json").write_text("{}\n")
+    (data / ".DS_Store").write_bytes(b"\x00")
+    assert run("info", data / "demo.vob").exit_code == 0
+    out, counts = tmp_path / "res.jsonl", tmp_path / "counts.json"
+    result = run("scan", data, "-c", env["ckpt"], "--out", out, "-j", "0", "-q", "--summary", counts)
+    assert result.exit_code == 0, result.output
+    by_path = {r["path"]: r for r in _jsonl(out)}
+    assert set(by_path) == {str(data / n) for n in ("demo.vob", *(Path(p).name for p in env["good"][:2]))}
+    assert "error" not in by_path[str(data / "demo.vob")]
+    lines = result.stderr.strip().splitlines()
+    assert "3 scored, 0 errors" in lines[-4]
+    assert lines[-3:] == ["skipped 2 files that are not videos (.json, .txt)",
+                          "not looked into: 1 hidden entry (name starting with '.')", f"summary: {counts}"]
+    summary = json.loads(counts.read_text())
+    assert (summary["inputs"], summary["scored"], summary["errors"]) == (3, 3, 0)
+    assert summary["not_videos"] == {"count": 2, "extensions": {".json": 1, ".txt": 1}}
+    assert summary["scanned"] == str(data) and summary["out"] == str(out)
+
+
+def test_summary_option_refuses_the_results_file(env, tmp_path):
+    out = tmp_path / "r.jsonl"
+    result = run("scan", env["data"], "-c", env["ckpt"], "--out", out, "--summary", out, "-q")
+    assert result.exit_code == 1 and "a file of its own" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_kill_and_resume(env, tmp_path):
     """kill -9 a real scan mid-way, then --resume: every file exactly once, no torn lines."""
     data = tmp_path / "many"

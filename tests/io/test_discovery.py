@@ -5,6 +5,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -247,6 +248,93 @@ def test_frame_folder_rule_is_the_same_for_datasets_and_scans(tmp_path, caplog):
     assert caplog.text.count("ignoring 1 image file") == 2  # the poster, once per walk
 
 
+MP4_HEAD = b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64   # what the readers sniff as MP4
+
+
+def test_scan_listing_accounts_for_every_entry(tmp_path, caplog):
+    """Each entry of a scanned folder is an input or in exactly one count (issue: a .vob was dropped)."""
+    from mmvgm.io.discovery import scan_listing
+
+    root = tmp_path / "uploads"
+    for name in ("a.mp4", "demo.vob", "old.rm", "intro.swf", "poster.jpg", "notes.txt", "meta.json",
+                 "README", ".DS_Store", ".cache/x.mp4", "clip/f_1.png", "clip/f_2.png", "clip/info.json",
+                 "clip/thumbs/t.png", "clip/.hidden"):
+        touch_video(root / name)
+    (root / "renamed").write_bytes(MP4_HEAD)  # an upload that lost its extension: `info` reads it
+    (root / "elsewhere").symlink_to(tmp_path / "other", target_is_directory=True)
+    (tmp_path / "other").mkdir()
+    with caplog.at_level(logging.WARNING, logger="mmvgm.data"):
+        listing = scan_listing(root)
+    rel = lambda paths: sorted(Path(p).relative_to(root).as_posix() for p in paths)  # noqa: E731
+    assert rel(listing.inputs) == ["a.mp4", "clip", "demo.vob", "intro.swf", "old.rm", "renamed"]
+    assert listing.inputs == sorted(listing.inputs) and rel(listing.frame_folders) == ["clip"]
+    assert rel(listing.not_videos) == ["README", "meta.json", "notes.txt", "poster.jpg"]
+    assert rel(listing.hidden) == [".DS_Store", ".cache"]   # a hidden folder is one entry, not read
+    assert rel(listing.links) == ["elsewhere"] and listing.unreadable == []
+    assert "ignoring 1 image file" in caplog.text            # the poster
+    assert list_inputs(root) == (listing.inputs, root)
+
+
+def test_images_above_videos_are_not_a_frame_folder(tmp_path, caplog):
+    """A folder with a cover image and episode folders used to be one "frame folder": its videos
+    were never scanned. A frame folder now holds no video at any depth."""
+    root = tmp_path / "shows"
+    touch_video(root / "season1" / "cover.jpg")
+    touch_video(root / "season1" / "ep1" / "a.mp4")
+    touch_video(root / "season1" / "ep2" / "frames" / "f_1.png")
+    with caplog.at_level(logging.WARNING, logger="mmvgm.data"):
+        files, _ = list_inputs(root)
+    assert [Path(f).relative_to(root).as_posix() for f in files] == ["season1/ep1/a.mp4",
+                                                                      "season1/ep2/frames"]
+    assert "ignoring 1 image file" in caplog.text
+
+
+def test_a_gif_beside_videos_is_a_video_not_a_loose_image(tmp_path, caplog):
+    touch_video(tmp_path / "d" / "a.mp4")
+    touch_video(tmp_path / "d" / "b.gif")
+    with caplog.at_level(logging.WARNING, logger="mmvgm.data"):
+        files, _ = list_inputs(tmp_path)
+    assert [Path(f).name for f in files] == ["a.mp4", "b.gif"] and "ignoring" not in caplog.text
+
+
+def test_a_single_file_is_a_video_by_extension_or_by_content(tmp_path):
+    (tmp_path / "upload").write_bytes(MP4_HEAD)
+    touch_video(tmp_path / "demo.vob")
+    assert list_inputs(tmp_path / "upload")[0] == [str(tmp_path / "upload")]
+    assert list_inputs(tmp_path / "demo.vob")[0] == [str(tmp_path / "demo.vob")]
+    (tmp_path / "notes").write_text("text")
+    with pytest.raises(InputError, match="expected a folder of videos"):
+        list_inputs(tmp_path / "notes")
+
+
+def test_no_videos_found_says_what_was_there(tmp_path):
+    for name in ("a.txt", "b.txt", "c.json"):
+        touch_video(tmp_path / name)
+    with pytest.raises(InputError, match=r"\.vob.*3 other file\(s\): \.txt, \.json"):
+        list_inputs(tmp_path)
+
+
+def test_an_unreadable_folder_is_counted_and_warned(tmp_path, caplog, monkeypatch):
+    import mmvgm.io.discovery as discovery
+    from mmvgm.io.discovery import scan_listing
+
+    touch_video(tmp_path / "a.mp4")
+    locked = tmp_path / "locked"
+    touch_video(locked / "b.mp4")
+    scandir = os.scandir
+
+    def refuse_locked(path):  # as chmod 0 does, for any user (root reads every folder)
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(discovery.os, "scandir", refuse_locked)
+    with caplog.at_level(logging.WARNING, logger="mmvgm.data"):
+        listing = scan_listing(tmp_path)
+    assert listing.inputs == [str(tmp_path / "a.mp4")] and listing.unreadable == [str(locked)]
+    assert "locked: cannot list this folder (Permission denied)" in caplog.text
+
+
 def test_the_four_manifest_formats():
     assert MANIFEST_EXTENSIONS == tuple(f".{kind}" for kind in FORMATS)
 
@@ -280,6 +368,7 @@ class _ListingPredictor:
 
     source_labels = ("lavie",)
     frames, sampling = 8, "consecutive"
+    meta = SimpleNamespace(warning=None)  # `mmvgm scan` prints a checkpoint's warning
 
     def __init__(self) -> None:
         self.seen: list = []

@@ -234,3 +234,104 @@ def test_writer_flushes_every_batch_and_fsyncs_at_most_once_a_second(tmp_path, m
     with ResultWriter(out, ["a"], resume=True, fsync_every=0) as writer:
         writer.write([_rec("/v/9.mp4")])
         assert len(syncs) == 2
+
+
+def test_resume_over_an_older_output_upgrades_its_lines(tmp_path):
+    """A scan written before schema 2 (source "unknown" as a bare string) resumed now holds one
+    schema: every line has schema 2, source an object, best_source the top known source."""
+    out = tmp_path / "r.jsonl"
+    old = [{"path": "v1", "verdict": "fake", "fake_probability": 0.9, "source": "unknown",
+            "sources": {"a": 0.4, "b": 0.35, "c": 0.25}, "frames": 8, "sampling": "consecutive", "padded": 0},
+           {"path": "v2", "verdict": "real", "fake_probability": 0.1, "source": {"label": "a", "probability": 0.8},
+            "sources": {"a": 0.8, "b": 0.2}, "frames": 8, "sampling": "consecutive", "padded": 0},
+           {"path": "bad", "error": "DecodeError: x"}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    with ResultWriter(out, ["a", "b", "c"], resume=True) as w:
+        w.write([_rec("v3")])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in lines] == ["v1", "v2", "bad", "v3"]
+    assert all(r["schema"] == 2 for r in lines)
+    assert lines[0]["source"] == {"label": "unknown", "probability": None}
+    assert lines[0]["best_source"] == {"label": "a", "probability": 0.4}
+    assert lines[1]["best_source"] == lines[1]["source"] == {"label": "a", "probability": 0.8}
+    assert lines[2] == {"schema": 2, "path": "bad", "error": "DecodeError: x"}
+
+
+# --------------------------------------------------------------------------- every file accounted for
+
+def _issue_folder(root: Path) -> Path:
+    """The issue's folder: 15 videos, a .vob that `info` and `trace` read, two files that are not
+    videos, a hidden one; the bar said 15/15 for it and the .vob went unscanned."""
+    for i in range(15):
+        (root / f"v{i:02d}.mp4").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"v{i:02d}.mp4").write_bytes(b"x")
+    (root / "demo.vob").write_bytes(b"\x00\x00\x01\xba" + b"\x00" * 64)
+    (root / "notes.txt").write_text("notes\n")
+    (root / "README").write_text("read me\n")
+    (root / ".DS_Store").write_bytes(b"\x00")
+    return root
+
+
+def _spy_on_the_bar(monkeypatch) -> list:
+    import mmvgm.progress
+
+    totals = []
+    real = mmvgm.progress.make_progress
+
+    def make_progress(*columns, disable=False):
+        bar = real(*columns, disable=True)
+        add_task = bar.add_task
+        bar.add_task = lambda description, total=None, **fields: (
+            totals.append(total) or add_task(description, total=total, **fields))
+        return bar
+
+    monkeypatch.setattr(mmvgm.progress, "make_progress", make_progress)
+    return totals
+
+
+def test_run_scan_accounts_for_every_file_and_writes_a_summary(tmp_path, monkeypatch):
+    data = _issue_folder(tmp_path / "data")
+    totals = _spy_on_the_bar(monkeypatch)
+    fake = FakePredictor()
+    out, counts = tmp_path / "res.jsonl", tmp_path / "counts.json"
+    summary = run_scan(fake, data, out, batch_size=4, summary=counts)
+    assert str(data / "demo.vob") in fake.seen and len(fake.seen) == 16
+    assert totals == [16] and summary.total == summary.scored + summary.errors == 16
+    assert summary.not_videos == {"(no extension)": 1, ".txt": 1} and summary.hidden == 1
+    assert summary.notes() == ["skipped 2 files that are not videos ((no extension), .txt)",
+                               "not looked into: 1 hidden entry (name starting with '.')"]
+    assert summary.summary_file == counts
+    written = json.loads(counts.read_text())
+    assert written == summary.to_json()
+    assert {k: written[k] for k in ("inputs", "scored", "errors", "already_done", "hidden")} == {
+        "inputs": 16, "scored": 16, "errors": 0, "already_done": 0, "hidden": 1}
+    assert written["not_videos"] == {"count": 2, "extensions": {"(no extension)": 1, ".txt": 1}}
+    again = run_scan(FakePredictor(), data, out, resume=True, progress=False, summary=counts)
+    assert totals == [16, 0] and json.loads(counts.read_text())["already_done"] == 16
+
+
+def test_shard_summaries_add_up_to_the_folder(tmp_path):
+    data = _issue_folder(tmp_path / "data")
+    for i in range(20):
+        (data / "more" / f"n{i}.json").parent.mkdir(exist_ok=True)
+        (data / "more" / f"n{i}.json").write_text("{}")
+    out, counts = tmp_path / "res.jsonl", tmp_path / "counts.json"
+    summaries = [run_scan(FakePredictor(), data, out, shard=Shard(i, 3), progress=False, summary=counts)
+                 for i in range(3)]
+    assert [s.summary_file for s in summaries] == [rank_output(counts, i) for i in range(3)]
+    assert sum(s.total for s in summaries) == 16 and sum(s.hidden for s in summaries) == 1
+    assert sum(s.not_video_count for s in summaries) == 22
+    assert all(0 < s.not_video_count < 22 for s in summaries)  # each file counted by one shard
+    assert not counts.exists()
+
+
+def test_the_summary_is_never_written_over_an_input_or_the_results(tmp_path):
+    data = _issue_folder(tmp_path / "data")
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("data/v00.mp4\n")
+    cases = [(data, data / "v01.mp4", "over an input"), (manifest, manifest, "over an input"),
+             (data, tmp_path / "res.jsonl", "a file of its own")]
+    for scanned, summary, message in cases:
+        with pytest.raises(InputError, match=message):
+            run_scan(FakePredictor(), scanned, tmp_path / "res.jsonl", progress=False, summary=summary)
+    assert not (tmp_path / "res.jsonl").exists() and manifest.read_text() == "data/v00.mp4\n"
