@@ -10,7 +10,8 @@
 * Duplicates: the same content (sha256 of the file bytes; for a frame directory, of its
   frames in natural order) in two different splits leaks test data into training.
   ``duplicates="warn"`` logs each pair, ``"refuse"`` raises ``InputError`` naming it, ``"off"``
-  skips the check. Only files whose sizes collide across splits are hashed.
+  skips the check. Only files whose sizes collide across splits are hashed. The same content
+  under two labels (:func:`find_copies`) is a contradiction that ``mmvgm dataset`` reports.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import logging
 import math
 from collections import defaultdict
 from pathlib import Path, PurePath
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -124,24 +125,50 @@ def check_duplicates(splits: Mapping[str, Sequence[Sample]], policy: str = "warn
 
 def find_duplicates(splits: Mapping[str, Sequence[Sample]], progress: bool = False) -> List[Tuple[Sample, Sample]]:
     """Pairs of samples with identical content in different splits (earlier split first)."""
+    samples = [s if s.split == name else Sample(s.path, s.label, name)
+               for name, items in splits.items() for s in items]
+    return find_copies(samples, labels=False, progress=progress).across_splits
+
+
+class Copies(NamedTuple):
+    """Pairs of samples with identical content, ``(a, b)`` with ``a`` first in split order, then path.
+
+    ``across_splits``: in two different splits (test data leaking into training);
+    ``across_labels``: under two different labels, whatever their splits (a contradiction:
+    one video cannot be, say, both real and generated)."""
+
+    across_splits: List[Tuple[Sample, Sample]]
+    across_labels: List[Tuple[Sample, Sample]]
+
+
+def find_copies(samples: Sequence[Sample], labels: bool = True, progress: bool = False) -> Copies:
+    """Identical content (:func:`content_hash`) in two splits and, with ``labels``, under two labels.
+
+    Samples without a split or label take no part in that comparison. Only samples whose size
+    matches one in another split (or under another label) are hashed, so a dataset without
+    copies is rarely read at all.
+    """
+    def apart(s: Sample) -> tuple:
+        return (s.split, s.label) if labels else (s.split,)
+
     by_size: Dict[Tuple[int, int], List[Sample]] = defaultdict(list)
-    for name, items in splits.items():
-        for s in items:
-            sample = s if s.split == name else Sample(s.path, s.label, name)
-            by_size[_size_signature(Path(sample.path))].append(sample)
-    # only content whose size occurs in two different splits can be a cross-split duplicate
-    candidates = [s for group in by_size.values() if len({x.split for x in group}) > 1 for s in group]
+    for sample in samples:
+        by_size[_size_signature(Path(sample.path))].append(sample)
+    candidates = [s for group in by_size.values() if len({apart(x) for x in group}) > 1 for s in group]
     by_hash: Dict[str, List[Sample]] = defaultdict(list)
     for sample in track(candidates, "hashing for duplicates", disable=not progress or len(candidates) < 50):
         by_hash[content_hash(sample.path)].append(sample)
-    pairs: List[Tuple[Sample, Sample]] = []
+    splits: List[Tuple[Sample, Sample]] = []
+    labelled: List[Tuple[Sample, Sample]] = []
     for group in by_hash.values():
         group = sorted(group, key=lambda s: (SPLITS.index(s.split) if s.split in SPLITS else 9, s.path))
         for i, a in enumerate(group):
             for b in group[i + 1:]:
-                if a.split != b.split:
-                    pairs.append((a, b))
-    return pairs
+                if a.split is not None and b.split is not None and a.split != b.split:
+                    splits.append((a, b))
+                if labels and a.label is not None and b.label is not None and a.label != b.label:
+                    labelled.append((a, b))
+    return Copies(splits, labelled)
 
 
 def content_hash(path: Union[str, Path]) -> str:

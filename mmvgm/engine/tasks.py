@@ -1,78 +1,23 @@
-"""What each task trains on: its label set and how data labels map onto it.
+"""Training's view of the data: the task's samples, split and fingerprinted.
 
-- ``detect``: labels ``real`` (0) and ``fake`` (1). Data folders are ``real`` plus anything
-  else (``fake`` or source names such as ``lavie``): every non-``real`` label becomes ``fake``.
-- ``trace``: exactly the classes of the label file (default ``vgmshield9``). ``real`` videos
-  are not a source and are left out; other labels outside the file are left out with a
-  warning (that is how a held-out source for ``eval --holdout-class`` is kept apart).
-- ``joint``: ``real`` plus the label file's classes (``real`` at index 0); ``fake`` alone is
-  not enough to train the tracing head, so it is refused.
-
+Which labels each task trains on and how data labels map onto them lives in
+:mod:`mmvgm.data.tasks` (one home, shared with ``mmvgm dataset``); it is re-exported here.
 Every class of the task must have videos, else an ``InputError`` names the empty ones.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import hashlib
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmvgm.data.labels import LabelSet, require_all_classes
-from mmvgm.errors import ConfigError, InputError, PathLike
+from mmvgm.data.tasks import (DEFAULT_TRACE_LABELS, FAKE, REAL, TASKS, check_task, map_label, relabel,
+                              split_used, task_label_set, unused_message)
+from mmvgm.errors import PathLike
 
-TASKS = ("detect", "trace", "joint")
-REAL = "real"
-FAKE = "fake"
-DEFAULT_TRACE_LABELS = "vgmshield9"
-
-
-def check_task(task: str) -> str:
-    if task not in TASKS:
-        hint = difflib.get_close_matches(str(task), TASKS, n=1)
-        raise ConfigError(f"unknown task '{task}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                          + f"; use one of {', '.join(TASKS)}")
-    return task
-
-
-def task_label_set(task: str, labels: Optional[PathLike] = None) -> LabelSet:
-    """The ordered label set the model predicts for ``task`` (see the module docstring)."""
-    check_task(task)
-    if task == "detect":
-        return LabelSet.load("detect")
-    source = LabelSet.load(labels or DEFAULT_TRACE_LABELS)
-    if REAL in source.names:
-        if task == "trace":
-            raise ConfigError(f"label set '{source.name}' contains '{REAL}'; tracing labels are "
-                              "generator sources (use --task joint or detect for real videos)",
-                              source.source)
-        raise ConfigError(f"label set '{source.name}' already contains '{REAL}'; for joint give only "
-                          "the sources", source.source)
-    if task == "trace":
-        return source
-    return LabelSet(f"{source.name}+real", [REAL, *source.names], ["Real video", *source.display],
-                    task="trace", source=source.source)
-
-
-def map_label(task: str, label: Optional[str], names: Sequence[str]) -> Optional[str]:
-    """A data label in the task's label space, or None when the sample is not used."""
-    if label is None:
-        return None
-    if task == "detect":
-        return REAL if label == REAL else FAKE
-    return label if label in names else None
-
-
-def relabel(samples: Sequence, task: str, label_set: LabelSet) -> List:
-    """The samples with their labels in the task's label space (unused ones dropped)."""
-    out = []
-    for s in samples:
-        mapped = map_label(task, s.label, label_set.names)
-        if mapped is not None:
-            out.append(s if mapped == s.label else dataclasses.replace(s, label=mapped))
-    return out
+__all__ = ["DEFAULT_TRACE_LABELS", "FAKE", "REAL", "TASKS", "check_task", "map_label", "prepare_samples",
+           "relabel", "samples_fingerprint", "split_used", "task_label_set", "task_splits", "unused_message"]
 
 
 def prepare_samples(samples: Sequence, task: str, label_set: LabelSet,
@@ -83,18 +28,9 @@ def prepare_samples(samples: Sequence, task: str, label_set: LabelSet,
     Raises ``InputError`` when a class of the task has no video (or a joint/trace dataset
     has only the generic label ``fake``, which names no source).
     """
-    used, unused = [], Counter()
-    for s in samples:
-        if map_label(task, s.label, label_set.names) is None:
-            unused[s.label] += 1
-        else:
-            used.append(s)
-    if task != "detect" and set(unused) - {REAL} == {FAKE}:
-        raise InputError(f"the data labels generated videos only as '{FAKE}'; task '{task}' needs "
-                         f"source folders named after the classes of '{label_set.name}' "
-                         f"({', '.join([n for n in label_set.names if n != REAL][:4])}, ...)")
+    used, unused = split_used(samples, task, label_set)
     require_all_classes(relabel(used, task, label_set), label_set, where=where)
-    return used, dict(sorted(unused.items(), key=lambda kv: str(kv[0])))
+    return used, unused
 
 
 def task_splits(data: PathLike, task: str, label_set: LabelSet, ratios: Sequence[float],
@@ -120,20 +56,6 @@ def task_splits(data: PathLike, task: str, label_set: LabelSet, ratios: Sequence
             "split_sizes": {k: len(v) for k, v in splits.items()},
             "split_fingerprints": {k: samples_fingerprint(v, root) for k, v in raw.items()}}
     return splits, info
-
-
-def unused_message(unused: Dict[str, int], label_set: LabelSet, task: str) -> Optional[str]:
-    """One line for the user about data that the task leaves out (None when nothing is)."""
-    if not unused:
-        return None
-    parts = []
-    for label, n in unused.items():
-        close = difflib.get_close_matches(str(label), label_set.names, n=1)
-        hint = f", did you mean '{close[0]}'?" if close and label != REAL else ""
-        parts.append(f"{label} ({n}{hint})")
-    why = "real videos are not a source" if set(unused) == {REAL} else \
-        f"not in label set '{label_set.name}'"
-    return f"task '{task}' leaves out {sum(unused.values())} video(s): {', '.join(parts)} [{why}]"
 
 
 def samples_fingerprint(samples: Sequence, root: Optional[PathLike] = None) -> str:

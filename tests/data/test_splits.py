@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from mmvgm.data.labels import require_all_classes
-from mmvgm.data.splits import allocate, check_duplicates, content_hash, split_counts, split_samples, summarize
+from mmvgm.data import splits as splits_module
+from mmvgm.data.splits import (allocate, check_duplicates, content_hash, find_copies, split_counts, split_samples,
+                               summarize)
 from mmvgm.errors import InputError
 from mmvgm.io.discovery import Sample, discover
 from tests.data.conftest import touch_video
@@ -126,6 +128,23 @@ def test_duplicates_in_same_split_are_fine_and_distinct_content_passes(dup_datas
     assert check_duplicates(split_samples(samples, duplicates="off"), policy="refuse") == []
     same_split = [Sample(s.path, s.label, "train") for s in discover(dup_dataset)]
     assert check_duplicates({"train": same_split}, policy="refuse") == []
+
+
+def test_copies_under_two_labels_are_found_whatever_the_splits(dup_dataset, monkeypatch):
+    samples = discover(dup_dataset)  # no split: copy_of_real0 (fake) and real0 (real) are one video
+    copies = find_copies(samples)
+    assert copies.across_splits == []
+    assert [(a.label, b.label, Path(a.path).name, Path(b.path).name) for a, b in copies.across_labels] == \
+        [("fake", "real", "copy_of_real0.mp4", "real0.mp4")]
+    apart = find_copies(_force_apart(samples, "/real0.mp4", "/copy_of_real0.mp4"))
+    assert len(apart.across_splits) == 1 and len(apart.across_labels) == 1
+    hashed = []
+    monkeypatch.setattr(splits_module, "content_hash", lambda p: hashed.append(p) or p)
+    assert find_copies(samples, labels=False) == ([], [])  # one split and no labels asked: nothing to hash
+    assert hashed == []
+    find_copies(samples)
+    names = {Path(p).name for p in hashed}  # sizes that collide under two labels; not f1/f2 (one label)
+    assert {"real0.mp4", "copy_of_real0.mp4"} <= names and not names & {"f1", "f2"}
 
 
 def test_content_hash_of_frame_dirs_ignores_names_but_not_order(tmp_path):

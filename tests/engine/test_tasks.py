@@ -63,3 +63,13 @@ def test_task_splits_are_stratified_per_source_and_repeatable(synth_data):
     c, info_c = task_splits(synth_data, "detect", labels, [0.5, 0.25, 0.25], 7)
     assert info_c["split_fingerprints"]["test"] != info["split_fingerprints"]["test"]
     assert info_c["fingerprint"] == info["fingerprint"]
+
+
+def test_the_label_mapping_has_one_home_shared_with_the_dataset_report():
+    import mmvgm.data.report
+    import mmvgm.data.tasks
+    import mmvgm.engine.tasks
+
+    for name in ("map_label", "relabel", "task_label_set", "unused_message", "split_used", "check_task"):
+        assert getattr(mmvgm.engine.tasks, name) is getattr(mmvgm.data.tasks, name)
+    assert mmvgm.data.report.map_label is mmvgm.data.tasks.map_label
