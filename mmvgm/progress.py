@@ -1,4 +1,12 @@
-"""One progress-bar style for all long work (rich, on stderr; silent when disabled)."""
+"""The project's rich consoles, and one progress-bar style for all long work (on stderr).
+
+Every verb prints through :func:`stdout_console` / :func:`stderr_console_now` (also importable
+as ``stderr_console``). On a terminal they are rich's own consoles. Into a pipe or a file rich
+would break lines at 80 columns (or at the width of a terminal on another stream) and shrink
+table columns until their headers are cut (``TPR@5%F…``): a printed command would no longer
+paste and a header would no longer read. There, the consoles are wide enough that no line
+wraps and no column shrinks, and they soft-wrap (no line breaks of their own) on top.
+"""
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Optional, TypeVar
@@ -9,7 +17,33 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 T = TypeVar("T")
 
-stderr_console = Console(stderr=True)
+PIPE_WIDTH = 100_000  # wider than anything printed: a pipe or a file has no width to fit
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
+
+
+def stdout_console() -> Console:
+    """A Console on stdout as it is now: rich's own on a terminal, one that never wraps a line or
+    cuts a table header in a pipe or a file. Made per use, since the stream may change (tests)."""
+    return _console(stderr=False)
+
+
+def stderr_console_now() -> Console:
+    """As :func:`stdout_console`, on stderr (warnings, notes and progress bars)."""
+    return _console(stderr=True)
+
+
+def __getattr__(name: str) -> Console:
+    # ``from mmvgm.progress import stderr_console`` gets a console for stderr as it is at that
+    # moment, not as it was when this module was first imported
+    if name == "stderr_console":
+        return stderr_console_now()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_progress(*extra_columns, disable: bool = False) -> Progress:
@@ -17,7 +51,7 @@ def make_progress(*extra_columns, disable: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), *extra_columns,
-        console=stderr_console, disable=disable, transient=False,
+        console=stderr_console_now(), disable=disable, transient=False,
     )
 
 

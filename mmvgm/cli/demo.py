@@ -1,6 +1,8 @@
 """``mmvgm demo``: synthetic data -> tiny model -> trace, offline (over ``mmvgm.demo``)."""
 from __future__ import annotations
 
+from shlex import quote
+
 import click
 
 
@@ -32,18 +34,21 @@ def command(out: str, keep: bool, epochs: int, per_source: int, seed: int, devic
       mmvgm demo
       mmvgm demo --out /tmp/demo --keep
     """
-    from rich.console import Console
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
-    from mmvgm.cli.trace import _pct, _print_table
-    from mmvgm.demo import DISCLAIMER, TRAIN_HINT, _predicted, run_demo
+    from mmvgm.cli.trace import _pct
+    from mmvgm.demo import DISCLAIMER, _predicted, run_demo
+    from mmvgm.progress import stdout_console
 
-    console = Console()
-    console.print(Panel(DISCLAIMER, title="mmvgm demo", border_style="yellow"))
+    console = stdout_console()
+    # in a pipe the console has no width to fill: a panel as wide as its text, not 100k columns
+    fit = not console.is_terminal
+    console.print(Panel(DISCLAIMER, title="mmvgm demo", border_style="yellow", expand=not fit))
     result = run_demo(out, keep=keep, per_source=per_source, epochs=epochs, seed=seed,
                       device=None if device == "auto" else device, progress=not quiet,
-                      say=lambda message: console.print(f"[bold]{message}"))
+                      say=lambda message: console.print(f"[bold]{escape(message)}"))
     summary = Table(title="held-out videos (one per synthetic source)", title_justify="left",
                     header_style="bold")
     for column in ("true source", "verdict", "P(fake)", "traced source", "correct"):
@@ -60,13 +65,29 @@ def command(out: str, keep: bool, epochs: int, per_source: int, seed: int, devic
                         "[green]yes[/]" if ok else "[red]no[/]")
     console.print(summary)
     example = next((s for s in result.results if s != "real"), next(iter(result.results)))
-    console.print(f"\n[bold]mmvgm trace {result.examples[example]} --checkpoint {result.checkpoint}[/]")
+    _print_next_steps(console, result, example, expand=not fit)
+
+
+def _print_next_steps(console, result, example: str, expand: bool) -> None:
+    """The example's trace, the run's numbers and the commands to try and to train for real.
+
+    Commands are printed soft-wrapped (no line break of rich's inside one) and shell-quoted,
+    so they paste as they are."""
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    from mmvgm.cli.trace import _print_table
+    from mmvgm.demo import DISCLAIMER, TRAIN_HINT
+
+    trace = f"mmvgm trace {quote(str(result.examples[example]))} --checkpoint {quote(str(result.checkpoint))}"
+    console.print(f"\n[bold]{escape(trace)}[/]", soft_wrap=True)
     _print_table(result.predictor, result.results[example])
     console.print(f"\n{result.correct} of {len(result.results)} held-out videos traced correctly "
                   f"in {result.seconds:.0f} s.")
-    console.print(f"checkpoint: [bold]{result.checkpoint}[/]")
+    console.print(f"checkpoint: [bold]{escape(str(result.checkpoint))}[/]", soft_wrap=True)
     if result.data is not None:
-        console.print(f"training videos: {result.data}")
-    console.print(f"try: mmvgm trace {result.examples[example]} --checkpoint {result.checkpoint} --explain "
-                  f"{result.out / 'saliency.png'}")
-    console.print(Panel(DISCLAIMER + "\n\n" + TRAIN_HINT, title="next steps", border_style="yellow"))
+        console.print(f"training videos: {escape(str(result.data))}", soft_wrap=True)
+    console.print(f"try: {escape(trace)} --explain {escape(quote(str(result.out / 'saliency.png')))}",
+                  soft_wrap=True)
+    console.print(Panel(DISCLAIMER, title="next steps", border_style="yellow", expand=expand))
+    console.print(escape(TRAIN_HINT), soft_wrap=True)

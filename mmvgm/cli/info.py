@@ -62,8 +62,9 @@ def command(ctx: click.Context, paths: tuple, as_json: bool, exact: bool, backen
 def _print_table(rows: list) -> None:
     if not rows:
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from mmvgm.progress import stdout_console
 
     table = Table(show_edge=False, header_style="bold")
     for name, justify in (("path", "left"), ("frames", "right"), ("fps", "right"),
@@ -73,10 +74,7 @@ def _print_table(rows: list) -> None:
         table.add_row(row["path"], str(row["frames"]), _num(row["fps"], "{:.3g}"),
                       f"{row['width']}x{row['height']}", row["codec"],
                       _num(row["duration"], "{:.2f} s"))
-    console = Console()
-    if not console.is_terminal:  # pipes and files: never fold long paths across lines
-        console = Console(width=100_000)
-    console.print(table)
+    stdout_console().print(table)  # in a pipe or a file, long paths stay on one line
 
 
 def _num(value, fmt: str) -> str:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import Optional, Tuple
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import click
 
@@ -38,7 +39,7 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="One JSON report per image per line on stdout.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write all reports to this JSON file.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, no notes (such as LPIPS being off).")
 def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], steps: Optional[str],
             step_size: Optional[str], schedule: Optional[str], encoder: Optional[str], model_path: Optional[str],
             out: Optional[str], eot: Optional[str], lpips_weight: Optional[str], lpips_weights: Optional[str],
@@ -59,13 +60,9 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
       mmvgm protect photo.png --target noise.png --eps 4/255 --steps 200 -m ~/weights/svd
       mmvgm protect imgs/*.png --out protected/ --eot jpeg,resize --report report.json
     """
-    from mmvgm.attacks.encoders import build_encoder
-    from mmvgm.attacks.files import output_paths, protect_files, refuse_input, resolve_options
-    from mmvgm.attacks.quality import load_lpips
+    from mmvgm.attacks.files import output_paths, refuse_input, resolve_options
     from mmvgm.cli import fail
     from mmvgm.io.atomic import write_json_atomic
-    from mmvgm.progress import make_progress
-    from mmvgm.runtime import pick_device
 
     options = {"eps": eps, "steps": steps, "step_size": step_size, "schedule": schedule, "eot": eot,
                "lpips_weight": lpips_weight, "seed": seed, "random_start": False if no_random_start else None}
@@ -73,32 +70,74 @@ def command(images: Tuple[str, ...], target: Optional[str], eps: Optional[str], 
     if report:
         refuse_input(report, images + ((target,) if target else ()))
     cfg, _ = resolve_options(config, **options)
+    missing = _missing_inputs(images, target)  # reported before models load and before any note
+    reports = []
+    for rep in _protect_in_order(images, missing, cfg, encoder, model_path, lpips_weights, device, quiet,
+                                 target=target, out=out, config=config, **options):
+        reports.append(rep)
+        if "error" in rep and rep["path"] not in missing:
+            click.echo(f"mmvgm: error: {rep['path']}: {' '.join(rep['error'].split())}", err=True)
+        if as_json:
+            click.echo(json.dumps(rep))
+        elif "error" not in rep:
+            _print_report(rep)
+    if report:
+        write_json_atomic(report, reports)
+    failures = sum("error" in rep for rep in reports)
+    if failures:
+        fail(f"{failures} of {len(images)} images failed", 1)
+
+
+def _missing_inputs(images: Tuple[str, ...], target: Optional[str]) -> Dict[str, str]:
+    """``{path: reason}`` for the inputs that do not exist, each reported now as one error line;
+    a missing ``--target`` fails the whole run (every image needs it)."""
+    from mmvgm.errors import InputError
+    from mmvgm.io.paths import existing_path
+
+    if target is not None:
+        existing_path(target)
+    missing = {}
+    for path in images:
+        try:
+            existing_path(path)
+        except InputError as exc:
+            missing[str(Path(path))] = exc.message  # as protect_files names its reports
+            click.echo(f"mmvgm: error: {path}: {exc.message}", err=True)
+    return missing
+
+
+def _protect_in_order(images: Tuple[str, ...], missing: Dict[str, str], cfg: dict, encoder: Optional[str],
+                      model_path: Optional[str], lpips_weights: Optional[str], device: str, quiet: bool,
+                      **kwargs) -> Iterator[dict]:
+    """One report per input, in input order: the missing ones' errors, the others protected
+    (models load only when some input exists)."""
+    present = [path for path in images if str(Path(path)) not in missing]
+    done = iter(_protect_present(present, cfg, encoder, model_path, lpips_weights, device, quiet, **kwargs)
+                if present else ())
+    for path in map(str, map(Path, images)):
+        yield {"path": path, "error": missing[path]} if path in missing else next(done)
+
+
+def _protect_present(images: List[str], cfg: dict, encoder: Optional[str], model_path: Optional[str],
+                     lpips_weights: Optional[str], device: str, quiet: bool, **kwargs) -> Iterator[dict]:
+    from mmvgm.attacks.encoders import build_encoder
+    from mmvgm.attacks.files import protect_files
+    from mmvgm.attacks.quality import load_lpips
+    from mmvgm.progress import make_progress
+    from mmvgm.runtime import pick_device
+
     dev = pick_device(device)
     name = encoder or (None if model_path else cfg.get("encoder", "svd"))
     enc = build_encoder(name, model_path=model_path, device=dev, **(cfg.get("encoder_options") or {}))
     lpips_model, note = load_lpips(lpips_weights, device=dev)
-    if note:
+    if note and not quiet:
         click.echo(f"note: {note}", err=True)
-    reports, failures = [], 0
     with make_progress(disable=quiet) as progress:
         def on_image(path, total):
             task = progress.add_task(f"protect {path.name}", total=total)
             return lambda step, loss: progress.advance(task)
 
-        for rep in protect_files(images, enc, target=target, out=out, lpips=lpips_model, on_image=on_image,
-                                 config=config, **options):
-            reports.append(rep)
-            if "error" in rep:
-                failures += 1
-                click.echo(f"mmvgm: error: {rep['path']}: {' '.join(rep['error'].split())}", err=True)
-            if as_json:
-                click.echo(json.dumps(rep))
-            elif "error" not in rep:
-                _print_report(rep)
-    if report:
-        write_json_atomic(report, reports)
-    if failures:
-        fail(f"{failures} of {len(images)} images failed", 1)
+        yield from protect_files(images, enc, lpips=lpips_model, on_image=on_image, **kwargs)
 
 
 def _print_report(rep: dict) -> None:

@@ -178,8 +178,11 @@ def test_lpips_null_with_a_note_or_a_number_with_local_weights(tmp_path, svd, fa
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
     img = save(tmp_path / "l.png", random_image(24, 24))
-    res = run("protect", img, "-m", svd, "--config", fast, "--json", "-q")
+    res = run("protect", img, "-m", svd, "--config", fast, "--json")
     assert json.loads(res.stdout.strip())["lpips"] is None and "note: LPIPS is off" in res.stderr
+    res = run("protect", img, "-m", svd, "--config", fast, "--json", "-q")
+    assert json.loads(res.stdout.strip())["lpips"] is None and res.exit_code == 0
+    assert res.stderr == ""  # -q: no progress bar and no note
     pytest.importorskip("lpips")
     feats = {k: v for k, v in torchvision.models.alexnet(weights=None).state_dict().items()
              if k.startswith("features.")}
@@ -197,3 +200,32 @@ def test_report_lines_without_ssim_psnr_or_lpips(capsys):
                    "encoders": {"clip": {"cos_before": 1.0, "cos_after": 0.9}}})
     out = capsys.readouterr().out
     assert "PSNR inf dB" in out and "SSIM n/a" in out and "LPIPS off" in out
+
+
+def test_a_missing_input_is_reported_before_models_load_and_before_the_lpips_note(tmp_path, svd, fast,
+                                                                                 monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    good = save(tmp_path / "good.png", random_image(24, 24))
+    res = run("protect", tmp_path / "missing.png", good, "-m", svd, "--config", fast, "--json",
+              "--report", tmp_path / "r.json")
+    assert res.exit_code == 1
+    err = res.stderr
+    missing = f"mmvgm: error: {tmp_path / 'missing.png'}: no such file or directory"
+    assert err.count(missing) == 1 and err.index(missing) < err.index("note: LPIPS is off")
+    reports = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert [("error" in r) for r in reports] == [True, False]  # input order, as before
+    assert json.loads((tmp_path / "r.json").read_text()) == reports
+    assert (tmp_path / "good.protected.png").is_file()
+
+
+@pytest.mark.parametrize("where", ["image", "target"])
+def test_a_missing_input_fails_before_a_model_is_looked_for(tmp_path, where):
+    img = save(tmp_path / "x.png", random_image(16, 16))
+    args = [tmp_path / "gone.png"] if where == "image" else [img, "--target", tmp_path / "gone.png"]
+    res = run("protect", *args, "-m", tmp_path / "no-model-here")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"{tmp_path / 'gone.png'}: no such file or directory" in res.stderr
+    assert "model folder not found" not in res.stderr and "note:" not in res.stderr
+    assert not (tmp_path / "x.protected.png").exists()
