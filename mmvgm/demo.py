@@ -233,7 +233,7 @@ def run_demo(out: PathLike = "mmvgm-demo", keep: bool = False, per_source: int =
             "split": {"ratios": [0.7, 0.15, 0.15], "seed": seed, "duplicates": "warn"},
             "calibration": {"target_fpr": 0.05, "threshold": None, "open_set_percentile": 5.0},
             "seed": seed, "out": str(out / "run"), "cpu": device in (None, "cpu"),
-            "progress": progress,
+            "progress": progress, "synthetic": True,
         })
         checkpoint = out / "checkpoint"
         shutil.copytree(result.best_dir, checkpoint)

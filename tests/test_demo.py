@@ -57,6 +57,8 @@ def test_demo_end_to_end(tmp_path):
         assert source in text
     predictor = Predictor.from_checkpoint(out / "checkpoint", device="cpu")
     assert predictor.task == "joint" and predictor.source_labels == [s for s in SOURCES if s != "real"]
+    assert predictor.meta.synthetic  # and so every verdict it gives carries the warning
+    assert "synthetic media" in predictor.predict(out / "examples" / "real.mp4")["warning"]
     records = {s: predictor.predict(out / "examples" / f"{s}.mp4") for s in SOURCES}
     # the tiny model learned something real: the real example is the least fake-looking one
     p_fake = {s: r["fake_probability"] for s, r in records.items()}

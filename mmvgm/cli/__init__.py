@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Optional
+from typing import IO, Any, List, Optional
 
 import click
 
@@ -51,9 +51,18 @@ class VerbGroup(click.Group):
             return None
         return importlib.import_module(module).command
 
+    def make_context(self, info_name: Optional[str], args: List[str], parent: Optional[click.Context] = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # e.g. `mmvgm --bogus`
+            raise one_line_usage_error(exc) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a verb's bad option or argument, or an unknown verb
+            raise one_line_usage_error(exc) from None
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except MMVGMError as exc:
@@ -69,6 +78,24 @@ class VerbGroup(click.Group):
                  INTERNAL_ERROR_EXIT)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown like every other error, one ``mmvgm: error:`` line (exit code 2),
+    instead of click's usage, hint and error lines."""
+
+    def show(self, file: Optional[IO[Any]] = None) -> None:
+        where = self.ctx.command_path if self.ctx is not None else "mmvgm"
+        echo_error(f"{self.format_message().rstrip('.')} (see {where} --help)")
+
+
+def one_line_usage_error(exc: click.UsageError) -> click.UsageError:
+    """``exc`` as a :class:`OneLineUsageError`; left as it is when its message is the help
+    itself (a bare ``mmvgm``: click shows the help through a usage error)."""
+    shows_help = exc.ctx is not None and exc.format_message() == exc.ctx.get_help()
+    if isinstance(exc, OneLineUsageError) or shows_help:
+        return exc
+    return OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 def debug_enabled(ctx: click.Context) -> bool:
     """Whether ``mmvgm --debug`` was given (verbs then let exceptions through)."""
     return bool(ctx.find_root().params.get("debug"))
@@ -78,6 +105,11 @@ def echo_error(message: object) -> None:
     """``mmvgm: error: MESSAGE`` on stderr, always exactly one line; for a verb that reports a
     failed item (``f"{path}: {reason}"``, or an ``MMVGMError``) and goes on with the rest."""
     click.echo("mmvgm: error: " + " ".join(str(message).split()), err=True)
+
+
+def echo_warning(message: object) -> None:
+    """``mmvgm: warning: MESSAGE`` on stderr, one line (e.g. a checkpoint trained on synthetic media)."""
+    click.echo("mmvgm: warning: " + " ".join(str(message).split()), err=True)
 
 
 def fail(message: str, code: int = 1) -> None:

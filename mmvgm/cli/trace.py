@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Tuple
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
 
 import click
 
@@ -30,10 +32,12 @@ def _sampling(ctx: click.Context, param: click.Parameter, value: Optional[str]) 
 @click.option("--sampling", callback=_sampling, default=None,
               help="consecutive | uniform | stride:K [default: the checkpoint's].")
 @click.option("--windows", "-w", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Score N clips spread over the video; report each and their mean.")
+              help="Score N clips spread over the video (at most one per start frame: fewer when "
+                   "fewer fit, with a note); report each and their mean.")
 @click.option("--explain", "explain_png", type=click.Path(dir_okay=False), default=None,
               help="Write a saliency PNG (gradient x input over the sampled frames; with --windows, "
-                   "of the window scored most likely fake). With several videos, '{stem}' in the "
+                   "of the window scored most likely fake), each frame labelled with its frame "
+                   "number and time. The folder must exist. With several videos, '{stem}' in the "
                    "name is replaced by each video's name.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -55,29 +59,22 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
       mmvgm trace a.mp4 b.webm --json > verdicts.jsonl
       mmvgm trace long.mp4 --windows 4 --explain saliency.png
     """
-    from mmvgm.cli import echo_error, fail
+    from mmvgm.cli import echo_error, echo_warning, fail
     from mmvgm.predict.predictor import Predictor
 
-    if explain_png and len(videos) > 1 and "{stem}" not in explain_png:
-        raise InputError("--explain with several videos needs '{stem}' in the file name, "
-                         "e.g. --explain 'saliency-{stem}.png'")
+    pngs = _explain_outputs(videos, explain_png)  # before the checkpoint loads: a bad name fails at once
     predictor = Predictor.from_checkpoint(checkpoint, device=None if device == "auto" else device,
                                           precision=precision, threads=threads)
     predictor.check_frames(frames)
     failures = 0
+    if predictor.meta.warning:
+        echo_warning(predictor.meta.warning)
     for video in videos:
         try:
             result = predictor.predict(video, frames=frames, sampling=sampling, windows=windows)
-            if explain_png:
-                from pathlib import Path
-
-                from mmvgm.predict.explain import explain
-
-                out = explain_png.replace("{stem}", Path(video).stem)
-                window = _most_suspicious_window(result)
-                result.explanation = str(explain(predictor, video, out, frames=frames,
-                                                 sampling=window.sampling if window else sampling,
-                                                 start=window.start if window else 0).path)
+            capped = _fewer_windows(video, result, windows)
+            if pngs:
+                result.explanation = _explain(predictor, video, pngs[video], result, frames, sampling)
         except MMVGMError as exc:
             failures += 1
             if as_json:
@@ -85,11 +82,65 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
             echo_error(f"{video}: {exc.message}")
             continue
         if as_json:
-            click.echo(json.dumps(result.to_json()))
+            record = result.to_json()
+            if capped:
+                record["windows_requested"] = windows
+            click.echo(json.dumps(record))
         else:
             _print_table(predictor, result)
     if failures:
         fail(f"{failures} of {len(videos)} video(s) failed", 1)
+
+
+def _explain_outputs(videos: Tuple[str, ...], explain_png: Optional[str]) -> Dict[str, Path]:
+    """Each video's saliency PNG ('{stem}' replaced), each checked writable (``check_output``);
+    empty without ``--explain``."""
+    if not explain_png:
+        return {}
+    if len(videos) > 1 and "{stem}" not in explain_png:
+        raise InputError("--explain with several videos needs '{stem}' in the file name, "
+                         "e.g. --explain 'saliency-{stem}.png'")
+    from mmvgm.predict.explain import check_output
+
+    outputs: Dict[str, Path] = {}
+    writers: Dict[str, str] = {}  # absolute PNG path -> the video that writes it
+    for video in videos:
+        out = check_output(explain_png.replace("{stem}", Path(video).stem))
+        first = writers.setdefault(os.path.abspath(out), video)
+        if os.path.abspath(first) != os.path.abspath(video):
+            raise InputError(f"--explain: {first} and {video} have the same name, so both would write "
+                             f"{out}; trace them separately", out)
+        outputs[video] = out
+    return outputs
+
+
+def _explain(predictor: Any, video: str, out: Path, result: Verdict, frames: Optional[int],
+             sampling: Optional[str]) -> str:
+    """Write the saliency PNG of ``result``'s most suspicious window (of its one clip without
+    windows), naming the window in its title; returns the PNG's path."""
+    from mmvgm.predict.explain import explain
+
+    window = _most_suspicious_window(result)
+    if window is None:
+        return str(explain(predictor, video, out, frames=frames, sampling=sampling, start=0).path)
+    number = next(i for i, w in enumerate(result.windows, start=1) if w is window)
+    why = "most likely fake" if window.fake_probability is not None else "most confident source"
+    return str(explain(predictor, video, out, frames=frames, sampling=window.sampling, start=window.start,
+                       window=f"window {number} of {len(result.windows)}, {why}").path)
+
+
+def _fewer_windows(video: str, result: Verdict, windows: int) -> bool:
+    """Whether fewer than ``windows`` windows fit in ``video`` (one per start frame); if so,
+    says how many were scored in one line on stderr."""
+    scored = len(result.windows or [])
+    if windows <= 1 or scored >= windows:
+        return False
+    from mmvgm.io import probe
+
+    fit = "window fits" if scored == 1 else "windows fit"
+    click.echo(f"mmvgm: note: {video}: only {scored} {fit} in a {probe(video).frames}-frame video "
+               f"({result.frames} frames each); scored {scored} of the {windows} asked for", err=True)
+    return True
 
 
 def _pct(p: Optional[float]) -> str:
@@ -97,8 +148,10 @@ def _pct(p: Optional[float]) -> str:
 
 
 def _print_table(predictor: Any, result: Verdict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from mmvgm.checkpoint.calibration import threshold_summary
+    from mmvgm.progress import stdout_console
 
     cal = predictor.calibration
     verdict = result.verdict
@@ -110,6 +163,7 @@ def _print_table(predictor: Any, result: Verdict) -> None:
     if result.fake_probability is not None:
         table.add_row("verdict", f"[{style}]{verdict}[/] (P(fake) = {_pct(result.fake_probability)}, "
                                  f"threshold {_pct(cal.threshold)})")
+        table.add_row("threshold", threshold_summary(cal))
     elif verdict == "not-assessed":
         table.add_row("verdict", "[yellow]not assessed[/] (trace-only checkpoint: assumes the video is "
                                  "generated)")
@@ -125,6 +179,8 @@ def _print_table(predictor: Any, result: Verdict) -> None:
         else:
             label = predictor.display.get(best.label, best.label)
             table.add_row("source", f"[bold]{label}[/] {_pct(best.probability)}{qualifier}")
+    if result.warning:
+        table.add_row("warning", f"[yellow]{result.warning}[/]")
     clip = f"{result.frames} frames, {result.sampling}"
     if result.padded:
         clip += f", [yellow]{result.padded} padded[/] (short video: last frame repeated)"
@@ -133,7 +189,7 @@ def _print_table(predictor: Any, result: Verdict) -> None:
     table.add_row("clip", clip)
     if result.explanation:
         table.add_row("saliency", result.explanation)
-    console = Console()
+    console = stdout_console()
     console.print(table)
     if result.sources:
         ranking = Table(show_header=True, header_style="bold", title="source ranking", title_justify="left")

@@ -43,6 +43,9 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="False-positive rate on real validation videos that fits the threshold [default: 0.05].")
 @click.option("--cpu", is_flag=True, default=None, help="Train on CPU even when a GPU is present.")
+@click.option("--synthetic", is_flag=True, default=None,
+              help="The data is synthetic (made, not filmed): the checkpoint records it and every "
+                   "verdict it gives carries a warning.")
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
 def command(config_file: Optional[str], resume: bool, no_progress: bool, threshold: Optional[float],
             target_fpr: Optional[float], **options: Any) -> None:
@@ -64,8 +67,9 @@ def command(config_file: Optional[str], resume: bool, no_progress: bool, thresho
     from mmvgm.engine.train import load_train_config, train
 
     overrides: Dict[str, Any] = {k: v for k, v in options.items() if v is not None}
-    if options.get("cpu") is False:
-        overrides.pop("cpu")
+    for flag in ("cpu", "synthetic"):  # an absent flag leaves the config's value
+        if options.get(flag) is False:
+            overrides.pop(flag)
     if resume:
         overrides["resume"] = True
     if no_progress:

@@ -76,7 +76,7 @@ class Predictor:
         self.device = pick_device(device)
         self.precision = precision
         self.threads = threads
-        dtype = precision_dtype(precision, self.device)
+        dtype = precision_dtype(precision, self.device, meta.precision)
         self._pool: Optional[DecodePool] = None
         self._pool_lock = threading.Lock()
         if workers:
@@ -179,7 +179,10 @@ class Predictor:
         info = probe(path)
         total = int(info.frames)
         span = (frames - 1) * step + 1
-        starts = sorted({int(round(s)) for s in np.linspace(0, max(total - span, 0), windows)})
+        last = max(total - span, 0)
+        # At most one window per start frame: more would score the same clips again (the CLI
+        # says how many fit).
+        starts = sorted({int(round(s)) for s in np.linspace(0, last, min(windows, last + 1))})
         clips, padded, indices = [], [], []
         # One decoding pass per group of windows (same frames as load_clip per window); groups
         # bound the decoded frames held at once.
@@ -296,9 +299,11 @@ class Predictor:
                 for it in items]
 
     def describe(self) -> Dict[str, Any]:
+        from mmvgm.runtime import precision_name
+
         cal = self.calibration
         return {"checkpoint": None if self.path is None else str(self.path), "task": self.task,
                 "labels": self.labels, "frames": self.frames, "sampling": self.sampling,
-                "precision": self.precision,
+                "precision": precision_name(self.scorer.dtype), "precision_requested": self.precision,
                 "threshold": cal.threshold, "temperature": cal.temperature,
                 "open_set_threshold": cal.open_set_threshold, "device": str(self.device)}

@@ -83,3 +83,25 @@ def test_python_dash_m_behaves_like_mmvgm(tmp_path):
     assert "Traceback" in debug.stderr and "InputError" in debug.stderr
     helped = _run("--help")
     assert helped.returncode == 0 and "info" in helped.stdout and "Usage: mmvgm" in helped.stdout
+
+
+@pytest.mark.parametrize("args, where", [
+    (["no-such-verb"], "mmvgm --help"),
+    (["--bogus"], "mmvgm --help"),
+    (["info"], "mmvgm info --help"),                          # a missing argument
+    (["info", "x.mp4", "--frob"], "mmvgm info --help"),       # an unknown option
+    (["trace", "x.mp4", "--windows", "0"], "mmvgm trace --help"),  # a value out of range
+    (["models", "--params"], "mmvgm models --help"),          # a verb's own click.UsageError
+])
+def test_usage_errors_are_one_line_with_where_to_find_help(args, where):
+    """click printed usage, a hint and the error (three lines); now one line, exit code 2."""
+    result = CliRunner().invoke(cli, args, prog_name="mmvgm")
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("mmvgm: error: ") and line.endswith(f"(see {where})")
+    assert "Usage:" not in result.output and "Try '" not in result.output
+
+
+def test_bare_mmvgm_still_shows_the_help():
+    result = CliRunner().invoke(cli, [], prog_name="mmvgm")
+    assert "Usage: mmvgm" in result.output and "trace" in result.output

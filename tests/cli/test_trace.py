@@ -154,3 +154,115 @@ def test_explain_with_windows_shows_the_most_suspicious_window(env, monkeypatch)
     windows = [Verdict("v", start=0, best_source=Source("b", 0.5)), Verdict("v", start=6, best_source=Source("a", 0.9))]
     assert _most_suspicious_window(Verdict("v", windows=windows)).start == 6
     assert _most_suspicious_window(Verdict("v", verdict="real")) is None
+
+
+def test_a_checkpoint_trained_on_synthetic_media_says_so(tmp_path):
+    """``mmvgm demo`` marks its checkpoint ``synthetic: true``; trace and scan then warn in one
+    line and every JSON record carries the warning."""
+    from mmvgm.checkpoint.meta import CheckpointMeta
+
+    videos = make_videos(tmp_path / "videos", 2, frames=12)
+    ckpt = make_checkpoint(tmp_path / "synthetic", "joint")
+    CheckpointMeta.load(ckpt).replace(synthetic=True).save(ckpt)
+    result = run("trace", videos[0], "-c", ckpt, "--json")
+    assert result.exit_code == 0, result.output
+    record = _lines(result.stdout)[0]
+    assert "synthetic media" in record["warning"]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("mmvgm: warning:")]
+    assert len(warnings) == 1 and "synthetic" in warnings[0]
+    table = run("trace", videos[0], "-c", ckpt)
+    assert "warning" in table.output and "synthetic" in table.output
+    out = tmp_path / "scan.jsonl"
+    scanned = run("scan", videos[0].parent, "-c", ckpt, "--out", out, "-q", "--workers", "0")
+    assert scanned.exit_code == 0, scanned.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines and all("synthetic media" in r["warning"] for r in lines if "error" not in r)
+    assert "mmvgm: warning:" in scanned.stderr
+    plain = make_checkpoint(tmp_path / "plain", "joint")
+    assert "warning" not in _lines(run("trace", videos[0], "-c", plain, "--json").stdout)[0]
+
+
+def _no_checkpoint_load(monkeypatch):
+    """Fail the test if the checkpoint is loaded: a bad --explain must be refused before any work."""
+    from mmvgm.predict.predictor import Predictor
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before --explain was checked")
+
+    monkeypatch.setattr(Predictor, "from_checkpoint", refuse)
+
+
+@pytest.mark.parametrize("name, why", [
+    ("/proc/x.png", "/proc"),                     # was "unexpected FileNotFoundError", exit code 70
+    ("{root}/no/such/dir/x.png", "no such folder"),  # silently created the folders
+    ("{root}/sal.jpg", ".png"),                   # failed the video after scoring it
+    ("{root}/file.txt/x.png", "not a folder"),
+])
+def test_explain_target_is_checked_before_any_work(env, monkeypatch, name, why):
+    (env["root"] / "file.txt").write_text("x")
+    _no_checkpoint_load(monkeypatch)
+    result = run("trace", env["videos"][0], "-c", env["joint"], "--explain", name.format(root=env["root"]))
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("mmvgm: error: ") and why in line and "unexpected" not in line
+    assert not (env["root"] / "no").exists()
+
+
+def test_explain_refuses_two_videos_writing_one_png(env, tmp_path, monkeypatch):
+    twin = tmp_path / "other"
+    twin.mkdir()
+    copy = twin / env["videos"][0].name
+    copy.write_bytes(env["videos"][0].read_bytes())
+    _no_checkpoint_load(monkeypatch)
+    result = run("trace", env["videos"][0], copy, "-c", env["joint"], "--explain", tmp_path / "s-{stem}.png")
+    assert result.exit_code == 1 and "same name" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_explain_png_names_the_window_and_its_frames(env, monkeypatch):
+    import mmvgm.predict.explain as module
+
+    seen = {}
+    real = module.render
+
+    def spy(frames, saliency, out, **kwargs):
+        seen.update(kwargs)
+        return real(frames, saliency, out, **kwargs)
+
+    monkeypatch.setattr(module, "render", spy)
+    png = env["root"] / "named.PNG"  # the suffix in any case
+    result = run("trace", env["videos"][0], "-c", env["joint"], "--json", "--windows", "3", "--explain", png)
+    assert result.exit_code == 0, result.output
+    record = _lines(result.stdout)[0]
+    best = max(record["windows"], key=lambda w: w["fake_probability"])
+    number = record["windows"].index(best) + 1
+    start = best["start"]
+    assert seen["labels"] == [f"frame {i}\n{i / 10:.2f} s" for i in range(start, start + 8)]  # 10 fps
+    assert f"frames {start}–{start + 7}" in seen["title"]
+    assert f"(window {number} of 3, most likely fake)" in seen["title"]
+    assert png.is_file() and not list(env["root"].glob(".*check"))
+
+
+def test_windows_are_capped_at_the_windows_that_fit(env):
+    """A 12-frame video holds 5 distinct 8-frame windows: asking for more scores those 5 and
+    says so (it used to print a table row per rounded duplicate start, unannounced)."""
+    result = run("trace", env["videos"][0], "-c", env["joint"], "--json", "--windows", "500")
+    assert result.exit_code == 0, result.output
+    record = _lines(result.stdout)[0]
+    assert [w["start"] for w in record["windows"]] == [0, 1, 2, 3, 4] and record["windows_requested"] == 500
+    [note] = result.stderr.splitlines()
+    assert note.startswith("mmvgm: note: ") and "only 5 windows fit in a 12-frame video" in note
+    assert "scored 5" in note
+    exact = run("trace", env["videos"][0], "-c", env["joint"], "--json", "--windows", "5")
+    assert "windows_requested" not in _lines(exact.stdout)[0] and exact.stderr == ""
+    table = run("trace", env["videos"][0], "-c", env["joint"], "--windows", "500")
+    assert table.exit_code == 0 and len(table.stdout.splitlines()) < 40 and "only 5 windows" in table.stderr
+
+
+def test_usage_errors_are_one_line(env):
+    """`--windows 0` printed click's usage, hint and error lines."""
+    for args in (["--windows", "0"], ["--sampling", "random"], ["--nope"]):
+        result = run("trace", env["videos"][0], "-c", env["joint"], *args)
+        assert result.exit_code == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith("mmvgm: error: ") and line.endswith(" trace --help)")  # CliRunner's prog name
+    assert "'--windows'" in run("trace", env["videos"][0], "--windows", "0").stderr

@@ -94,3 +94,67 @@ def test_render_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
     monkeypatch.setitem(matplotlib.rcParams, "backend", "svg")  # e.g. a notebook's backend
     render(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.float32), tmp_path / "s.png")
     assert (tmp_path / "s.png").is_file() and matplotlib.rcParams["backend"] == "svg"
+
+
+def _spy_render(monkeypatch):
+    import mmvgm.predict.explain as module
+
+    seen = {}
+    real = module.render
+
+    def spy(frames, saliency, out, **kwargs):
+        seen.update(kwargs)
+        return real(frames, saliency, out, **kwargs)
+
+    monkeypatch.setattr(module, "render", spy)
+    return seen
+
+
+def test_png_labels_the_video_frame_numbers_and_times(setup, monkeypatch):
+    """The grid showed "frame 0...7" for a window at frames 41-48: each frame is now labelled with
+    its index in the video and its time, and the title names the window."""
+    root, _, joint, _ = setup
+    video = write_video(root / "long.mp4", make_frames(60, 40, 48, seed=2), fps=25)
+    seen = _spy_render(monkeypatch)
+    result = explain(joint, video, root / "w.png", start=41, window="window 3 of 4, most likely fake")
+    assert result.indices == tuple(range(41, 49)) and result.fps == pytest.approx(25.0)
+    assert seen["labels"][0] == "frame 41\n1.64 s" and seen["labels"][-1] == "frame 48\n1.92 s"
+    assert "frames 41–48, 1.64–1.92 s (window 3 of 4, most likely fake)" in seen["title"]
+    assert "long.mp4" in seen["title"]
+
+
+def test_frame_labels_and_clip_title():
+    from mmvgm.predict.explain import clip_title, frame_labels
+
+    assert frame_labels([3, 4], None) == ["frame 3", "frame 4"]  # a frame directory: no rate
+    assert frame_labels([8, 9, 9], 10.0, padded=1) == ["frame 8\n0.80 s", "frame 9\n0.90 s",
+                                                       "frame 9\n0.90 s (repeat)"]
+    assert clip_title([0, 36, 71, 107], 25.0) == "frames 0–107, 0.00–4.28 s (4 sampled)"
+    assert clip_title([8, 9, 9, 9], 10.0, padded=2) == "frames 8–9, 0.80–0.90 s (last frame repeated 2x)"
+    assert clip_title([1500, 1501], 25.0) == "frames 1500–1501, 1:00.00–1:00.04"
+    assert clip_title([5], None, window="window 1 of 1") == "frame 5 (window 1 of 1)"
+
+
+def test_check_output_refuses_what_cannot_be_written(tmp_path):
+    from mmvgm.predict.explain import check_output
+
+    assert check_output(tmp_path / "sal.PNG") == tmp_path / "sal.PNG"  # the suffix in any case
+    assert list(tmp_path.iterdir()) == []  # the write check leaves nothing behind
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir.png").mkdir()
+    for out, why in ((tmp_path / "sal.jpg", "PNG"), (tmp_path / "no" / "dir" / "x.png", "no such folder"),
+                     (tmp_path / "file" / "x.png", "not a folder"), (tmp_path / "dir.png", "is a folder"),
+                     ("/proc/x.png", "writable|cannot create files")):
+        with pytest.raises(InputError, match=why):
+            check_output(out)
+    assert not (tmp_path / "no").exists()
+
+
+def test_render_write_failure_is_one_input_error(tmp_path):
+    from mmvgm.predict.explain import render
+
+    frames, sal = np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 8), np.float32)
+    with pytest.raises(InputError, match="cannot write the PNG"):
+        render(frames, sal, "/proc/x.png")  # was an unexpected FileNotFoundError
+    with pytest.raises(InputError, match="2 frames"):
+        render(frames, sal, tmp_path / "s.png", labels=["frame 4"])
