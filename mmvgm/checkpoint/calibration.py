@@ -14,6 +14,11 @@
   the max calibrated probability over correctly classified validation videos. At inference
   a video whose max probability is below it is reported as "unknown source": by
   construction about 5% of correctly traced known-source videos would be called unknown.
+- **What the threshold can promise**: the checkpoint records the real validation videos behind
+  the threshold (``n_real``), the false positives among them and a 95% Clopper-Pearson interval
+  on the false-positive rate. A 5% target on 3 real videos is really a 0-of-3 threshold whose
+  interval reaches far above 5%; ``calibration_warnings`` says so, and also when a temperature
+  stopped at a bound of its search or a threshold calls every or no validation video fake.
 
 ``temperature`` belongs to the primary head (detect for detect/joint, trace for trace);
 joint models also carry ``trace_temperature``. ``calibrate_outputs`` applies all of it and
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -32,6 +37,8 @@ from scipy.special import expit
 from mmvgm.errors import InputError
 
 LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
+BOUND_RTOL = 1e-3      # a fitted temperature this close (relative) to a bound stopped there
+CONFIDENCE = 0.95      # of the interval on the threshold's false-positive rate
 
 
 @dataclass
@@ -44,15 +51,152 @@ class Calibration:
     target_fpr: Optional[float] = None
     open_set_percentile: Optional[float] = None
     fitted_on: dict = field(default_factory=dict)
+    n_real: Optional[int] = None                # real validation videos behind the threshold
+    false_positives: Optional[int] = None       # of them, called fake at the threshold
+    fpr_interval: Optional[List[float]] = None  # [low, high]: 95% Clopper-Pearson on the FPR
+    open_set_n: Optional[int] = None            # correctly traced validation videos behind the open-set threshold
+    warnings: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Optional[Mapping]) -> "Calibration":
+        """Unknown keys are ignored and missing ones defaulted, so older checkpoints load; what
+        they did not record is derived where it is exact (see ``_fill_missing``)."""
         data = dict(data or {})
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        cal = cls(**known)
+        if "n_real" not in data or "warnings" not in data:
+            _fill_missing(cal, data)
+        return cal
+
+
+def _fill_missing(cal: Calibration, data: Mapping) -> None:
+    """A checkpoint from before these fields: ``fitted_on`` has ``n_real``. A target-FPR fit never
+    lets more than floor(target_fpr * n_real) reals through, so when that is 0 the false
+    positives are known to be 0; otherwise they stay unknown (no interval)."""
+    if "n_real" not in data and cal.fitted_on.get("n_real") is not None:
+        cal.n_real = int(cal.fitted_on["n_real"])
+        if cal.threshold_method == "target_fpr" and cal.target_fpr is not None and cal.n_real > 0 \
+                and _allowed_false_positives(cal.target_fpr, cal.n_real) == 0:
+            cal.false_positives = 0
+            cal.fpr_interval = list(fpr_interval(0, cal.n_real))
+    if "warnings" not in data:
+        cal.warnings = calibration_warnings(cal)
+
+
+def fpr_interval(false_positives: int, n_real: int, confidence: float = CONFIDENCE) -> Tuple[float, float]:
+    """Clopper-Pearson (exact binomial) interval on a false-positive rate seen as k of n.
+
+    It holds at least ``confidence`` whatever the true rate, so with few real videos it is
+    wide: 0 of 2 gives 0% to 84%, 0 of 20 gives 0% to 17%.
+    """
+    k, n = int(false_positives), int(n_real)
+    if n <= 0 or not 0 <= k <= n:
+        raise InputError(f"a false-positive interval needs 0 <= false positives <= real videos > 0, "
+                         f"got {k} of {n}")
+    alpha = 1.0 - confidence
+    if k in (0, n):  # the closed form of the one-sided end; also spares loading scipy.stats
+        edge = (alpha / 2) ** (1.0 / n)
+        return (0.0, 1.0 - edge) if k == 0 else (edge, 1.0)
+    from scipy.stats import beta  # a noticeable import, needed only here
+
+    return float(beta.ppf(alpha / 2, k, n - k + 1)), float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+
+
+def _allowed_false_positives(target_fpr: float, n_real: int) -> int:
+    return int(math.floor(target_fpr * n_real + 1e-9))
+
+
+def _needed(fraction: float) -> int:
+    """The fewest videos at which a rate of ``fraction`` is one video or more."""
+    return int(math.ceil(1.0 / fraction - 1e-9))
+
+
+def _share(p: float) -> str:
+    """A rate for a sentence: whole percents from 10% (and whole ones below), else one decimal."""
+    pct = 100.0 * p
+    return f"{pct:.0f}%" if pct >= 10 or pct == round(pct) else f"{pct:.1f}%"
+
+
+def _temperature_warning(name: str, t: Optional[float]) -> Optional[str]:
+    if t is None:
+        return None
+    low, high = (math.exp(b) for b in LOG_T_BOUNDS)
+    if abs(t - high) <= BOUND_RTOL * high:
+        return (f"{name} {t:.4g} stopped at the upper bound of its fit ({high:g}): on validation the "
+                f"scores separate the classes little or not at all, so calibrated probabilities are "
+                f"squeezed towards a uniform guess")
+    if abs(t - low) <= BOUND_RTOL * low:
+        return (f"{name} {t:.4g} stopped at the lower bound of its fit ({low:g}): calibrated "
+                f"probabilities overstate certainty")
+    return None
+
+
+def _threshold_warnings(cal: Calibration) -> List[str]:
+    out = []
+    if cal.threshold <= 0.0 or cal.threshold >= 1.0:
+        everything = "every" if cal.threshold <= 0.0 else "no"
+        out.append(f"detection threshold {100 * cal.threshold:.1f}% calls {everything} video fake")
+    elif cal.fitted_on.get("p_fake_range"):
+        low, high = cal.fitted_on["p_fake_range"]
+        if cal.threshold > high:
+            out.append(f"detection threshold {100 * cal.threshold:.1f}% is above every validation score: "
+                       f"it calls no validation video fake")
+        elif cal.threshold <= low:
+            out.append(f"detection threshold {100 * cal.threshold:.1f}% is at or below every validation "
+                       f"score: it calls every validation video fake")
+    target, n = cal.target_fpr, cal.n_real
+    if cal.threshold_method == "target_fpr" and target and n is not None and n < _needed(target):
+        seen = "" if cal.false_positives is None or cal.fpr_interval is None else (
+            f" ({cal.false_positives} of them called fake; 95% interval on its false-positive rate: "
+            f"{_share(cal.fpr_interval[0])} to {_share(cal.fpr_interval[1])})")
+        out.append(f"a {_share(target)} false-positive target needs at least {_needed(target)} real "
+                   f"validation videos to resolve; this threshold was fitted on {n}{seen}")
+    return out
+
+
+def _open_set_warning(cal: Calibration) -> Optional[str]:
+    percentile, n = cal.open_set_percentile, cal.open_set_n
+    if percentile is None or n is None:
+        return None
+    if n == 0:
+        return "no validation video was traced correctly: no open-set threshold, no source is ever called unknown"
+    if percentile > 0 and n < _needed(percentile / 100.0):
+        return (f"the open-set threshold (percentile {percentile:g} of the confidence on correctly traced "
+                f"validation videos) needs at least {_needed(percentile / 100.0)} of them to resolve; "
+                f"it is fitted on {n}")
+    return None
+
+
+def calibration_warnings(cal: Calibration) -> List[str]:
+    """What makes this calibration mean less than it says, one sentence each (empty: nothing).
+
+    A temperature at a bound of its search, a detection threshold at 0 or 1 or beyond the
+    validation scores, a false-positive target or an open-set percentile finer than the
+    validation videos behind it can resolve (a rate r needs at least ceil(1/r) of them).
+    """
+    out = [_temperature_warning("temperature", cal.temperature),
+           _temperature_warning("trace temperature", cal.trace_temperature)]
+    out += _threshold_warnings(cal)
+    out.append(_open_set_warning(cal))
+    return [w for w in out if w]
+
+
+def threshold_summary(cal: Calibration) -> str:
+    """The detection threshold and what stands behind it, e.g. ``53.8% (fitted for 5% FPR on 2
+    real validation videos: 0 false positives, 95% interval on the FPR 0% to 84%)``."""
+    how = f"fitted for {_share(cal.target_fpr)} FPR" if cal.threshold_method == "target_fpr" \
+        and cal.target_fpr is not None else "fixed"
+    if cal.n_real is None:
+        return f"{100 * cal.threshold:.1f}% ({how})"
+    behind = f"{how} on {cal.n_real} real validation video{'s' if cal.n_real != 1 else ''}"
+    if cal.false_positives is None or cal.fpr_interval is None:
+        return f"{100 * cal.threshold:.1f}% ({behind})"
+    fp = f"{cal.false_positives} false positive{'s' if cal.false_positives != 1 else ''}"
+    low, high = cal.fpr_interval
+    return f"{100 * cal.threshold:.1f}% ({behind}: {fp}, 95% interval on the FPR {_share(low)} to {_share(high)})"
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -161,14 +305,28 @@ def class_probabilities(calibrated: Mapping[str, np.ndarray], task: str) -> np.n
     return np.concatenate([1.0 - p, p * calibrated["trace_probs"]], axis=1)
 
 
+def is_fake(p_fake: np.ndarray, cal: Calibration) -> np.ndarray:
+    """The real/fake decision on calibrated P(fake): fake at or above the fitted threshold.
+    The one rule: eval's metrics and every verdict use it."""
+    return np.asarray(p_fake) >= cal.threshold
+
+
+def is_unknown(top_probability: np.ndarray, cal: Calibration) -> np.ndarray:
+    """The open-set decision on the best source's calibrated probability: ``unknown`` below the
+    fitted open-set threshold (never, when none was fitted)."""
+    top = np.asarray(top_probability)
+    if cal.open_set_threshold is None:
+        return np.zeros(top.shape, dtype=bool)
+    return top < cal.open_set_threshold
+
+
 def predictions(calibrated: Mapping[str, np.ndarray], cal: Calibration, task: str) -> np.ndarray:
     """Label index per sample: detection uses the threshold; joint calls a video real below it."""
     if task == "detect":
-        return (calibrated["p_fake"] >= cal.threshold).astype(int)
+        return is_fake(calibrated["p_fake"], cal).astype(int)
     if task == "trace":
         return calibrated["trace_probs"].argmax(1)
-    fake = calibrated["p_fake"] >= cal.threshold
-    return np.where(fake, calibrated["trace_probs"].argmax(1) + 1, 0)
+    return np.where(is_fake(calibrated["p_fake"], cal), calibrated["trace_probs"].argmax(1) + 1, 0)
 
 
 def fit_calibration(logits: Mapping[str, np.ndarray], y: np.ndarray, task: str, *,
@@ -190,6 +348,7 @@ def fit_calibration(logits: Mapping[str, np.ndarray], y: np.ndarray, task: str, 
         else:
             cal.threshold = fit_fpr_threshold(p_fake[is_fake == 0], target_fpr, p_fake[is_fake == 1])
             cal.threshold_method, cal.target_fpr = "target_fpr", float(target_fpr)
+        _record_false_positives(cal, p_fake, is_fake)
     if task in ("trace", "joint"):
         trace_logits = np.asarray(logits["trace"], np.float64)
         trace_y = y
@@ -200,7 +359,21 @@ def fit_calibration(logits: Mapping[str, np.ndarray], y: np.ndarray, task: str, 
             cal.temperature = t
         else:
             cal.trace_temperature = t
-        cal.open_set_threshold = fit_open_set_threshold(softmax(trace_logits / t), trace_y,
-                                                        open_set_percentile)
+        trace_probs = softmax(trace_logits / t)
+        cal.open_set_threshold = fit_open_set_threshold(trace_probs, trace_y, open_set_percentile)
         cal.open_set_percentile = float(open_set_percentile)
+        cal.open_set_n = int((trace_probs.argmax(1) == trace_y).sum()) if len(trace_y) else 0
+    cal.warnings = calibration_warnings(cal)
     return cal
+
+
+def _record_false_positives(cal: Calibration, p_fake: np.ndarray, is_fake: np.ndarray) -> None:
+    """The real videos behind the threshold, those it calls fake, the interval on that rate and
+    the range of the validation scores (a threshold beyond it decides nothing)."""
+    real = p_fake[is_fake == 0]
+    cal.n_real = int(len(real))
+    if len(p_fake):
+        cal.fitted_on["p_fake_range"] = [float(p_fake.min()), float(p_fake.max())]
+    if cal.n_real:
+        cal.false_positives = int((real >= cal.threshold).sum())
+        cal.fpr_interval = list(fpr_interval(cal.false_positives, cal.n_real))

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from mmvgm.checkpoint.calibration import Calibration, calibrate_outputs
+from mmvgm.checkpoint.calibration import Calibration, calibrate_outputs, is_fake, is_unknown
 from mmvgm.checkpoint.meta import CheckpointMeta
 from mmvgm.predict.verdict import NOT_ASSESSED, UNKNOWN, Source, Verdict
 
@@ -100,7 +100,7 @@ class Scorer:
                          padded=int(padded), warning=self.meta.warning)
         if p_fake is not None:
             result.fake_probability = round(float(p_fake), 6)
-            result.verdict = "fake" if p_fake >= self.calibration.threshold else "real"
+            result.verdict = "fake" if is_fake(p_fake, self.calibration) else "real"
         if trace_probs is not None:
             self._rank_sources(result, np.asarray(trace_probs))
         return result
@@ -110,8 +110,7 @@ class Scorer:
         result.sources = {self.source_labels[i]: round(float(trace_probs[i]), 6) for i in order}
         top = int(order[0])
         result.best_source = Source(self.source_labels[top], round(float(trace_probs[top]), 6))
-        threshold = self.calibration.open_set_threshold
-        unknown = threshold is not None and float(trace_probs[top]) < threshold
+        unknown = bool(is_unknown(trace_probs[top], self.calibration))
         result.source = Source(UNKNOWN, None) if unknown else result.best_source
         if self.task == "trace" and "real" in self.source_labels:
             result.verdict = "real" if result.best_source.label == "real" else "fake"
