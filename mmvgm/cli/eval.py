@@ -26,7 +26,8 @@ from mmvgm.cli.options import precision_option
 @click.option("--holdout-class", default=None,
               help="A data label the model never saw: AUROC of known vs this source (open set).")
 @click.option("--attack", default=None,
-              help="Adversarial accuracy, e.g. pgd:eps=4/255,steps=10 (needs mmvgm[robustness]).")
+              help="Clean and adversarial accuracy at the table's threshold, e.g. pgd:eps=4/255,steps=10 "
+                   "(needs torchattacks: python -m pip install --no-deps \"torchattacks>=3.5\").")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
@@ -53,6 +54,7 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
       mmvgm eval -c runs/det/best -d data/ --perturb jpeg:50,h264:28,resize:0.5,fps:0.5
       mmvgm eval -c runs/trace/best -d data/ --holdout-class lavie --json > metrics.json
       mmvgm eval -c runs/det/best -d other_set/ --split all --out eval_other/
+      mmvgm eval -c runs/det/best -d data/ --attack pgd:eps=4/255,steps=10
       mmvgm eval -c runs/det/best -d data/ --predictions test_verdicts.jsonl   # per-file, for error analysis
     """
     from mmvgm.engine.evaluate import evaluate, results_table
@@ -67,11 +69,17 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
     if as_json:
         click.echo(json.dumps(results, default=str))
         return
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    console = Console()
+    from mmvgm.progress import stdout_console
+
+    console = stdout_console()
     console.print(results_table(results))
+    if results.get("threshold_summary"):
+        console.print(f"threshold {results['threshold_summary']}")
+    for warning in results["calibration"].get("warnings") or []:
+        console.print(f"[yellow]warning: calibration: {escape(warning)}")
     per_class = Table(title="per class")
     for col in ("class", "precision", "recall", "f1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")
@@ -83,9 +91,9 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
         parts = [f"{k} {v:.4f}" for k, v in h.items() if isinstance(v, float)]
         console.print(f"held-out '{h['class']}' ({h['n_heldout']} videos): " + ", ".join(parts))
     if "attack" in results:
-        a = results["attack"]
-        console.print(f"attack {a['attack']}: clean accuracy {a['clean_accuracy']}, "
-                      f"adversarial accuracy {a['adversarial_accuracy']} ({a['n']} videos)")
+        from mmvgm.attacks.robustness import summary
+
+        console.print(summary(results["attack"]))
     if results.get("skipped"):
         console.print(f"[yellow]{len(results['skipped'])} unreadable video(s) skipped (listed in metrics.json)")
     console.print(f"wrote {Path(out) / 'metrics.json'}, roc.png, confusion.png")

@@ -9,7 +9,9 @@
 - ``holdout_class``: a data label the model never trained on; reports the AUROC of telling
   it apart from the known test videos by ``1 - max calibrated source probability`` (trace,
   joint; open set) and by P(fake) against real test videos (detect, joint).
-- ``attack``: adversarial accuracy with ``mmvgm.attacks.robustness`` (needs torchattacks).
+- ``attack``: clean and adversarial accuracy with ``mmvgm.attacks.robustness`` (needs
+  torchattacks, checked before any work), decided like the table: the checkpoint's calibrated
+  threshold, so the attack's clean accuracy is the table's ``accuracy``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from mmvgm.checkpoint.calibration import Calibration, calibrate_outputs, class_probabilities, predictions
+from mmvgm.checkpoint.calibration import (Calibration, calibrate_outputs, class_probabilities, is_fake,
+                                          is_unknown, predictions, threshold_summary)
 from mmvgm.engine.metrics import binary_metrics, classification_metrics, open_set_auroc
 from mmvgm.errors import InputError, PathLike
 
@@ -119,7 +122,7 @@ def metrics_for(preds: Predictions, cal: Calibration, task: str, names: Sequence
     if task in ("trace", "joint") and cal.open_set_threshold is not None:
         confidence = calibrated["trace_probs"].max(1)
         out["open_set_threshold"] = cal.open_set_threshold
-        out["unknown_rate"] = float((confidence < cal.open_set_threshold).mean())
+        out["unknown_rate"] = float(is_unknown(confidence, cal).mean())
     return out
 
 
@@ -132,28 +135,32 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
              predictions_out: Optional[PathLike] = None, threads: Optional[int] = None) -> dict:
     """Evaluate a checkpoint on ``data``; writes ``metrics.json`` + PNGs into ``out`` if given.
 
-    ``precision``: as ``trace``/``scan --precision`` (the same default). ``predictions_out``: a
+    ``precision``: as ``trace``/``scan --precision`` (the same default; ``metrics.json`` records
+    the one it resolved to). ``predictions_out``: a
     JSONL file of the per-file verdicts, in scan's schema, each with its true ``label``.
     ``threads``: fix the compute threads (``--threads``; by default ``runtime.threads`` chooses).
     """
     from mmvgm.checkpoint.files import load_checkpoint, read_meta
     from mmvgm.engine.perturb import parse_perturbations
-    from mmvgm.runtime import package_versions, pick_device, precision_dtype
+    from mmvgm.runtime import package_versions, pick_device, precision_dtype, precision_name
 
     if split not in SPLIT_CHOICES:
         raise InputError(f"unknown split '{split}'; use one of {', '.join(SPLIT_CHOICES)}")
     perturbations = parse_perturbations(perturb) if perturb else []  # bad specs fail before any work
-    if attack:
-        from mmvgm.attacks.robustness import parse_attack_spec
+    if attack:  # a bad spec or a missing torchattacks fails before the clean evaluation
+        from mmvgm.attacks.robustness import parse_attack_spec, require_torchattacks
 
         parse_attack_spec(attack)
+        require_torchattacks()
     meta = read_meta(checkpoint)
     label_set = meta.label_set
     if holdout_class and meta.task != "detect" and holdout_class in label_set.names:
         raise InputError(f"--holdout-class '{holdout_class}' is one of the checkpoint's classes; "
                          "hold out a source the model was not trained on")
     dev = pick_device(device)
-    precision_dtype(precision, dev)  # a precision this device cannot run fails before any work
+    # resolved once (auto: as trace and scan resolve it); a precision this device cannot run
+    # fails before any work
+    precision = precision_name(precision_dtype(precision, dev, meta.precision))
     model, meta = load_checkpoint(checkpoint, device=dev)
     run = _Runner(model, meta, dev, precision, batch_size, workers, progress, threads)
     samples, split_info = _select_samples(meta, data, split, meta.task, label_set, holdout_class)
@@ -166,7 +173,8 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
                          "; ".join(f"{p}: {r}" for p, r in preds.skipped[:3]), data)
     results = _clean_results(checkpoint, data, split, meta, preds, split_info, precision)
     if predictions_out is not None:
-        results["predictions"] = str(write_predictions(predictions_out, run.scorer(), preds, label_set.names))
+        results["predictions"] = str(write_predictions(predictions_out, run.scorer(), preds, label_set.names,
+                                                       protect=data))
     if perturbations:
         results["perturbations"] = {p.spec: metrics_for(run(samples, p, desc=f"evaluating {p.spec}"),
                                                         meta.calibration, meta.task, label_set.names)
@@ -175,8 +183,7 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
         results["holdout"] = _holdout(run, samples, preds, meta.calibration, meta.task, data, holdout_class,
                                       label_set)
     if attack:
-        results["attack"] = _attack(model, samples, attack, run.transform, label_set, meta.task, meta.frames,
-                                    meta.sampling, batch_size, dev)
+        results["attack"] = _attack(run, samples, attack)
     results.update(config=meta.config, seed=meta.seed, trained_with=meta.versions, versions=package_versions())
     if out is not None:
         write_outputs(Path(out), results, preds, meta.calibration, meta.task, label_set.names)
@@ -225,23 +232,25 @@ def _clean_results(checkpoint: PathLike, data: PathLike, split: str, meta, preds
     results.update(metrics_for(preds, meta.calibration, meta.task, names))
     results["skipped"] = [{"path": p, "reason": r} for p, r in preds.skipped]
     results["calibration"] = meta.calibration.to_dict()
+    if meta.task != "trace":  # what the threshold was fitted on and can promise (README: Calibration)
+        results["threshold_summary"] = threshold_summary(meta.calibration)
     return results
 
 
-def write_predictions(dest: PathLike, scorer, preds: Predictions, names: Sequence[str]) -> Path:
+def write_predictions(dest: PathLike, scorer, preds: Predictions, names: Sequence[str],
+                      protect: Optional[PathLike] = None) -> Path:
     """Per-file verdicts of ``preds`` (scan's JSONL schema, each with its true ``label``), and an
-    error line per unreadable file; written atomically."""
+    error line per unreadable file; written atomically, never over ``protect`` (the data)."""
     import json
 
     from mmvgm.io.atomic import write_text_atomic
     from mmvgm.predict.verdict import Verdict
 
-    verdicts = scorer.verdicts(preds.paths, preds.logits, preds.padded or [0] * len(preds.paths),
-                               scorer.meta.frames, scorer.meta.sampling)
+    verdicts = scorer.verdicts(preds.paths, preds.logits, preds.padded, scorer.meta.frames, scorer.meta.sampling)
     lines = [v.with_label(names[int(y)] if y >= 0 else None).to_json()
              for v, y in zip(verdicts, preds.labels)]
     lines += [Verdict.failed(path, reason).to_json() for path, reason in preds.skipped]
-    return write_text_atomic(dest, "".join(json.dumps(line) + "\n" for line in lines))
+    return write_text_atomic(dest, "".join(json.dumps(line) + "\n" for line in lines), protect=protect)
 
 
 def _select_samples(meta, data: PathLike, split: str, task: str, label_set,
@@ -307,38 +316,50 @@ def _holdout(run, known_samples, known_preds: Predictions, cal: Calibration, tas
             known_conf = known_conf[known_preds.labels > 0]
         out["open_set_auroc"] = open_set_auroc(1 - known_conf, 1 - held_conf)
         if cal.open_set_threshold is not None:
-            out["heldout_unknown_rate"] = float((held_conf < cal.open_set_threshold).mean())
-            out["known_unknown_rate"] = float((known_conf < cal.open_set_threshold).mean()) if len(known_conf) else None
+            out["heldout_unknown_rate"] = float(is_unknown(held_conf, cal).mean())
+            out["known_unknown_rate"] = float(is_unknown(known_conf, cal).mean()) if len(known_conf) else None
     if task in ("detect", "joint"):
         real_scores = known_cal["p_fake"][known_preds.labels == 0]
         out["detect_auroc_vs_real"] = open_set_auroc(real_scores, held_cal["p_fake"])
-        out["heldout_detected_rate"] = float((held_cal["p_fake"] >= cal.threshold).mean())
+        out["heldout_detected_rate"] = float(is_fake(held_cal["p_fake"], cal).mean())
     return out
 
 
-def _attack(model, samples, attack: str, transform, label_set, task: str, frames: int, sampling: str,
-            batch_size: int, device) -> dict:
-    from mmvgm.attacks.robustness import evaluate_attack
+def _attack(run: "_Runner", samples, attack: str) -> dict:
+    """``evaluate_attack`` on the evaluated videos, seen as the table saw them: the same loader
+    order, normalisation, precision and decision (``CalibratedRule``), from [0,1] pixels."""
+    from mmvgm.attacks.robustness import CalibratedRule, evaluate_attack
     from mmvgm.data.dataset import VideoDataset, make_loader
+    from mmvgm.predict.scoring import autocast
+    from mmvgm.runtime import precision_dtype
 
-    ds = VideoDataset(samples, label_set.label_to_index, num_frames=frames, sampling=sampling, transform=transform)
-    loader = make_loader(ds, batch_size, pin_memory=False)
-    mean = torch.tensor(transform.mean, device=device).view(-1, 1, 1)
-    std = torch.tensor(transform.std, device=device).view(-1, 1, 1)
-    scale = 255.0 * transform.rescale
-    key = "trace" if task == "trace" else "detect"
+    meta, device, transform = run.meta, run.device, run.transform
+    ds = VideoDataset(samples, meta.label_set.label_to_index, num_frames=meta.frames, sampling=meta.sampling,
+                      transform=transform)
+    loader = make_loader(ds, run.batch_size, pin_memory=False)
+    # normalize()'s affine: (x * rescale - mean) / std as one multiply-add, here on 0..255 floats
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(-1, 1, 1) for v in (transform.mean, transform.std))
+    scale = (transform.rescale / std).float().to(device)
+    shift = (-mean / std).float().to(device)
+    dtype = precision_dtype(run.precision, device)
 
-    def model_fn(x01: torch.Tensor):  # [0,1] pixels -> the model's normalised input
-        return model((x01.to(device) * scale - mean) / std)
+    def model_fn(x01: torch.Tensor):  # [0,1] pixels -> the heads' float32 logits
+        with autocast(device, dtype):
+            out = run.model(torch.addcmul(shift, x01.to(device) * 255.0, scale))
+        return {k: out[k].float() for k in HEADS if k in out}
 
     def batches():
         for b in loader:
-            if b.clips is None:
-                continue
-            y = b.labels if task == "trace" else (b.labels > 0).long()
-            yield b.clips.float() / 255.0, y
+            if b.clips is not None:
+                yield b.clips.float() / 255.0, b.labels  # the task's label indices, as in the table
 
-    return evaluate_attack(model_fn, batches(), attack, device=device, output_key=key)
+    was_training = run.model.training
+    run.model.eval()
+    try:
+        return evaluate_attack(model_fn, batches(), attack, device=device,
+                               rule=CalibratedRule(meta.calibration, meta.task))
+    finally:
+        run.model.train(was_training)
 
 
 # ----------------------------------------------------------------------------- outputs

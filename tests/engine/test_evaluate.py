@@ -1,9 +1,12 @@
 import json
+import sys
+import types
 
 import pytest
 
 from mmvgm.engine.evaluate import evaluate, results_table
 from mmvgm.errors import CheckpointError, DependencyError, InputError
+from tests.inference_helpers import make_checkpoint, make_videos
 
 KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "ap", "tpr_at_fpr_1", "tpr_at_fpr_5", "confusion",
         "per_class")
@@ -65,11 +68,66 @@ def test_attack_needs_the_robustness_extra_or_runs(trained_run, synth_data):
     try:
         import torchattacks  # noqa: F401
     except ImportError:
-        with pytest.raises(DependencyError, match="robustness"):
+        with pytest.raises(DependencyError, match="torchattacks"):
             evaluate(trained_run.best_dir, synth_data, attack="fgsm:eps=2/255", workers=0, progress=False)
         return
     r = evaluate(trained_run.best_dir, synth_data, attack="fgsm:eps=2/255", workers=0, progress=False)
-    assert r["attack"]["n"] == r["n"]
+    assert r["attack"]["n"] == r["n"] and r["attack"]["clean_accuracy"] == r["accuracy"]
+
+
+def test_missing_torchattacks_fails_before_any_clean_work(monkeypatch, tmp_path, trained_run, synth_data):
+    import mmvgm.engine.evaluate as engine
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # import torchattacks now raises ImportError
+    monkeypatch.setattr(engine._Runner, "__call__", lambda *a, **k: pytest.fail("clean evaluation ran"))
+    with pytest.raises(DependencyError, match="--no-deps"):
+        evaluate(trained_run.best_dir, synth_data, attack="fgsm:eps=2/255", workers=0, progress=False)
+    with pytest.raises(DependencyError):  # before the checkpoint is even read
+        evaluate(tmp_path / "none", synth_data, attack="fgsm:eps=2/255", progress=False)
+
+
+def _unchanging_torchattacks():
+    """torchattacks' interface with attacks that return the clean inputs: adversarial = clean."""
+    class Same:
+        def __init__(self, model, **params):
+            self.model = model
+
+        def __call__(self, images, labels):
+            self.model(images)  # the rule's logits must be computable on the inputs
+            return images.clone()
+
+    return types.SimpleNamespace(FGSM=Same, PGD=Same)
+
+
+@pytest.fixture
+def detect_data(tmp_path):
+    make_videos(tmp_path / "data" / "real", 2, prefix="r")
+    make_videos(tmp_path / "data" / "lavie", 4, prefix="f")
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("threshold", [1e-9, 1 - 1e-9])
+def test_attack_clean_accuracy_is_the_tables(monkeypatch, tmp_path, detect_data, threshold):
+    """Every video fake (4/6), then every video real (2/6): the attack decides as the table does,
+    at the checkpoint's threshold, where it used to take the argmax (one answer for both)."""
+    monkeypatch.setitem(sys.modules, "torchattacks", _unchanging_torchattacks())
+    ck = make_checkpoint(tmp_path / "ck", task="detect", threshold=threshold)
+    r = evaluate(ck, detect_data, split="all", attack="fgsm:eps=2/255", out=tmp_path / "out", workers=0,
+                 progress=False, device="cpu")
+    a = r["attack"]
+    assert r["accuracy"] == (4 / 6 if threshold < 0.5 else 2 / 6)
+    assert a["clean_accuracy"] == a["adversarial_accuracy"] == r["accuracy"] and a["n"] == r["n"] == 6
+    assert a["threshold"] == r["threshold"] == threshold and "checkpoint's threshold" in a["decision"]
+    stored = json.loads((tmp_path / "out" / "metrics.json").read_text())["attack"]
+    assert stored["threshold"] == threshold and stored["decision"] == a["decision"]
+
+
+def test_attack_on_a_joint_model_decides_like_the_table(monkeypatch, trained_run, synth_data):
+    monkeypatch.setitem(sys.modules, "torchattacks", _unchanging_torchattacks())
+    r = evaluate(trained_run.best_dir, synth_data, attack="pgd:eps=2/255,steps=2", workers=0, progress=False,
+                 device="cpu")
+    assert r["attack"]["clean_accuracy"] == r["accuracy"] and r["attack"]["n"] == r["n"]
+    assert "most probable source" in r["attack"]["decision"]
 
 
 def test_attack_model_fn_sees_pixels_in_0_1_and_matches_normal_inference(monkeypatch, trained_run, synth_data):
@@ -83,17 +141,18 @@ def test_attack_model_fn_sees_pixels_in_0_1_and_matches_normal_inference(monkeyp
     transform = VideoTransform.from_config(meta.preprocess)
     seen = []
 
-    def fake_evaluate_attack(model_fn, batches, spec, device=None, output_key=None):
+    def fake_evaluate_attack(model_fn, batches, spec, device=None, rule=None, **kwargs):
         for x01, y in batches:
-            assert x01.min() >= 0 and x01.max() <= 1 and set(y.tolist()) <= {0, 1}
+            assert x01.min() >= 0 and x01.max() <= 1 and set(y.tolist()) <= {0, 1, 2}  # joint: real + 2
             with torch.no_grad():
-                got = model_fn(x01)[output_key]
-                want = model(transform.normalize((x01 * 255).round().to(torch.uint8)))[output_key]
-            assert torch.allclose(got, want, atol=1e-4)
+                got = model_fn(x01)
+                want = model(transform.normalize((x01 * 255).round().to(torch.uint8)))
+            for key in ("detect", "trace"):
+                assert torch.equal(got[key], want[key])  # the very input the table's scoring gives it
             seen.append(len(y))
         return {"attack": str(spec), "n": sum(seen), "clean_accuracy": 1.0, "adversarial_accuracy": 0.0}
 
-    monkeypatch.setattr(robustness, "_torchattacks", lambda: None)
+    monkeypatch.setattr(robustness, "require_torchattacks", lambda: None)
     monkeypatch.setattr(robustness, "evaluate_attack", fake_evaluate_attack)
     r = evaluate(trained_run.best_dir, synth_data, attack="pgd:eps=2/255,steps=2", workers=0, progress=False,
                  device="cpu")
