@@ -72,6 +72,7 @@ DEFAULTS: Dict[str, Any] = {
     "resume": False,
     "cpu": False,              # force CPU even when CUDA is present
     "progress": True,
+    "synthetic": False,        # the data was made, not filmed (mmvgm demo): every verdict then says so
 }
 NESTED = {"split": ("ratios", "seed", "duplicates"),
           "calibration": ("target_fpr", "threshold", "open_set_percentile")}
@@ -301,12 +302,14 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
     """The epoch loop: train, validate and calibrate, save; ``--resume`` enters it where it stopped."""
     run, state = _setup(cfg, threads)
     cfg, name = run.cfg, run.best_name
+    warned: set = set()  # each distinct calibration warning is printed once a run, not every epoch
     for epoch in range(state.epoch, cfg["epochs"]):
         if cfg["max_steps"] and state.global_step >= cfg["max_steps"]:
             break
         record = _train_epoch(run, state, epoch)
         calibration, metrics = _validate(run)
         record.update(val_loss=metrics["loss"], **{f"val_{k}": metrics.get(k) for k in HISTORY_METRICS})
+        record["calibration_warnings"] = list(calibration.warnings)
         value = metrics.get(name)
         improved = _improved(value, metrics["loss"], state.best, name)
         if improved:
@@ -316,6 +319,7 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
         _save(run, state, calibration, metrics, improved)
         run.say(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss {_fmt(metrics['loss'])}, "
                 f"val {name} {_fmt(value)}" + (" (best)" if improved else ""))
+        _say_new(run, calibration.warnings, warned)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     return _finish(run, state)
@@ -577,7 +581,7 @@ def _checkpoint_meta(cfg: dict, data: _Data, model_cfg: dict, precision: str) ->
     return CheckpointMeta(model_cfg=model_cfg, task=cfg["task"], labels=data.label_set.to_dict(),
                           preprocess=data.transform.to_config(), frames=data.frames, sampling=cfg["sampling"],
                           precision=precision, versions=package_versions(), data=data.info, seed=cfg["seed"],
-                          config=cfg)
+                          config=cfg, synthetic=bool(cfg["synthetic"]))
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -780,6 +784,16 @@ def _any_process(flag: bool, accelerator) -> bool:
 
 def _summary(metrics: Mapping[str, Any]) -> dict:
     return {k: metrics.get(k) for k in SUMMARY_METRICS if k in metrics}
+
+
+def _say_new(run: _Run, warnings: List[str], warned: set) -> None:
+    """Print the calibration warnings not yet printed in this run (``warned`` remembers them)."""
+    from rich.markup import escape
+
+    for warning in warnings:
+        if warning not in warned:
+            warned.add(warning)
+            run.say(f"[yellow]warning: calibration: {escape(warning)}")
 
 
 def _fmt(value: Optional[float]) -> str:

@@ -198,3 +198,45 @@ def test_training_from_hf_weights_uses_their_processor_statistics(tmp_path, synt
     result = train(tiny_config(synth_data, tmp_path / "run", synth_labels, epochs=1, weights=str(weights)))
     pre = read_meta(result.last_dir).preprocess
     assert pre["mean"] == [0.1, 0.2, 0.3] and pre["std"] == [0.3, 0.3, 0.3] and pre["resample"] == "bicubic"
+
+
+def test_calibration_warnings_are_printed_once_and_kept_in_the_history(tmp_path, capsys, synth_data, synth_labels):
+    """2 real validation videos cannot resolve a 5% false-positive target: each epoch's history
+    record says so, the train output says it once, not every epoch."""
+    result = train(tiny_config(synth_data, tmp_path / "warn", synth_labels))
+    records = [json.loads(line) for line in (result.out_dir / "history.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and [r["calibration_warnings"] for r in records] == \
+        [r["calibration_warnings"] for r in result.history]
+    for record in records:
+        assert any("needs at least 20 real validation videos" in w and "fitted on 2" in w
+                   for w in record["calibration_warnings"])
+    distinct = {w for r in records for w in r["calibration_warnings"]}
+    assert sum(len(r["calibration_warnings"]) for r in records) > len(distinct)  # repeated, printed once
+    assert capsys.readouterr().err.count("warning: calibration:") == len(distinct)
+    assert result.calibration["warnings"] == read_meta(result.best_dir).calibration.warnings
+    assert read_meta(result.best_dir).calibration.fpr_interval == pytest.approx([0.0, 1 - 0.025 ** 0.5])
+
+
+def test_trace_and_eval_show_what_the_threshold_was_fitted_on(trained_run, synth_data, tmp_path):
+    """The interval is a property of the checkpoint: trace's table and eval's output and
+    metrics.json show it (trace --json keeps its per-video schema)."""
+    from click.testing import CliRunner
+
+    from mmvgm.cli import cli
+
+    summary = "fitted for 5% FPR on 2 real validation videos: 0 false positives, 95% interval on the FPR 0% to 84%"
+    wide = {"COLUMNS": "400"}
+    video = str(next((synth_data / "real").iterdir()))
+    table = CliRunner().invoke(cli, ["trace", video, "-c", str(trained_run.best_dir)], env=wide)
+    assert table.exit_code == 0, table.output
+    assert summary in table.output
+    line = CliRunner().invoke(cli, ["trace", video, "-c", str(trained_run.best_dir), "--json"])
+    assert "interval" not in line.output
+    out = tmp_path / "ev"
+    ev = CliRunner().invoke(cli, ["eval", "-c", str(trained_run.best_dir), "-d", str(synth_data), "--out", str(out),
+                                  "--workers", "0", "--no-progress"], env=wide)
+    assert ev.exit_code == 0, ev.output
+    assert summary in ev.output and "warning: calibration: a 5% false-positive target" in ev.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert summary in metrics["threshold_summary"]
+    assert metrics["calibration"]["n_real"] == 2 and metrics["calibration"]["false_positives"] == 0
