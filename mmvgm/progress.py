@@ -1,7 +1,6 @@
 """The project's rich consoles, and one progress-bar style for all long work (on stderr).
 
-Every verb prints through :func:`stdout_console` / :func:`stderr_console_now` (also importable
-as ``stderr_console``). On a terminal they are rich's own consoles. Into a pipe or a file rich
+Every verb prints through :func:`stdout_console` / :func:`stderr_console_now`. On a terminal they are rich's own consoles. Into a pipe or a file rich
 would break lines at 80 columns (or at the width of a terminal on another stream) and shrink
 table columns until their headers are cut (``TPR@5%F…``): a printed command would no longer
 paste and a header would no longer read. There, the consoles are wide enough that no line
@@ -36,14 +35,6 @@ def stdout_console() -> Console:
 def stderr_console_now() -> Console:
     """As :func:`stdout_console`, on stderr (warnings, notes and progress bars)."""
     return _console(stderr=True)
-
-
-def __getattr__(name: str) -> Console:
-    # ``from mmvgm.progress import stderr_console`` gets a console for stderr as it is at that
-    # moment, not as it was when this module was first imported
-    if name == "stderr_console":
-        return stderr_console_now()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_progress(*extra_columns, disable: bool = False) -> Progress:

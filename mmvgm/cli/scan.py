@@ -84,6 +84,9 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
 
     output_format(out)
     if merge_only:
+        if summary_out:
+            raise InputError("--summary describes a scan; --merge only joins shard outputs (their "
+                             "summaries are the scans' own)")
         merged, lines = merge_outputs(out)
         click.echo(f"merged {lines} results into {merged}")
         return

@@ -135,11 +135,11 @@ def _fewer_windows(video: str, result: Verdict, windows: int) -> bool:
     scored = len(result.windows or [])
     if windows <= 1 or scored >= windows:
         return False
-    from mmvgm.io import probe
-
     fit = "window fits" if scored == 1 else "windows fit"
-    click.echo(f"mmvgm: note: {video}: only {scored} {fit} in a {probe(video).frames}-frame video "
-               f"({result.frames} frames each); scored {scored} of the {windows} asked for", err=True)
+    last = result.windows[-1].end  # capped, the last window ends at the video's last frame
+    where = "this video" if last is None else f"a {last + 1}-frame video"
+    click.echo(f"mmvgm: note: {video}: only {scored} {fit} in {where} ({result.frames} frames each); "
+               f"scored {scored} of the {windows} asked for", err=True)
     return True
 
 

@@ -151,16 +151,22 @@ def _used(source: PathLike, samples: Sequence[Sample], label_set: LabelSet,
 
 
 def _find_copies(report: DatasetReport, samples: Sequence[Sample], policy: str, progress: bool) -> None:
-    """Cross-split copies (a warning, or refused) and copies under two labels (an error)."""
+    """Cross-split copies (a warning, or refused) and copies under two labels as training maps
+    them (an error: under detect, the same file in gen-a/ and gen-b/ is fake twice, no conflict)."""
     in_split = {(s.path, s.label): s for items in report.splits.values() for s in items}
     copies = find_copies([in_split.get((s.path, s.label), s) for s in samples], progress=progress)
-    if copies.across_splits and policy == "refuse":
-        a, b = copies.across_splits[0]
-        n = len(copies.across_splits)
+
+    def trained(sample: Sample) -> Optional[str]:
+        return sample.label if report.task is None else map_label(report.task, sample.label, report.labels.names)
+
+    pairs = copies.across_splits + copies.across_labels
+    report.conflicts = [(a, b) for a, b in copies.across_labels if trained(a) != trained(b)]
+    report.duplicates = [(a, b) for a, b in pairs if trained(a) == trained(b) and a.split != b.split]
+    if report.duplicates and policy == "refuse":
+        a, b = report.duplicates[0]
+        n = len(report.duplicates)
         more = f" (and {n - 1} more pair(s))" if n > 1 else ""
         raise InputError(f"same content in {a.split} and {b.split}: {a.path} and {b.path}{more}", report.source)
-    report.duplicates = [(a, b) for a, b in copies.across_splits if a.label == b.label]
-    report.conflicts = copies.across_labels
 
 
 class _OnePixel:

@@ -270,9 +270,9 @@ def _select_samples(meta, data: PathLike, split: str, task: str, label_set,
     trained = (stored.get("split_fingerprints") or {}).get(split)
     matches = trained is not None and trained == info["split_fingerprints"][split]
     if not matches:
-        from mmvgm.progress import stderr_console
+        from mmvgm.progress import stderr_console_now
 
-        stderr_console.print(f"[yellow]warning: the recomputed {split} split differs from the one recorded "
+        stderr_console_now().print(f"[yellow]warning: the recomputed {split} split differs from the one recorded "
                              "at training time (different data?); metrics may include training videos")
     return splits[split], {"split_seed": seed, "split_ratios": ratios, "split_matches_training": matches}
 

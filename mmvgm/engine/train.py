@@ -397,13 +397,13 @@ def _setup(cfg: Mapping[str, Any], threads: Any) -> Tuple[_Run, _State]:
     from accelerate.utils import set_seed
 
     from mmvgm.data.dataset import SkipLog
-    from mmvgm.progress import stderr_console
+    from mmvgm.progress import stderr_console_now
     from mmvgm.runtime import precision_name
 
     cfg, resume_state = _checked_config(cfg)
     accelerator, device = _accelerator(cfg)
     dtype = _autocast_dtype(cfg["mixed_precision"], device)
-    say = stderr_console.print if accelerator.is_main_process else (lambda *a, **k: None)
+    say = stderr_console_now().print if accelerator.is_main_process else (lambda *a, **k: None)
     set_seed(cfg["seed"])
     data = _data(cfg, say)
     train_sampler, train_loader, val_loader = _loaders(cfg, data, device)
@@ -428,7 +428,7 @@ def _setup(cfg: Mapping[str, Any], threads: Any) -> Tuple[_Run, _State]:
 def _checked_config(cfg: Mapping[str, Any]) -> Tuple[dict, Optional[dict]]:
     """The complete, checked config and, with ``resume`` and an ``out/last``, its train state."""
     from mmvgm.checkpoint.files import load_train_state
-    from mmvgm.progress import stderr_console
+    from mmvgm.progress import stderr_console_now
 
     cfg = copy.deepcopy(dict(cfg))
     validate_keys(cfg)
@@ -437,7 +437,7 @@ def _checked_config(cfg: Mapping[str, Any]) -> Tuple[dict, Optional[dict]]:
     if not cfg["resume"]:
         return cfg, None
     if not (out / "last").is_dir():
-        stderr_console.print(f"[yellow]--resume: no checkpoint in {out / 'last'} yet; starting fresh")
+        stderr_console_now().print(f"[yellow]--resume: no checkpoint in {out / 'last'} yet; starting fresh")
         return cfg, None
     cfg = _resume_config(cfg, out)
     resume_state = load_train_state(out / "last")

@@ -24,7 +24,7 @@ from typing import Callable, ClassVar, Dict, Iterable, List, Optional, Sequence,
 
 import numpy as np
 
-from mmvgm.errors import DecodeError, MMVGMError
+from mmvgm.errors import DecodeError, InputError, MMVGMError
 from mmvgm.io.limits import check_frames, check_pixels, resolve_max_frames
 from mmvgm.runtime.threads import decoder_threads  # one decoder's threads: the thread policy's
 
@@ -444,8 +444,10 @@ def decoder_error(path: Path, max_pixels: int) -> Optional[str]:
     with reader:
         try:
             reader.count(resolve_max_frames(None))
-        except DecodeError:
-            pass  # nothing decodes (its reason is kept), or the frame size changes (no error)
+        except InputError:
+            # nothing decodes (its reason is kept), the frame size changes (no error), or the
+            # file is longer than the default frame budget: a question the caller never asked
+            pass
         return reader.stop_reason()
 
 

@@ -345,8 +345,8 @@ def _sort_file(path: str, own: _Folder) -> None:
         own.videos.append(path)
     elif suffix in IMAGE_EXTENSIONS:  # frames are never opened to be sniffed
         own.images.append(path)
-    elif is_video_file(Path(path)):
-        own.videos.append(path)
+    elif not suffix and is_video_file(Path(path)):  # an upload that lost its extension; a file
+        own.videos.append(path)                      # with another one (sidecars) is not opened
     else:
         own.others.append(path)
 

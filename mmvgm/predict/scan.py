@@ -511,8 +511,34 @@ def _refuse_inputs_as_outputs(listing: Listing, scanned: Path, outputs: List[Pat
     for dest in dict.fromkeys(outputs + ([summary_file] if summary_file is not None else [])):
         if _path_key(str(dest)) in guarded or (dest.exists() and os.path.samefile(dest, scanned)):
             raise InputError("refusing to write results over an input file", dest)
-    if summary_file is not None and _path_key(str(summary_file)) in {_path_key(str(o)) for o in outputs}:
+    if summary_file is not None:
+        _check_summary_file(summary_file, listing, outputs)
+
+
+def _check_summary_file(summary_file: Path, listing: Listing, outputs: List[Path]) -> None:
+    """Before any scanning: the summary goes to a new (or an earlier summary's) ``.json`` file in a
+    folder that exists and takes files, never over a file of the scanned folder or the results."""
+    if _path_key(str(summary_file)) in {_path_key(str(o)) for o in outputs}:
         raise InputError("the summary needs a file of its own, not the results file", summary_file)
+    if summary_file.suffix.lower() != ".json":
+        raise InputError("the summary file's name must end in .json", summary_file)
+    if _path_key(str(summary_file)) in {_path_key(p) for p in listing.not_videos}:
+        raise InputError("refusing to write the summary over a file of the scanned folder", summary_file)
+    if summary_file.exists() and not _is_summary(summary_file):
+        raise InputError("refusing to overwrite a file that is not an earlier scan summary", summary_file)
+    folder = summary_file.parent
+    if not folder.is_dir():
+        raise InputError("no such folder for the summary (create it first)", folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError("cannot create files in this folder", folder)
+
+
+def _is_summary(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "not_videos" in data and "scored" in data
 
 
 def _score(predictor: Any, mine: List[str], target: Path, batch_size: int, workers: int, resume: bool,

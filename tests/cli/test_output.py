@@ -48,9 +48,9 @@ def test_shared_consoles_do_not_wrap_or_cut_in_a_pipe(monkeypatch, capsys):
     assert whole_line(out, command) == command
     assert "TPR@5%FPR" in out and "…" not in out
 
-    from mmvgm.progress import stderr_console  # made for stderr as it is now, also a pipe here
+    from mmvgm.progress import stderr_console_now  # made for stderr as it is now, also a pipe here
 
-    stderr_console.print(f"[yellow]--resume: no checkpoint in {LONG}/{LONG}/last yet; starting fresh")
+    stderr_console_now().print(f"[yellow]--resume: no checkpoint in {LONG}/{LONG}/last yet; starting fresh")
     whole_line(capsys.readouterr().err, f"{LONG}/{LONG}/last yet; starting fresh")
 
 

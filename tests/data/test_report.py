@@ -101,6 +101,17 @@ def test_same_content_under_two_labels_is_an_error_and_in_one_label_a_warning(de
     assert same_label.errors == [] and len(same_label.duplicates) == 1
 
 
+def test_two_data_labels_that_train_as_one_are_no_conflict(detect_data):
+    """Under detect, gen-blur and gen-lowres both train as fake: the same file under both is a
+    copy (a warning when it lands in two splits), not a contradiction."""
+    other = detect_data / "gen-lowres"
+    shutil.copy(detect_data / "gen-blur" / "1.mp4", other / "copy.mp4")
+    report = dataset_report(detect_data, labels="detect")
+    assert report.errors == [] and report.conflicts == []
+    assert all(a.split != b.split for a, b in report.duplicates)
+    (other / "copy.mp4").unlink()
+
+
 def test_check_decodes_every_file_in_the_default_workers(detect_data, monkeypatch):
     import mmvgm.runtime
     from tests.media import make_frames, write_video

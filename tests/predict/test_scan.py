@@ -335,3 +335,27 @@ def test_the_summary_is_never_written_over_an_input_or_the_results(tmp_path):
         with pytest.raises(InputError, match=message):
             run_scan(FakePredictor(), scanned, tmp_path / "res.jsonl", progress=False, summary=summary)
     assert not (tmp_path / "res.jsonl").exists() and manifest.read_text() == "data/v00.mp4\n"
+
+
+def test_the_summary_file_is_checked_before_any_scanning(tmp_path):
+    """A summary over a file of the scanned folder, over a file that is not a summary, not .json,
+    or in a missing folder is refused before a single video is scored."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"v{i}.mp4").write_bytes(b"x")
+    (data / "labels.json").write_text('{"mine": true}')
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": true}')
+    for bad, reason in [(data / "labels.json", "scanned folder"), (mine, "not an earlier scan summary"),
+                        (tmp_path / "counts.txt", "must end in .json"),
+                        (tmp_path / "missing" / "counts.json", "no such folder")]:
+        fake = FakePredictor()
+        with pytest.raises(InputError, match=reason):
+            run_scan(fake, data, tmp_path / "r.jsonl", progress=False, summary=bad)
+        assert fake.seen == [] and not (tmp_path / "r.jsonl").exists()
+    assert json.loads(mine.read_text()) == {"mine": True}
+    summary = tmp_path / "counts.json"
+    run_scan(FakePredictor(), data, tmp_path / "r.jsonl", progress=False, summary=summary)
+    run_scan(FakePredictor(), data, tmp_path / "r.jsonl", progress=False, summary=summary, resume=True)
+    assert json.loads(summary.read_text())["already_done"] == 3  # an earlier summary is replaced
