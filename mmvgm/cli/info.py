@@ -16,7 +16,7 @@ from mmvgm.errors import MMVGMError
 @click.option("--exact", is_flag=True,
               help="Count frames by decoding every one (slower) instead of counting packets.")
 @click.option("--backend", type=click.Choice(["auto", "opencv", "pyav"]), default="auto",
-              show_default=True, help="Decoder; auto tries OpenCV, then PyAV.")
+              show_default=True, help="Decoder; auto tries PyAV, then OpenCV.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Pixel budget per frame (default: mmvgm.io's, 8K UHD).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
