@@ -32,9 +32,10 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -88,6 +89,10 @@ SUMMARY_METRICS = ("n", "loss", "accuracy", "balanced_accuracy", "macro_f1", "au
 BEST_METRICS = ("auto", *SUMMARY_METRICS[1:])
 HISTORY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auc")  # per epoch in history.jsonl
 LOSS_READ_EVERY = 10
+# a training loss within this fraction of the chance loss, or flat above it, for this many epochs in
+# a row is a model that has learned nothing beyond the class frequencies (see chance_warning)
+CHANCE_TOLERANCE = 0.03
+CHANCE_EPOCHS = 3
 
 
 @dataclass
@@ -276,6 +281,57 @@ def _improved(value: Optional[float], loss: Optional[float], best: Mapping[str, 
     return value < best["value"] if name in LOWER_IS_BETTER else value > best["value"]
 
 
+def chance_loss(task: str, labels: Sequence[str], names: Sequence[str]) -> Optional[float]:
+    """The training loss of a model that predicts the class frequencies of ``labels`` (the train
+    split's, named as in the task's label set ``names``) and nothing else: the entropy of those
+    frequencies, ln 2 for a balanced detect split, ln K for K balanced trace classes; joint adds
+    its two heads (real/fake, and the sources among the fake videos). None without labels."""
+    counts = Counter(labels)
+    if not counts:
+        return None
+    if task == "trace":
+        return _entropy(list(counts.values()))
+    real = names[0]  # detect and joint put ``real`` first
+    fakes = [n for label, n in counts.items() if label != real]
+    binary = _entropy([counts.get(real, 0), sum(fakes)])
+    return binary + _entropy(fakes) if task == "joint" else binary
+
+
+def _entropy(counts: Sequence[int]) -> float:
+    total = float(sum(counts))
+    return float(-sum(n / total * math.log(n / total) for n in counts if n > 0)) if total else 0.0
+
+
+def chance_warning(losses: Sequence[float], chance: Optional[float], epochs: int = CHANCE_EPOCHS,
+                   tolerance: float = CHANCE_TOLERANCE) -> Optional[str]:
+    """A warning when the last ``epochs`` training losses never got below the chance loss (see
+    ``chance_loss``): each within ``tolerance`` (a fraction of ``chance``) of it, or flat (spread
+    within that tolerance) above it, as a learning rate too small to leave the initial loss
+    gives. None otherwise, and while there are fewer epochs."""
+    recent = [float(loss) for loss in losses][-epochs:]
+    if not chance or len(recent) < epochs or not all(math.isfinite(x) for x in recent):
+        return None
+    band = tolerance * chance
+    at_chance = all(abs(x - chance) <= band for x in recent)
+    flat_above = min(recent) >= chance - band and max(recent) - min(recent) <= band
+    if not (at_chance or flat_above):
+        return None
+    return (f"the training loss has not dropped below chance level ({chance:.3f}, a constant guess of the "
+            f"class frequencies) for {epochs} epochs ({', '.join(f'{x:.3f}' for x in recent)}): the model "
+            "is learning nothing. Check the learning rate (the default 1e-5 suits fine-tuning pretrained "
+            "--weights; training from scratch, as the tiny configs do, needs about 1e-3) and the labels")
+
+
+def _say_train_warnings(run: _Run, history: List[dict]) -> None:
+    """Print the last epoch's training warnings when they start, not at every epoch they hold."""
+    from rich.markup import escape
+
+    if len(history) > 1 and history[-2].get("train_warnings"):
+        return
+    for warning in history[-1].get("train_warnings") or []:
+        run.say(f"[yellow]warning: training: {escape(warning)}")
+
+
 def _warmup_steps(cfg: Mapping[str, Any], backbone_cfg: Mapping[str, Any]) -> int:
     if cfg["warmup_steps"] is not None:
         return int(cfg["warmup_steps"])
@@ -303,6 +359,7 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
     run, state = _setup(cfg, threads)
     cfg, name = run.cfg, run.best_name
     warned: set = set()  # each distinct calibration warning is printed once a run, not every epoch
+    chance = chance_loss(cfg["task"], [s.label for s in run.data.splits["train"]], run.data.label_set.names)
     for epoch in range(state.epoch, cfg["epochs"]):
         if cfg["max_steps"] and state.global_step >= cfg["max_steps"]:
             break
@@ -310,6 +367,8 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
         calibration, metrics = _validate(run)
         record.update(val_loss=metrics["loss"], **{f"val_{k}": metrics.get(k) for k in HISTORY_METRICS})
         record["calibration_warnings"] = list(calibration.warnings)
+        at_chance = chance_warning([r["train_loss"] for r in state.history] + [record["train_loss"]], chance)
+        record["train_warnings"] = [at_chance] if at_chance else []
         value = metrics.get(name)
         improved = _improved(value, metrics["loss"], state.best, name)
         if improved:
@@ -320,6 +379,7 @@ def _train(cfg: Mapping[str, Any], on_epoch_end: Optional[Callable[[int, dict], 
         run.say(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss {_fmt(metrics['loss'])}, "
                 f"val {name} {_fmt(value)}" + (" (best)" if improved else ""))
         _say_new(run, calibration.warnings, warned)
+        _say_train_warnings(run, state.history)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     return _finish(run, state)
