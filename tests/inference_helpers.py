@@ -37,3 +37,18 @@ def make_videos(folder: Path, n: int, frames: int = 10, size=(40, 48), prefix: s
     return [write_video(folder / f"{prefix}{i:03d}.mp4",
                         make_frames(frames, size[0], size[1], seed=i, color=(40 * (i % 4), 0, 0)))
             for i in range(n)]
+
+
+def spy_render(monkeypatch) -> dict:
+    """Record the keyword arguments ``predict.explain.render`` is called with (it still renders)."""
+    import mmvgm.predict.explain as module
+
+    seen: dict = {}
+    real = module.render
+
+    def spy(frames, saliency, out, **kwargs):
+        seen.update(kwargs)
+        return real(frames, saliency, out, **kwargs)
+
+    monkeypatch.setattr(module, "render", spy)
+    return seen

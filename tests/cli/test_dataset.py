@@ -11,17 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from mmvgm.cli import cli
-from tests.data.conftest import touch_video
+from tests.data.conftest import label_tree
 from tests.media import make_frames, write_video
 
 
 @pytest.fixture
 def trace_data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    for label, n in (("lavie", 10), ("show-1", 6), ("svd-xt", 3)):
-        for i in range(n):
-            touch_video(root / label / f"{i}.mp4", content=f"{label}{i}".encode())
-    return root
+    return label_tree(tmp_path / "data", (("lavie", 10), ("show-1", 6), ("svd-xt", 3)))
 
 
 @pytest.fixture

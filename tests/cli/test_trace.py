@@ -219,16 +219,9 @@ def test_explain_refuses_two_videos_writing_one_png(env, tmp_path, monkeypatch):
 
 
 def test_explain_png_names_the_window_and_its_frames(env, monkeypatch):
-    import mmvgm.predict.explain as module
+    from tests.inference_helpers import spy_render
 
-    seen = {}
-    real = module.render
-
-    def spy(frames, saliency, out, **kwargs):
-        seen.update(kwargs)
-        return real(frames, saliency, out, **kwargs)
-
-    monkeypatch.setattr(module, "render", spy)
+    seen = spy_render(monkeypatch)
     png = env["root"] / "named.PNG"  # the suffix in any case
     result = run("trace", env["videos"][0], "-c", env["joint"], "--json", "--windows", "3", "--explain", png)
     assert result.exit_code == 0, result.output

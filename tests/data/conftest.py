@@ -21,3 +21,11 @@ def npy_reader(path: str, num_frames: int = 16, **_: object) -> np.ndarray:
         raise DecodeError("not a clip", path)
     clip = np.load(path)
     return clip[:num_frames]
+
+
+def label_tree(root: Path, counts) -> Path:
+    """``root/<label>/<i>.mp4`` placeholders, ``counts`` = ((label, n), ...); distinct contents."""
+    for label, n in counts:
+        for i in range(n):
+            touch_video(root / label / f"{i}.mp4", content=f"{label}{i}".encode())
+    return root

@@ -12,16 +12,12 @@ from mmvgm.data.report import dataset_report, parse_ratios
 from mmvgm.engine.tasks import task_label_set, task_splits
 from mmvgm.errors import InputError
 from mmvgm.io.discovery import discover
-from tests.data.conftest import touch_video
+from tests.data.conftest import label_tree, touch_video
 
 
 @pytest.fixture
 def trace_data(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    for label, n in (("lavie", 10), ("show-1", 6), ("svd-xt", 3)):
-        for i in range(n):
-            touch_video(root / label / f"{i}.mp4", content=f"{label}{i}".encode())
-    return root
+    return label_tree(tmp_path / "data", (("lavie", 10), ("show-1", 6), ("svd-xt", 3)))
 
 
 def test_report_counts_and_written_split_round_trips(trace_data, tmp_path):
@@ -49,11 +45,7 @@ def test_parse_ratios():
 
 @pytest.fixture
 def detect_data(tmp_path: Path) -> Path:
-    root = tmp_path / "detect"
-    for label, n in (("real", 6), ("gen-blur", 5), ("gen-lowres", 4)):
-        for i in range(n):
-            touch_video(root / label / f"{i}.mp4", content=f"{label}{i}".encode())
-    return root
+    return label_tree(tmp_path / "detect", (("real", 6), ("gen-blur", 5), ("gen-lowres", 4)))
 
 
 def test_labels_detect_counts_every_source_as_fake_and_splits_as_train_does(detect_data):

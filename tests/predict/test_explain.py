@@ -6,7 +6,7 @@ import pytest
 from mmvgm.errors import InputError
 from mmvgm.predict.explain import explain, saliency_map
 from mmvgm.predict.predictor import Predictor
-from tests.inference_helpers import make_checkpoint
+from tests.inference_helpers import make_checkpoint, spy_render
 from tests.media import make_frames, write_video
 
 
@@ -96,26 +96,12 @@ def test_render_leaves_the_matplotlib_backend_alone(tmp_path, monkeypatch):
     assert (tmp_path / "s.png").is_file() and matplotlib.rcParams["backend"] == "svg"
 
 
-def _spy_render(monkeypatch):
-    import mmvgm.predict.explain as module
-
-    seen = {}
-    real = module.render
-
-    def spy(frames, saliency, out, **kwargs):
-        seen.update(kwargs)
-        return real(frames, saliency, out, **kwargs)
-
-    monkeypatch.setattr(module, "render", spy)
-    return seen
-
-
 def test_png_labels_the_video_frame_numbers_and_times(setup, monkeypatch):
     """The grid showed "frame 0...7" for a window at frames 41-48: each frame is now labelled with
     its index in the video and its time, and the title names the window."""
     root, _, joint, _ = setup
     video = write_video(root / "long.mp4", make_frames(60, 40, 48, seed=2), fps=25)
-    seen = _spy_render(monkeypatch)
+    seen = spy_render(monkeypatch)
     result = explain(joint, video, root / "w.png", start=41, window="window 3 of 4, most likely fake")
     assert result.indices == tuple(range(41, 49)) and result.fps == pytest.approx(25.0)
     assert seen["labels"][0] == "frame 41\n1.64 s" and seen["labels"][-1] == "frame 48\n1.92 s"
