@@ -29,6 +29,7 @@ VERBS = {
     "lvd-import": "mmvgm.cli.lvd_import",
     "lvd-record": "mmvgm.cli.lvd_record",
     "lvd-train": "mmvgm.cli.lvd_train",
+    "serve": "mmvgm.cli.serve",
 }
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE

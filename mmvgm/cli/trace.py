@@ -10,7 +10,7 @@ import click
 
 from mmvgm.cli.options import precision_option
 from mmvgm.errors import InputError, MMVGMError
-from mmvgm.predict.verdict import Verdict
+from mmvgm.predict.verdict import Verdict, trace_record
 
 SAMPLINGS = ("consecutive", "uniform")
 
@@ -60,6 +60,7 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
       mmvgm trace long.mp4 --windows 4 --explain saliency.png
     """
     from mmvgm.cli import echo_error, echo_warning, fail
+    from mmvgm.predict.explain import explain_verdict
     from mmvgm.predict.predictor import Predictor
 
     pngs = _explain_outputs(videos, explain_png)  # before the checkpoint loads: a bad name fails at once
@@ -72,9 +73,9 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
     for video in videos:
         try:
             result = predictor.predict(video, frames=frames, sampling=sampling, windows=windows)
-            capped = _fewer_windows(video, result, windows)
+            _fewer_windows(video, result, windows)
             if pngs:
-                result.explanation = _explain(predictor, video, pngs[video], result, frames, sampling)
+                result.explanation = explain_verdict(predictor, video, pngs[video], result, frames, sampling)
         except MMVGMError as exc:
             failures += 1
             if as_json:
@@ -82,10 +83,7 @@ def command(videos: Tuple[str, ...], checkpoint: Optional[str], as_json: bool, f
             echo_error(f"{video}: {exc.message}")
             continue
         if as_json:
-            record = result.to_json()
-            if capped:
-                record["windows_requested"] = windows
-            click.echo(json.dumps(record))
+            click.echo(json.dumps(trace_record(result, windows)))
         else:
             _print_table(predictor, result)
     if failures:
@@ -112,21 +110,6 @@ def _explain_outputs(videos: Tuple[str, ...], explain_png: Optional[str]) -> Dic
                              f"{out}; trace them separately", out)
         outputs[video] = out
     return outputs
-
-
-def _explain(predictor: Any, video: str, out: Path, result: Verdict, frames: Optional[int],
-             sampling: Optional[str]) -> str:
-    """Write the saliency PNG of ``result``'s most suspicious window (of its one clip without
-    windows), naming the window in its title; returns the PNG's path."""
-    from mmvgm.predict.explain import explain
-
-    window = _most_suspicious_window(result)
-    if window is None:
-        return str(explain(predictor, video, out, frames=frames, sampling=sampling, start=0).path)
-    number = next(i for i, w in enumerate(result.windows, start=1) if w is window)
-    why = "most likely fake" if window.fake_probability is not None else "most confident source"
-    return str(explain(predictor, video, out, frames=frames, sampling=window.sampling, start=window.start,
-                       window=f"window {number} of {len(result.windows)}, {why}").path)
 
 
 def _fewer_windows(video: str, result: Verdict, windows: int) -> bool:
@@ -216,13 +199,3 @@ def _print_table(predictor: Any, result: Verdict) -> None:
                 row.append("unknown" if w.source.unknown else f"{w.source.label} {_pct(w.source.probability)}")
             per.add_row(*row)
         console.print(per)
-
-
-def _most_suspicious_window(result: Verdict) -> Optional[Verdict]:
-    """The window with the highest fake probability (top source probability for trace-only
-    checkpoints); ``None`` (the first clip) without windows."""
-    def score(window: Verdict) -> float:
-        if window.fake_probability is not None:
-            return window.fake_probability
-        return window.best_source.probability if window.best_source else 0.0
-    return max(result.windows or [], key=score, default=None)

@@ -115,6 +115,15 @@ def looks_like_text(head: bytes) -> bool:
     return True
 
 
+def refuse_non_video(path: Path) -> None:
+    """Refuse, before any decoder runs, a file whose first bytes say it is text and no video
+    container, with the message a failed decode of it gives (a service sniffs uploads so)."""
+    check_media_file(path, VIDEO_EXTENSIONS, "video")
+    head = read_head(path)
+    if sniff_container(head) is None and looks_like_text(head):
+        raise explain_undecodable(path, "text")
+
+
 def explain_undecodable(path: Path, detail: str) -> DecodeError:
     """The clearest DecodeError for a video file no backend could decode."""
     head = read_head(path)

@@ -245,3 +245,26 @@ def explain(predictor: Any, video: PathLike, out: PathLike, frames: Optional[int
     path = render(shown, sal, out, title=title, protect=video, labels=frame_labels(indices, fps, padded))
     return Explanation(path=path, video=str(video), target=name, method=method, saliency=sal,
                        frames=shown, indices=indices, fps=fps)
+
+
+def explain_verdict(predictor: Any, video: PathLike, out: PathLike, verdict: Any, frames: Optional[int] = None,
+                    sampling: Optional[str] = None) -> str:
+    """Write the saliency PNG of ``verdict``'s most suspicious window (of its one clip without
+    windows), naming the window in its title; returns the PNG's path (``trace --explain``)."""
+    window = most_suspicious_window(verdict)
+    if window is None:
+        return str(explain(predictor, video, out, frames=frames, sampling=sampling, start=0).path)
+    number = next(i for i, w in enumerate(verdict.windows, start=1) if w is window)
+    why = "most likely fake" if window.fake_probability is not None else "most confident source"
+    return str(explain(predictor, video, out, frames=frames, sampling=window.sampling, start=window.start,
+                       window=f"window {number} of {len(verdict.windows)}, {why}").path)
+
+
+def most_suspicious_window(verdict: Any) -> Any:
+    """The window with the highest fake probability (top source probability for trace-only
+    checkpoints); ``None`` (the first clip) without windows."""
+    def score(window: Any) -> float:
+        if window.fake_probability is not None:
+            return window.fake_probability
+        return window.best_source.probability if window.best_source else 0.0
+    return max(verdict.windows or [], key=score, default=None)

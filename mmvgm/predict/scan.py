@@ -248,8 +248,7 @@ class ResultWriter:
     def _line(self, record: Union[Verdict, Dict[str, Any]]) -> str:
         """A verdict as a new line; a plain dict is a line read back on resume, kept as it was."""
         if self.format == "jsonl":
-            data = record.to_json() if isinstance(record, Verdict) else record
-            return json.dumps(data, ensure_ascii=False, default=_jsonable) + "\n"
+            return jsonl_line(record) + "\n"
         return self._csv_line(record.to_csv_row() if isinstance(record, Verdict) else record)
 
     def _csv_line(self, row: Dict[str, Any]) -> str:
@@ -292,6 +291,12 @@ class ResultWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def jsonl_line(record: Union[Verdict, Dict[str, Any]]) -> str:
+    """One line of a ``.jsonl`` results file (no newline): a verdict's record, or a record read back."""
+    data = record.to_json() if isinstance(record, Verdict) else record
+    return json.dumps(data, ensure_ascii=False, default=_jsonable)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -139,6 +139,15 @@ class Verdict:
         return row
 
 
+def trace_record(verdict: Verdict, windows: int = 1) -> Dict[str, Any]:
+    """The object ``mmvgm trace --json`` prints (and ``/v1/trace`` returns): the record, with
+    ``windows_requested`` when fewer windows fit in the video than were asked for."""
+    record = verdict.to_json()
+    if windows > 1 and verdict.ok and len(verdict.windows or []) < windows:
+        record["windows_requested"] = windows
+    return record
+
+
 def upgrade_record(record: Dict[str, Any]) -> Dict[str, Any]:
     """A record read back from a results file, in the current schema: schema 1 lines (no
     ``schema`` key; ``"source": "unknown"`` a bare string, no ``best_source``) are upgraded, so

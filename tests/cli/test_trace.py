@@ -131,7 +131,7 @@ def test_subprocess_smoke(env):
 
 def test_explain_with_windows_shows_the_most_suspicious_window(env, monkeypatch):
     import mmvgm.predict.explain
-    from mmvgm.cli.trace import _most_suspicious_window
+    from mmvgm.predict.explain import most_suspicious_window
     from mmvgm.predict.verdict import Source, Verdict
 
     seen = []
@@ -149,11 +149,11 @@ def test_explain_with_windows_shows_the_most_suspicious_window(env, monkeypatch)
     best = max(record["windows"], key=lambda w: w["fake_probability"])
     assert seen[0]["start"] == best["start"] and seen[0]["sampling"] == best["sampling"]
     fake = [Verdict("v", start=s, fake_probability=p) for s, p in ((0, 0.1), (5, 0.7), (9, 0.3))]
-    assert _most_suspicious_window(Verdict("v", windows=fake)).start == 5
+    assert most_suspicious_window(Verdict("v", windows=fake)).start == 5
     # trace-only windows rank by their top source; no windows: the first clip
     windows = [Verdict("v", start=0, best_source=Source("b", 0.5)), Verdict("v", start=6, best_source=Source("a", 0.9))]
-    assert _most_suspicious_window(Verdict("v", windows=windows)).start == 6
-    assert _most_suspicious_window(Verdict("v", verdict="real")) is None
+    assert most_suspicious_window(Verdict("v", windows=windows)).start == 6
+    assert most_suspicious_window(Verdict("v", verdict="real")) is None
 
 
 def test_a_checkpoint_trained_on_synthetic_media_says_so(tmp_path):

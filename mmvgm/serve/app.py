@@ -1,0 +1,439 @@
+"""The FastAPI app: routes over :class:`Service`, which holds the model thread, jobs and encoder.
+
+Handlers stay thin: save the upload, hand it to the library, turn the result into JSON. Every
+error a client can cause is an ``MMVGMError`` and becomes a 4xx with ``{"detail": "<one
+line>"}``; anything else is logged with its traceback and answered 500 with a short body.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import shutil
+import threading
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, List, Optional
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from mmvgm.errors import LimitError, MMVGMError
+from mmvgm.serve import schemas
+from mmvgm.serve.jobs import JobRunner, JobStore
+from mmvgm.serve.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
+from mmvgm.serve.settings import ServeSettings
+from mmvgm.serve.uploads import BodyLimit, display_name, request_folder, save_upload
+from mmvgm.serve.worker import ModelWorker
+
+log = logging.getLogger("mmvgm.serve")
+STATIC = Path(__file__).with_name("static")
+
+
+class ServiceError(Exception):
+    """An answer other than 200 that is not the client's fault alone (503 loading, 504 timeout)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class Service:
+    """What the routes share: the predictor behind its model thread, the job store and runner,
+    the protect encoder, the metrics. ``start`` loads the model in a thread (``/readyz``)."""
+
+    def __init__(self, settings: ServeSettings, predictor: Any = None, encoder: Any = None,
+                 lpips: Any = None) -> None:
+        self.settings = settings
+        self.predictor, self.encoder, self.lpips = predictor, encoder, lpips
+        self.worker: Optional[ModelWorker] = None
+        self.metrics = Metrics(queue_depth=lambda: self.worker.depth if self.worker else 0)
+        self.state_dir = Path(settings.state_dir)
+        self.tmp = self.state_dir / "tmp"
+        self.store: Optional[JobStore] = None
+        self.runner: Optional[JobRunner] = None
+        self.protect_lock = threading.Lock()
+        self.ready = threading.Event()
+        self.failed: Optional[str] = None
+
+    # ------------------------------------------------------------------ life
+    def start(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)  # a killed server's request files
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(self.settings.db_url)
+        threading.Thread(target=self._load, name="mmvgm-load", daemon=True).start()
+
+    def _load(self) -> None:
+        from mmvgm.io.limits import set_default_limits
+
+        try:
+            set_default_limits(self.settings.max_pixels, self.settings.max_frames)
+            if self.predictor is None:
+                from mmvgm.predict.predictor import Predictor
+
+                self.predictor = Predictor.from_checkpoint(
+                    self.settings.checkpoint, device=self.settings.device, workers=self.settings.workers,
+                    precision=self.settings.precision)
+            if self.encoder is None and self.settings.protect_encoder:
+                self.encoder, self.lpips = load_protect_encoder(self.settings, self.predictor.device)
+            self.worker = ModelWorker(self.predictor, self.settings.max_batch, self.settings.max_wait_ms,
+                                      on_batch=self.metrics.batch.observe)
+            self.runner = JobRunner(self.store, self._score_job_files, batch=self.settings.max_batch,
+                                    lease_s=self.settings.job_lease_s, poll_s=self.settings.job_poll_s,
+                                    on_done=self._job_done).start()
+            self.ready.set()
+            log.info("ready: %s", self.predictor.describe())
+        except Exception as exc:  # noqa: BLE001 - /readyz reports it; the process stays up for /healthz
+            self.failed = str(exc)
+            log.exception("loading the model failed")
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        if self.worker is not None:
+            self.worker.close()
+        if self.predictor is not None and hasattr(self.predictor, "close"):
+            self.predictor.close()
+
+    def require_ready(self) -> None:
+        if not self.ready.is_set():
+            raise ServiceError(503, "the model failed to load: " + self.failed if self.failed
+                               else "the model is still loading; retry when /readyz answers 200")
+
+    # ------------------------------------------------------------------ work
+    async def wait(self, future: Any, what: str) -> Any:
+        """The future's result within the request timeout (504 after it; the work is cancelled
+        if it has not started)."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise ServiceError(504, f"{what} took longer than the request timeout of "
+                                    f"{self.settings.request_timeout_s:g} s") from None
+
+    def _score_job_files(self, files: List[tuple]) -> List[tuple]:
+        from mmvgm.predict.scan import jsonl_line
+
+        futures = [self.worker.score(location, name) for name, location in files]
+        verdicts = [future.result() for future in futures]
+        self.metrics.jobs.set(self.store.pending_files())
+        return [(jsonl_line(v), not v.ok) for v in verdicts]
+
+    @staticmethod
+    def _job_done(upload_dir: Optional[str]) -> None:
+        if upload_dir:
+            shutil.rmtree(upload_dir, ignore_errors=True)
+
+
+def load_protect_encoder(settings: ServeSettings, device: Any) -> tuple:
+    """The encoder and LPIPS model ``mmvgm protect`` would load for the same options."""
+    from mmvgm.attacks.encoders import build_encoder
+    from mmvgm.attacks.files import resolve_options
+    from mmvgm.attacks.quality import load_lpips
+
+    cfg, _ = resolve_options("default")
+    name = None if settings.protect_encoder in (None, "auto") else settings.protect_encoder
+    encoder = build_encoder(name, model_path=settings.protect_model_path, device=device,
+                            **(cfg.get("encoder_options") or {}))
+    lpips, _ = load_lpips(settings.lpips_weights, device=device)
+    return encoder, lpips
+
+
+def create_app(settings: ServeSettings, predictor: Any = None, encoder: Any = None, lpips: Any = None) -> FastAPI:
+    """The service for ``settings``. ``predictor`` / ``encoder``: use these instead of loading
+    ``settings.checkpoint`` / ``settings.protect_encoder`` (tests, embedding in another app)."""
+    service = Service(settings.check(), predictor=predictor, encoder=encoder, lpips=lpips)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        await run_in_threadpool(service.stop)
+
+    app = FastAPI(title="mmvgm", version=_version(), lifespan=lifespan,
+                  description="Detect and trace AI-generated video; protect images against image-to-video models.")
+    app.state.service = service
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    _add_error_handlers(app)
+    _add_open_routes(app, service)
+    app.include_router(_api_router(service, settings))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmvgm")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MMVGMError)
+    async def client_error(request: Request, exc: MMVGMError) -> JSONResponse:
+        return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=422)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.error("unexpected error %s on %s %s", incident, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": f"internal error (logged as {incident})"}, status_code=500)
+
+
+def _add_open_routes(app: FastAPI, service: Service) -> None:
+    @app.get("/healthz", response_model=schemas.Health, tags=["service"])
+    def healthz() -> dict:
+        """The process is up (no auth)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Error}}, tags=["service"])
+    def readyz() -> Any:
+        """200 once the model is loaded, 503 before (or when loading failed)."""
+        if service.ready.is_set():
+            return {"status": "ready"}
+        return JSONResponse({"detail": "loading failed: " + service.failed if service.failed else "loading"},
+                            status_code=503)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
+    def metrics() -> Response:
+        """Prometheus text: requests, latency, queue depth, batch sizes."""
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+
+def _bearer(service: Service):
+    token = service.settings.token
+
+    def require_token(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise ServiceError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+    return require_token
+
+
+ERRORS = {status: {"model": schemas.Error} for status in (401, 413, 422, 503, 504)}
+
+
+def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(_bearer(service))], responses=ERRORS)
+
+    @router.post("/trace", response_model=None, responses={200: {"model": schemas.TraceResult}}, tags=["detect"])
+    async def trace(file: UploadFile = File(..., description="A video"),
+                    windows: int = Query(1, ge=1, le=64, description="Score N clips spread over the video"),
+                    explain: bool = Query(False, description="Add the saliency PNG (base64) as explanation_png")
+                    ) -> Any:
+        """What ``mmvgm trace --json`` prints for the file: the verdict, P(fake), the sources."""
+        service.require_ready()
+        folder = request_folder(service.tmp)
+        try:
+            path = await run_in_threadpool(_saved_video, file, folder)
+            if windows == 1 and not explain:
+                verdict = await service.wait(service.worker.score(str(path), path.name), "scoring")
+            else:
+                verdict = await service.wait(service.worker.call(
+                    lambda: _traced(service.predictor, path, windows, explain)), "scoring")
+            return _trace_answer(verdict, windows)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @router.post("/jobs", status_code=202, response_model=schemas.JobCreated, tags=["scan"])
+    async def create_job(file: Optional[List[UploadFile]] = File(None, description="Videos to scan"),
+                         path: Optional[List[str]] = Form(None, description="Server-side files or folders "
+                                                                             "(under --allow-root)")) -> Any:
+        """Start a scan job over uploaded files and/or server-side paths."""
+        service.require_ready()
+        files = await run_in_threadpool(_job_inputs, service, file or [], path or [])
+        job = service.store.create(files[0], upload_dir=files[1])
+        service.runner.wake.set()
+        return {"job": job}
+
+    @router.get("/jobs/{job}", response_model=schemas.JobStatus, responses={404: {"model": schemas.Error}},
+                tags=["scan"])
+    def job_status(job: str) -> Any:
+        """queued, running or done, with counts."""
+        status = service.store.status(job) if service.store else None
+        if status is None:
+            return JSONResponse({"detail": f"no job {job}"}, status_code=404)
+        return status
+
+    @router.get("/jobs/{job}/results", response_class=StreamingResponse,
+                responses={200: {"content": {"application/x-ndjson": {}}}, 404: {"model": schemas.Error}},
+                tags=["scan"])
+    def job_results(job: str) -> Any:
+        """The results so far as JSONL: one line per file, the lines of ``mmvgm scan``."""
+        if service.store is None or service.store.status(job) is None:
+            return JSONResponse({"detail": f"no job {job}"}, status_code=404)
+        return StreamingResponse(service.store.results(job), media_type="application/x-ndjson")
+
+    @router.post("/protect", responses={200: {"content": {"image/png": {}}, "model": schemas.ProtectResult}},
+                 tags=["protect"])
+    async def protect(image: UploadFile = File(..., description="The image to protect"),
+                      target: Optional[UploadFile] = File(None, description="Directed mode: pull toward this image"),
+                      eps: Optional[str] = Form(None, description="L-inf budget, e.g. 4/255"),
+                      steps: Optional[int] = Form(None, ge=1, le=5000),
+                      seed: Optional[int] = Form(None, ge=0, le=2**32 - 1),
+                      format: str = Query("png", pattern="^(png|json)$")) -> Any:
+        """The protected PNG (the pixels ``mmvgm protect`` writes for the same seed), its quality
+        report in ``X-MMVGM-Report``; ``?format=json``: the report and the PNG in base64."""
+        service.require_ready()
+        if service.encoder is None:
+            raise ServiceError(501, "this server protects no images: start it with --protect-encoder NAME "
+                                    "--model-path DIR")
+        folder = request_folder(service.tmp)
+        try:
+            report, png = await service.wait(_in_thread(
+                _protected, service, folder, image, target, {"eps": eps, "steps": steps, "seed": seed}),
+                "protecting")
+            if format == "json":
+                return {"report": report, "png": base64.b64encode(png).decode()}
+            return Response(png, media_type="image/png", headers={"X-MMVGM-Report": json.dumps(report)})
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return router
+
+
+def _saved_video(upload: UploadFile, folder: Path) -> Path:
+    from mmvgm.io.paths import refuse_non_video
+
+    path = save_upload(upload.file, upload.filename, folder, default="video")
+    try:
+        refuse_non_video(path)
+    except MMVGMError as exc:  # named as the client named it, not by the server's folder
+        raise type(exc)(exc.message, path.name) from None
+    return path
+
+
+def _traced(predictor: Any, path: Path, windows: int, explain: bool) -> Any:
+    """``mmvgm trace``'s work for one file, on the model thread: windows, then the saliency PNG
+    of the most suspicious window (written beside the upload)."""
+    from dataclasses import replace
+
+    from mmvgm.predict.explain import explain_verdict
+
+    try:
+        verdict = predictor.predict(path, windows=windows)
+    except MMVGMError as exc:
+        return _failed(path.name, exc)
+    if explain:
+        verdict.explanation = explain_verdict(predictor, path, path.with_suffix(".saliency.png"), verdict)
+    return replace(verdict, path=path.name)
+
+
+def _failed(name: str, exc: MMVGMError) -> Any:
+    from mmvgm.predict.verdict import Verdict
+
+    return Verdict.failed(name, exc.message)
+
+
+def _trace_answer(verdict: Any, windows: int) -> JSONResponse:
+    from mmvgm.predict.verdict import trace_record
+
+    if not verdict.ok:
+        return JSONResponse({"detail": f"{verdict.path}: {verdict.error}"}, status_code=422)
+    record = trace_record(verdict, windows)
+    if verdict.explanation:
+        record.pop("explanation")
+        record["explanation_png"] = base64.b64encode(Path(verdict.explanation).read_bytes()).decode()
+    return JSONResponse(record)
+
+
+def _job_inputs(service: Service, uploads: List[UploadFile], paths: List[str]) -> tuple:
+    """``([(name, location)], upload folder or None)``: uploads saved under the state folder
+    (they must outlive a crash), server-side paths checked against ``--allow-root``."""
+    from mmvgm.errors import InputError
+
+    if not uploads and not paths:
+        raise InputError("a job needs at least one 'file' upload or 'path' field")
+    files = [(str(p), str(p)) for p in _allowed_paths(service.settings, paths)]
+    folder = None
+    if uploads:
+        folder = service.state_dir / "uploads" / uuid.uuid4().hex
+        for upload in uploads:
+            saved = save_upload(upload.file, upload.filename, folder, default="video")
+            files.append((saved.name, str(saved)))
+    if len(files) > service.settings.max_files_per_job:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise LimitError(f"a job may hold at most {service.settings.max_files_per_job} files (got {len(files)})")
+    return files, None if folder is None else str(folder)
+
+
+def _allowed_paths(settings: ServeSettings, paths: List[str]) -> List[str]:
+    """The videos of each server-side path (a folder or manifest is listed as ``scan`` lists
+    it); each must lie under an ``--allow-root`` once links are resolved."""
+    from mmvgm.errors import InputError
+    from mmvgm.io.discovery import list_inputs
+
+    if paths and not settings.allow_roots:
+        raise InputError("this server takes no server-side paths (start it with --allow-root DIR)")
+    roots = [Path(r).resolve() for r in settings.allow_roots]
+    out: List[str] = []
+    for given in paths:
+        real = Path(given).expanduser().resolve()
+        if not any(real == root or root in real.parents for root in roots):
+            raise InputError(f"{given}: not under an allowed root (--allow-root)")
+        inputs, _ = list_inputs(real)
+        for item in inputs:
+            if not any(root in Path(item).resolve().parents for root in roots):
+                raise InputError(f"{item}: not under an allowed root (--allow-root)")
+        out.extend(inputs)
+    return out
+
+
+def _in_thread(fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` on a new daemon thread; returns a concurrent future."""
+    from concurrent.futures import Future
+
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the request
+            future.set_exception(exc)
+    threading.Thread(target=run, name="mmvgm-protect", daemon=True).start()
+    return future
+
+
+def _protected(service: Service, folder: Path, image: UploadFile, target: Optional[UploadFile],
+               options: Dict[str, Any]) -> tuple:
+    """``mmvgm protect``'s code on the upload: ``(report, PNG bytes)``; one protection at a time."""
+    from mmvgm.attacks.files import protect_files
+
+    src = save_upload(image.file, image.filename, folder / "in", default="image.png")
+    tgt = save_upload(target.file, target.filename, folder / "target", default="target.png") if target else None
+    with service.protect_lock:
+        report = next(protect_files([src], service.encoder, target=tgt, out=folder / "out", lpips=service.lpips,
+                                    **options))
+    if "error" in report:
+        raise _input_error(f"{image.filename or src.name}: {report['error']}")
+    png = Path(report.pop("output")).read_bytes()
+    report["path"] = src.name
+    if tgt is not None:
+        report["target"] = tgt.name
+    return report, png
+
+
+def _input_error(message: str) -> MMVGMError:
+    from mmvgm.errors import InputError
+
+    return InputError(message)

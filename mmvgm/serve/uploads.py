@@ -1,0 +1,105 @@
+"""Uploads: a body-size limit checked before and while reading, and files streamed to disk.
+
+``BodyLimit`` is ASGI middleware: a ``Content-Length`` over the limit is answered 413 before the
+body is read, and a body that turns out longer than the limit (chunked, or lying about its
+length) is cut off with 413 as soon as it crosses it. ``save_upload`` copies an upload to a
+file of its own in chunks, under the name's extension, so the decoders see what the CLI sees.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Dict, Optional
+
+CHUNK = 1 << 20
+_SAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` when a body crosses the limit."""
+
+
+def _json_response(status: int, detail: str) -> list:
+    body = json.dumps({"detail": detail}).encode()
+    return [{"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         (b"connection", b"close")]},
+            {"type": "http.response.body", "body": body}]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 (see the module's docstring)."""
+
+    def __init__(self, app: Callable, limit: int) -> None:
+        self.app, self.limit = app, int(limit)
+
+    def _too_large(self) -> str:
+        return f"upload too large: the limit is {self.limit / 2**20:g} MB (--max-upload-mb)"
+
+    async def __call__(self, scope: Dict[str, Any], receive: Callable[[], Awaitable[dict]],
+                        send: Callable[[dict], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            status, detail = (413, self._too_large()) if declared.isdigit() else (400, "bad Content-Length")
+            for message in _json_response(status, detail):
+                await send(message)
+            return
+        seen, over = 0, False
+
+        async def limited_receive() -> dict:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True  # the app may turn this into its own error: ours wins
+                    raise BodyTooLarge()
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if not over:
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLarge:
+            pass
+        if over:
+            for message in _json_response(413, self._too_large()):
+                await send(message)
+
+
+def display_name(filename: Optional[str], default: str = "upload") -> str:
+    """The upload's base name, as a record's ``path`` (no folders, no control characters)."""
+    name = os.path.basename((filename or "").replace("\\", "/")).strip()
+    name = _SAFE.sub("_", name).strip(". ") or default
+    return name[:200]
+
+
+def save_upload(fileobj: Any, filename: Optional[str], folder: Path, default: str = "upload") -> Path:
+    """Copy ``fileobj`` to ``folder``/<its display name> (streamed in chunks, never whole in
+    memory), so decoders, messages and saliency titles see the name the client sent."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / display_name(filename, default)
+    if path.exists():  # two uploads of one request with the same name
+        path = folder / f"{len(list(folder.iterdir()))}-{path.name}"
+    try:
+        with open(path, "xb") as out:
+            fileobj.seek(0)
+            shutil.copyfileobj(fileobj, out, CHUNK)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def request_folder(root: Path) -> Path:
+    """A new, empty folder for one request's files under ``root`` (removed when it ends)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="req-", dir=root))
