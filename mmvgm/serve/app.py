@@ -136,7 +136,7 @@ def load_protect_encoder(settings: ServeSettings, device: Any) -> tuple:
     from mmvgm.attacks.files import resolve_options
     from mmvgm.attacks.quality import load_lpips
 
-    cfg, _ = resolve_options("default")
+    cfg, _ = resolve_options(settings.protect_config)
     name = None if settings.protect_encoder in (None, "auto") else settings.protect_encoder
     encoder = build_encoder(name, model_path=settings.protect_model_path, device=device,
                             **(cfg.get("encoder_options") or {}))
@@ -423,7 +423,7 @@ def _protected(service: Service, folder: Path, image: UploadFile, target: Option
     tgt = save_upload(target.file, target.filename, folder / "target", default="target.png") if target else None
     with service.protect_lock:
         report = next(protect_files([src], service.encoder, target=tgt, out=folder / "out", lpips=service.lpips,
-                                    **options))
+                                    config=service.settings.protect_config, **options))
     if "error" in report:
         raise _input_error(f"{image.filename or src.name}: {report['error']}")
     png = Path(report.pop("output")).read_bytes()

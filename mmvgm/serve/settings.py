@@ -26,6 +26,7 @@ class ServeSettings:
     allow_roots: List[Path] = field(default_factory=list)
     protect_encoder: Optional[str] = None
     protect_model_path: Optional[str] = None
+    protect_config: str = "default"             # as ``mmvgm protect --config``
     lpips_weights: Optional[str] = None
     workers: int = 0                            # decoding processes of the predictor
     device: Optional[str] = None
