@@ -41,6 +41,9 @@ from mmvgm.cli.options import precision_option
               help="How long the first file of a batch waits for others.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=120,
               show_default=True, help="Seconds a request may take before it gets 504.")
+@click.option("--job-lease-s", type=click.FloatRange(min=0, min_open=True), default=30, show_default=True,
+              help="A running job whose server stops renewing it for this long is taken over "
+                   "(after a crash, by the restarted server or another replica).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Pixel budget per frame [default: the CLI's, 8K].")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
@@ -52,7 +55,7 @@ from mmvgm.cli.options import precision_option
 def command(checkpoint: Optional[str], host: str, port: int, token_file: Optional[str], max_upload_mb: float,
             state_dir: str, database_url: Optional[str], allow_roots: Tuple[str, ...], protect_encoder: Optional[str],
             model_path: Optional[str], protect_config: str, lpips_weights: Optional[str], workers: int, max_batch: int,
-            max_wait_ms: float, timeout_s: float, max_pixels: Optional[int], max_frames: Optional[int],
+            max_wait_ms: float, timeout_s: float, job_lease_s: float, max_pixels: Optional[int], max_frames: Optional[int],
             device: str, log_level: str, precision: str) -> None:
     """Serve detection, tracing, scan jobs and protection over HTTP, with a web page at /.
 
@@ -82,7 +85,7 @@ def command(checkpoint: Optional[str], host: str, port: int, token_file: Optiona
         allow_roots=[Path(r) for r in allow_roots], protect_encoder=protect_encoder, protect_model_path=model_path,
         protect_config=protect_config,
         lpips_weights=lpips_weights, workers=workers, device=None if device == "auto" else device,
-        precision=precision, max_batch=max_batch, max_wait_ms=max_wait_ms, request_timeout_s=timeout_s,
+        precision=precision, max_batch=max_batch, max_wait_ms=max_wait_ms, request_timeout_s=timeout_s, job_lease_s=job_lease_s,
         max_pixels=max_pixels, max_frames=max_frames).check()
     _run(settings, log_level)
 

@@ -48,12 +48,14 @@ class Predictor:
     """Load once, predict many. ``Predictor.from_checkpoint(dir).predict("clip.mp4")``."""
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: Optional[str] = None,
-                 workers: Optional[int] = None, precision: str = "auto", threads: Optional[int] = None) -> None:
+                 workers: Optional[int] = None, precision: str = "auto", threads: Optional[int] = None,
+                 max_pixels: Optional[int] = None, max_frames: Optional[int] = None) -> None:
         """``workers``: start that many decoding workers for ``stream`` now, before the model
         moves to the device (see ``mmvgm.predict.pool``); otherwise they start on the first
         stream. ``precision``: auto | fp32 | bf16 | fp16 (``runtime.device.precision_dtype``).
         ``threads``: fix the compute threads of ``predict`` and ``stream`` (``--threads``; by
-        default ``runtime.threads`` chooses)."""
+        default ``runtime.threads`` chooses). ``max_pixels`` / ``max_frames``: the budgets every
+        read applies, here and in the decoding workers [default: ``mmvgm.io.limits``']."""
         from mmvgm.data.dataset import VideoDataset
         from mmvgm.data.transforms import VideoTransform
         from mmvgm.runtime import pick_device, precision_dtype
@@ -70,7 +72,9 @@ class Predictor:
         self.frames = meta.frames
         self.sampling = meta.sampling
         self.transform = VideoTransform.from_config(meta.preprocess)
-        self.dataset = VideoDataset(num_frames=self.frames, sampling=self.sampling, transform=self.transform)
+        self.limits = {"max_pixels": max_pixels, "max_frames": max_frames}
+        self.dataset = VideoDataset(num_frames=self.frames, sampling=self.sampling, transform=self.transform,
+                                    **self.limits)
         if workers is not None and workers < 0:
             raise InputError(f"workers must be >= 0 (got {workers})")
         self.device = pick_device(device)
@@ -88,17 +92,18 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint: Optional[PathLike] = None, device: Optional[str] = None,
                         workers: Optional[int] = None, precision: str = "auto",
-                        threads: Optional[int] = None) -> "Predictor":
+                        threads: Optional[int] = None, **limits: Optional[int]) -> "Predictor":
         """Load ``checkpoint`` (or ``$MMVGM_CHECKPOINT``) with ``checkpoint.files.load_checkpoint``;
         ``workers``: start that many decoding workers for ``stream`` before the model moves to
-        the device (a scan about to run passes its ``--workers``)."""
+        the device (a scan about to run passes its ``--workers``); ``limits``: ``max_pixels``,
+        ``max_frames``."""
         from mmvgm.checkpoint.files import load_checkpoint
         from mmvgm.runtime import prepare_decoding_workers
 
         path = resolve_checkpoint(checkpoint)
         prepare_decoding_workers()  # a chosen fork server imports while the checkpoint loads
         model, meta = load_checkpoint(path)
-        predictor = cls(model, meta, device=device, workers=workers, precision=precision, threads=threads)
+        predictor = cls(model, meta, device=device, workers=workers, precision=precision, threads=threads, **limits)
         predictor.path = path
         return predictor
 
@@ -176,7 +181,7 @@ class Predictor:
         spec = parse_sampling(sampling)  # a bad spec: InputError, not a ValueError from int()
         window_sampling = sampling if spec.kind == "stride" else "consecutive"
         step = spec.stride if spec.kind == "stride" else 1
-        info = probe(path)
+        info = probe(path, **self.limits)
         total = int(info.frames)
         span = (frames - 1) * step + 1
         last = max(total - span, 0)
@@ -188,7 +193,7 @@ class Predictor:
         # bound the decoded frames held at once.
         group = max(1, _WINDOW_GROUP_BYTES // max(frames * info.width * info.height * 3, 1))
         for first in range(0, len(starts), group):
-            for clip in read_clips(path, frames, starts[first:first + group], window_sampling):
+            for clip in read_clips(path, frames, starts[first:first + group], window_sampling, **self.limits):
                 clips.append(self.transform.geometric(clip))
                 padded.append(int(getattr(clip, "padded", 0)))
                 idx = getattr(clip, "indices", None)

@@ -69,16 +69,16 @@ class Service:
         threading.Thread(target=self._load, name="mmvgm-load", daemon=True).start()
 
     def _load(self) -> None:
-        from mmvgm.io.limits import set_default_limits
-
         try:
-            set_default_limits(self.settings.max_pixels, self.settings.max_frames)
+            # The budgets go to the predictor, which applies them to every read (its decoding
+            # workers included); the process-wide defaults stay as they are.
             if self.predictor is None:
                 from mmvgm.predict.predictor import Predictor
 
                 self.predictor = Predictor.from_checkpoint(
                     self.settings.checkpoint, device=self.settings.device, workers=self.settings.workers,
-                    precision=self.settings.precision)
+                    precision=self.settings.precision, max_pixels=self.settings.max_pixels,
+                    max_frames=self.settings.max_frames)
             if self.encoder is None and self.settings.protect_encoder:
                 self.encoder, self.lpips = load_protect_encoder(self.settings, self.predictor.device)
             self.worker = ModelWorker(self.predictor, self.settings.max_batch, self.settings.max_wait_ms,
@@ -99,6 +99,7 @@ class Service:
             self.worker.close()
         if self.predictor is not None and hasattr(self.predictor, "close"):
             self.predictor.close()
+
 
     def require_ready(self) -> None:
         if not self.ready.is_set():

@@ -63,11 +63,13 @@ class JobStore:
     """Jobs and their results behind a SQLAlchemy URL."""
 
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if url.startswith("sqlite:///"):
+                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
             self.engine = _engine(url)
             _meta.create_all(self.engine)
+        except OSError as exc:
+            raise InputError(f"cannot open the jobs database {url}: {exc.strerror}") from None
         except sa.exc.SQLAlchemyError as exc:
             raise InputError(f"cannot open the jobs database {sa.make_url(url).render_as_string()}: "
                              f"{str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}") from None

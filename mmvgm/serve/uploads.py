@@ -38,7 +38,7 @@ class BodyLimit:
         self.app, self.limit = app, int(limit)
 
     def _too_large(self) -> str:
-        return f"upload too large: the limit is {self.limit / 2**20:g} MB (--max-upload-mb)"
+        return f"upload too large: the limit is {self.limit / 2**20:.3g} MB (--max-upload-mb)"
 
     async def __call__(self, scope: Dict[str, Any], receive: Callable[[], Awaitable[dict]],
                         send: Callable[[dict], Awaitable[None]]) -> None:
