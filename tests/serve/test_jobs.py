@@ -5,6 +5,7 @@ server and sets it); CI fails rather than skips without it.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -111,3 +112,18 @@ def test_a_database_that_cannot_be_opened_is_one_line(tmp_path):
         JobStore(f"sqlite:///{tmp_path / 'f' / 'jobs.sqlite'}")
     with pytest.raises(InputError, match="cannot open the jobs database"):
         JobStore("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_two_replicas_share_jobs_through_the_database(store, make_client, serve_data):
+    """Two services on one database: a job posted to one is seen, scored and read from the other."""
+    url = store.engine.url.render_as_string(hide_password=False)
+    first, second = make_client(database_url=url), make_client(database_url=url)
+    videos = serve_data["videos"]
+    job = first.post("/v1/jobs", files=[("file", (v.name, v.read_bytes())) for v in videos]).json()["job"]
+    deadline = time.monotonic() + 60
+    while second.get(f"/v1/jobs/{job}").json()["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second.get(f"/v1/jobs/{job}").json()["done"] == len(videos)
+    lines = second.get(f"/v1/jobs/{job}/results").text
+    assert lines == first.get(f"/v1/jobs/{job}/results").text
+    assert [json.loads(x)["path"] for x in lines.splitlines()] == [v.name for v in videos]
