@@ -34,7 +34,8 @@ def test_no_private_internals_of_other_libraries(pattern):
 
 def test_prediction_does_not_import_the_training_package():
     code = ("import sys; import mmvgm.predict.predictor, mmvgm.predict.scan, mmvgm.predict.explain, "
-            "mmvgm.predict.pool, mmvgm.predict.scoring, mmvgm.checkpoint.files, mmvgm.cli.trace, mmvgm.cli.scan; "
+            "mmvgm.predict.pool, mmvgm.predict.scoring, mmvgm.checkpoint.files, mmvgm.cli.trace, mmvgm.cli.scan, "
+            "mmvgm.serve.app, mmvgm.cli.serve; "
             "bad = sorted(m for m in sys.modules if m.startswith('mmvgm.engine')); "
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
