@@ -19,7 +19,7 @@ from mmvgm.cli.options import precision_option
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=512, show_default=True,
               help="Largest request body; bigger ones get 413 before they are read.")
 @click.option("--state-dir", type=click.Path(file_okay=False), default="mmvgm-state", show_default=True,
-              help="Jobs database (SQLite), uploaded job files and request scratch space.")
+              help="Jobs database (SQLite) and uploaded job files (requests use a local temporary folder).")
 @click.option("--database-url", envvar="MMVGM_DATABASE_URL", show_envvar=True, default=None,
               help="Jobs database for several replicas, e.g. postgresql+psycopg://user@host/db "
                    "[default: SQLite in --state-dir].")

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import shutil
+import tempfile
 import threading
 import uuid
 from contextlib import asynccontextmanager
@@ -54,7 +55,7 @@ class Service:
         self.worker: Optional[ModelWorker] = None
         self.metrics = Metrics(queue_depth=lambda: self.worker.depth if self.worker else 0)
         self.state_dir = Path(settings.state_dir)
-        self.tmp = self.state_dir / "tmp"
+        self.tmp: Optional[Path] = None  # this process's scratch folder for request files (made by start)
         self.store: Optional[JobStore] = None
         self.runner: Optional[JobRunner] = None
         self.protect_lock = threading.Lock()
@@ -63,8 +64,8 @@ class Service:
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)  # a killed server's request files
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        # Local, and this process's own: replicas may share --state-dir on a network filesystem.
+        self.tmp = Path(tempfile.mkdtemp(prefix="mmvgm-serve-"))
         self.store = JobStore(self.settings.db_url)
         threading.Thread(target=self._load, name="mmvgm-load", daemon=True).start()
 
@@ -99,6 +100,8 @@ class Service:
             self.worker.close()
         if self.predictor is not None and hasattr(self.predictor, "close"):
             self.predictor.close()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
     def require_ready(self) -> None:
@@ -261,8 +264,8 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
                                                                              "(under --allow-root)")) -> Any:
         """Start a scan job over uploaded files and/or server-side paths."""
         service.require_ready()
-        files = await run_in_threadpool(_job_inputs, service, file or [], path or [])
-        job = service.store.create(files[0], upload_dir=files[1])
+        files, folder = await run_in_threadpool(_job_inputs, service, file or [], path or [])
+        job = await run_in_threadpool(service.store.create, files, folder)
         service.runner.wake.set()
         return {"job": job}
 
