@@ -31,6 +31,8 @@ from mmvgm.cli.options import precision_option
               help="Local weights of the protect encoder (as for `mmvgm protect --model-path`).")
 @click.option("--protect-config", default="default", show_default=True,
               help="Protect config name (configs/protect/) or YAML path, as for `mmvgm protect --config`.")
+@click.option("--max-protect-steps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most attack steps a /v1/protect request may ask for.")
 @click.option("--lpips-weights", type=click.Path(dir_okay=False), default=None,
               help="Local LPIPS backbone for protect reports (as for `mmvgm protect`).")
 @click.option("--workers", "-j", type=click.IntRange(min=0), default=0, show_default=True,
@@ -54,7 +56,7 @@ from mmvgm.cli.options import precision_option
 @precision_option
 def command(checkpoint: Optional[str], host: str, port: int, token_file: Optional[str], max_upload_mb: float,
             state_dir: str, database_url: Optional[str], allow_roots: Tuple[str, ...], protect_encoder: Optional[str],
-            model_path: Optional[str], protect_config: str, lpips_weights: Optional[str], workers: int, max_batch: int,
+            model_path: Optional[str], protect_config: str, max_protect_steps: int, lpips_weights: Optional[str], workers: int, max_batch: int,
             max_wait_ms: float, timeout_s: float, job_lease_s: float, max_pixels: Optional[int], max_frames: Optional[int],
             device: str, log_level: str, precision: str) -> None:
     """Serve detection, tracing, scan jobs and protection over HTTP, with a web page at /.
@@ -83,7 +85,7 @@ def command(checkpoint: Optional[str], host: str, port: int, token_file: Optiona
         checkpoint=str(resolve_checkpoint(checkpoint)), host=host, port=port, token=read_token(token_file),
         max_upload_mb=max_upload_mb, state_dir=Path(state_dir), database_url=database_url,
         allow_roots=[Path(r) for r in allow_roots], protect_encoder=protect_encoder, protect_model_path=model_path,
-        protect_config=protect_config,
+        protect_config=protect_config, max_protect_steps=max_protect_steps,
         lpips_weights=lpips_weights, workers=workers, device=None if device == "auto" else device,
         precision=precision, max_batch=max_batch, max_wait_ms=max_wait_ms, request_timeout_s=timeout_s, job_lease_s=job_lease_s,
         max_pixels=max_pixels, max_frames=max_frames).check()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import json
 import logging
 import shutil
@@ -26,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mmvgm.errors import LimitError, MMVGMError
 from mmvgm.serve import schemas
+from mmvgm.serve.auth import BearerAuth
 from mmvgm.serve.jobs import JobRunner, JobStore
 from mmvgm.serve.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from mmvgm.serve.settings import ServeSettings
@@ -110,13 +110,15 @@ class Service:
                                else "the model is still loading; retry when /readyz answers 200")
 
     # ------------------------------------------------------------------ work
-    async def wait(self, future: Any, what: str) -> Any:
+    async def wait(self, future: Any, what: str, on_timeout: Optional[Any] = None) -> Any:
         """The future's result within the request timeout (504 after it; the work is cancelled
-        if it has not started)."""
+        if it has not started, and ``on_timeout`` asks work under way to stop)."""
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.settings.request_timeout_s)
         except asyncio.TimeoutError:
             future.cancel()
+            if on_timeout is not None:
+                on_timeout()
             raise ServiceError(504, f"{what} took longer than the request timeout of "
                                     f"{self.settings.request_timeout_s:g} s") from None
 
@@ -163,6 +165,7 @@ def create_app(settings: ServeSettings, predictor: Any = None, encoder: Any = No
                   description="Detect and trace AI-generated video; protect images against image-to-video models.")
     app.state.service = service
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(BearerAuth, token=settings.token)  # outside BodyLimit: no body without the token
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     _add_error_handlers(app)
     _add_open_routes(app, service)
@@ -220,24 +223,21 @@ def _add_open_routes(app: FastAPI, service: Service) -> None:
         return FileResponse(STATIC / "index.html")
 
 
-def _bearer(service: Service):
-    token = service.settings.token
-
-    def require_token(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            raise ServiceError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
-    return require_token
+ERRORS = {status: {"model": schemas.Error} for status in (400, 401, 413, 422, 503, 504)}
 
 
-ERRORS = {status: {"model": schemas.Error} for status in (401, 413, 422, 503, 504)}
+def _documented_auth(settings: ServeSettings) -> list:
+    """Declares the bearer scheme in ``/openapi.json`` when a token is set; the check itself is
+    ``BearerAuth``, which runs before the body is read."""
+    if not settings.token:
+        return []
+    from fastapi.security import HTTPBearer
+
+    return [Depends(HTTPBearer(auto_error=False, description="The server's token (--token-file or $MMVGM_TOKEN)"))]
 
 
 def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(_bearer(service))], responses=ERRORS)
+    router = APIRouter(prefix="/v1", dependencies=_documented_auth(settings), responses=ERRORS)
 
     @router.post("/trace", response_model=None, responses={200: {"model": schemas.TraceResult}}, tags=["detect"])
     async def trace(file: UploadFile = File(..., description="A video"),
@@ -259,8 +259,8 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
             shutil.rmtree(folder, ignore_errors=True)
 
     @router.post("/jobs", status_code=202, response_model=schemas.JobCreated, tags=["scan"])
-    async def create_job(file: Optional[List[UploadFile]] = File(None, description="Videos to scan"),
-                         path: Optional[List[str]] = Form(None, description="Server-side files or folders "
+    async def create_job(file: List[UploadFile] = File(None, description="Videos to scan"),
+                         path: List[str] = Form(None, description="Server-side files or folders "
                                                                              "(under --allow-root)")) -> Any:
         """Start a scan job over uploaded files and/or server-side paths."""
         service.require_ready()
@@ -287,13 +287,17 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
             return JSONResponse({"detail": f"no job {job}"}, status_code=404)
         return StreamingResponse(service.store.results(job), media_type="application/x-ndjson")
 
-    @router.post("/protect", responses={200: {"content": {"image/png": {}}, "model": schemas.ProtectResult}},
+    @router.post("/protect", responses={200: {"content": {"image/png": {}}, "model": schemas.ProtectResult,
+                                              "headers": {"X-MMVGM-Report": {
+                                                  "description": "The quality report (JSON) of the PNG",
+                                                  "schema": {"type": "string"}}}},
+                                        501: {"model": schemas.Error}},
                  tags=["protect"])
     async def protect(image: UploadFile = File(..., description="The image to protect"),
-                      target: Optional[UploadFile] = File(None, description="Directed mode: pull toward this image"),
-                      eps: Optional[str] = Form(None, description="L-inf budget, e.g. 4/255"),
-                      steps: Optional[int] = Form(None, ge=1, le=5000),
-                      seed: Optional[int] = Form(None, ge=0, le=2**32 - 1),
+                      target: UploadFile = File(None, description="Directed mode: pull toward this image"),
+                      eps: str = Form(None, description="L-inf budget, e.g. 4/255"),
+                      steps: int = Form(None, ge=1, le=settings.max_protect_steps),
+                      seed: int = Form(None, ge=0, le=2**32 - 1),
                       format: str = Query("png", pattern="^(png|json)$")) -> Any:
         """The protected PNG (the pixels ``mmvgm protect`` writes for the same seed), its quality
         report in ``X-MMVGM-Report``; ``?format=json``: the report and the PNG in base64."""
@@ -303,9 +307,10 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
                                     "--model-path DIR")
         folder = request_folder(service.tmp)
         try:
+            cancel = threading.Event()
             report, png = await service.wait(_in_thread(
-                _protected, service, folder, image, target, {"eps": eps, "steps": steps, "seed": seed}),
-                "protecting")
+                _protected, service, folder, image, target, {"eps": eps, "steps": steps, "seed": seed}, cancel),
+                "protecting", on_timeout=cancel.set)
             if format == "json":
                 return {"report": report, "png": base64.b64encode(png).decode()}
             return Response(png, media_type="image/png", headers={"X-MMVGM-Report": json.dumps(report)})
@@ -392,7 +397,10 @@ def _allowed_paths(settings: ServeSettings, paths: List[str]) -> List[str]:
     roots = [Path(r).resolve() for r in settings.allow_roots]
     out: List[str] = []
     for given in paths:
-        real = Path(given).expanduser().resolve()
+        try:
+            real = Path(given).expanduser().resolve()
+        except (RuntimeError, ValueError, OSError) as exc:  # "~nobody/x", a NUL byte
+            raise InputError(f"{given!r}: not a usable path ({exc})") from None
         if not any(real == root or root in real.parents for root in roots):
             raise InputError(f"{given}: not under an allowed root (--allow-root)")
         inputs, _ = list_inputs(real)
@@ -410,6 +418,8 @@ def _in_thread(fn: Any, *args: Any) -> Any:
     future: Future = Future()
 
     def run() -> None:
+        if not future.set_running_or_notify_cancel():  # its request gave up before it started
+            return
         try:
             future.set_result(fn(*args))
         except BaseException as exc:  # noqa: BLE001 - handed to the request
@@ -418,16 +428,34 @@ def _in_thread(fn: Any, *args: Any) -> Any:
     return future
 
 
+class Cancelled(Exception):
+    """A protection stopped because its request timed out."""
+
+
 def _protected(service: Service, folder: Path, image: UploadFile, target: Optional[UploadFile],
-               options: Dict[str, Any]) -> tuple:
-    """``mmvgm protect``'s code on the upload: ``(report, PNG bytes)``; one protection at a time."""
+               options: Dict[str, Any], cancel: threading.Event) -> tuple:
+    """``mmvgm protect``'s code on the upload: ``(report, PNG bytes)``; one protection at a time,
+    stopped at its next step once ``cancel`` is set (its request timed out)."""
     from mmvgm.attacks.files import protect_files
+
+    def on_image(path: Path, steps: int):
+        def on_step(step: int, loss: float) -> None:
+            if cancel.is_set():
+                raise Cancelled()
+        return on_step
 
     src = save_upload(image.file, image.filename, folder / "in", default="image.png")
     tgt = save_upload(target.file, target.filename, folder / "target", default="target.png") if target else None
     with service.protect_lock:
-        report = next(protect_files([src], service.encoder, target=tgt, out=folder / "out", lpips=service.lpips,
-                                    config=service.settings.protect_config, **options))
+        try:
+            if cancel.is_set():  # timed out while waiting for another protection
+                raise Cancelled()
+            report = next(protect_files([src], service.encoder, target=tgt, out=folder / "out", lpips=service.lpips,
+                                        on_image=on_image, config=service.settings.protect_config, **options))
+        except MMVGMError as exc:  # a bad target: named as the client named it, not by the request folder
+            if tgt is None or exc.path != str(tgt):
+                raise
+            raise type(exc)(exc.message, tgt.name) from None
     if "error" in report:
         raise _input_error(f"{image.filename or src.name}: {report['error']}")
     png = Path(report.pop("output")).read_bytes()

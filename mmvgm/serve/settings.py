@@ -28,6 +28,7 @@ class ServeSettings:
     protect_model_path: Optional[str] = None
     protect_config: str = "default"             # as ``mmvgm protect --config``
     lpips_weights: Optional[str] = None
+    max_protect_steps: int = 1000               # the research schedule's length
     workers: int = 0                            # decoding processes of the predictor
     device: Optional[str] = None
     precision: str = "auto"
@@ -53,7 +54,8 @@ class ServeSettings:
         if not is_loopback(self.host) and not self.token:
             raise InputError(f"refusing to listen on {self.host} without a token: set --token-file FILE "
                              f"or ${TOKEN_ENV} (loopback hosts such as 127.0.0.1 need none)")
-        for name in ("max_upload_mb", "max_batch", "request_timeout_s", "job_lease_s", "job_poll_s"):
+        for name in ("max_upload_mb", "max_batch", "request_timeout_s", "job_lease_s", "job_poll_s",
+                     "max_protect_steps"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be > 0 (got {getattr(self, name)})")
         if self.max_wait_ms < 0 or self.workers < 0:

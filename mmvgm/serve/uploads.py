@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, Awaitable, Callable, Dict, Optional, Sequence, Tuple
 
 CHUNK = 1 << 20
 _SAFE = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -23,11 +23,12 @@ class BodyTooLarge(Exception):
     """Raised from ``receive`` when a body crosses the limit."""
 
 
-def _json_response(status: int, detail: str) -> list:
+def json_messages(status: int, detail: str, headers: Sequence[Tuple[bytes, bytes]] = ()) -> list:
+    """The ASGI messages of a ``{"detail": ...}`` answer, for middleware that answers itself."""
     body = json.dumps({"detail": detail}).encode()
     return [{"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         (b"connection", b"close")]},
+                         (b"connection", b"close"), *headers]},
             {"type": "http.response.body", "body": body}]
 
 
@@ -47,7 +48,7 @@ class BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             status, detail = (413, self._too_large()) if declared.isdigit() else (400, "bad Content-Length")
-            for message in _json_response(status, detail):
+            for message in json_messages(status, detail):
                 await send(message)
             return
         seen, over = 0, False
@@ -71,7 +72,7 @@ class BodyLimit:
         except BodyTooLarge:
             pass
         if over:
-            for message in _json_response(413, self._too_large()):
+            for message in json_messages(413, self._too_large()):
                 await send(message)
 
 

@@ -345,3 +345,13 @@ def test_openapi_describes_the_results(client):
 def test_the_page_is_served(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+
+
+def test_without_the_token_no_body_is_read(make_client, serve_data):
+    """The token is checked before the upload limit and before the body: 401, not 413."""
+    client = make_client(token="s3cret", max_upload_mb=0.01)
+    answer = client.post("/v1/trace", files={"file": ("big.mp4", b"\0" * 50_000)})
+    assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+    good = client.post("/v1/trace", files={"file": ("big.mp4", b"\0" * 50_000)}, headers={"Authorization": "Bearer s3cret"})
+    assert good.status_code == 413
+    assert 'endpoint="unmatched",method="POST",status="401"' in client.get("/metrics").text

@@ -90,3 +90,30 @@ def test_protect_bad_input_is_422(protect_client, protect_setup):
 def test_protect_without_an_encoder_says_how_to_enable_it(client, protect_setup):
     answer = client.post("/v1/protect", files={"image": ("photo.png", (protect_setup["root"] / "photo.png").read_bytes())})
     assert answer.status_code == 501 and "--protect-encoder" in answer.json()["detail"]
+
+
+def test_a_bad_target_is_named_as_the_client_named_it(protect_client, protect_setup):
+    photo = (protect_setup["root"] / "photo.png").read_bytes()
+    answer = protect_client.post("/v1/protect", files={"image": ("photo.png", photo), "target": ("t.png", b"not a png")})
+    assert answer.status_code == 422 and answer.json()["detail"].startswith("t.png: ")
+    assert "mmvgm-serve-" not in answer.text
+
+
+def test_steps_are_capped(make_client, protect_setup):
+    client = make_client(protect_encoder="svd", protect_model_path=str(protect_setup["svd"]),
+                         protect_config=str(protect_setup["config"]), max_protect_steps=5)
+    photo = (protect_setup["root"] / "photo.png").read_bytes()
+    answer = client.post("/v1/protect", files={"image": ("photo.png", photo)}, data={"steps": "6"})
+    assert answer.status_code == 422 and "less than or equal to 5" in answer.text
+    assert client.post("/v1/protect", files={"image": ("photo.png", photo)}, data={"steps": "5"}).status_code == 200
+
+
+def test_a_protection_that_times_out_stops_and_frees_the_encoder(make_client, protect_setup):
+    client = make_client(protect_encoder="svd", protect_model_path=str(protect_setup["svd"]),
+                         protect_config=str(protect_setup["config"]), request_timeout_s=0.3)
+    photo = (protect_setup["root"] / "photo.png").read_bytes()
+    answer = client.post("/v1/protect", files={"image": ("photo.png", photo)}, data={"steps": "1000"})
+    assert answer.status_code == 504 and "protecting took longer" in answer.json()["detail"]
+    lock = client.app.state.service.protect_lock
+    assert lock.acquire(timeout=10)  # the attack stopped at its next step (1000 steps take minutes)
+    lock.release()
