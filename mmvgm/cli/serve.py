@@ -101,6 +101,10 @@ def _run(settings, log_level: str) -> None:
         from mmvgm.serve.app import create_app
     except ImportError as exc:
         raise DependencyError(f"mmvgm serve needs {exc.name}: pip install 'mmvgm[serve]'") from None
+    import logging
+
+    # Our log lines (readiness, incidents with their tracebacks) beside uvicorn's own.
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"mmvgm: serving on http://{settings.host}:{settings.port}/ (page at /, API at /docs)", err=True)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
                 timeout_graceful_shutdown=10)

@@ -67,6 +67,7 @@ class Service:
         # Local, and this process's own: replicas may share --state-dir on a network filesystem.
         self.tmp = Path(tempfile.mkdtemp(prefix="mmvgm-serve-"))
         self.store = JobStore(self.settings.db_url)
+        self.metrics.jobs.set_function(self.store.pending_files)
         threading.Thread(target=self._load, name="mmvgm-load", daemon=True).start()
 
     def _load(self) -> None:
@@ -103,7 +104,6 @@ class Service:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-
     def require_ready(self) -> None:
         if not self.ready.is_set():
             raise ServiceError(503, "the model failed to load: " + self.failed if self.failed
@@ -127,7 +127,6 @@ class Service:
 
         futures = [self.worker.score(location, name) for name, location in files]
         verdicts = [future.result() for future in futures]
-        self.metrics.jobs.set(self.store.pending_files())
         return [(jsonl_line(v), not v.ok) for v in verdicts]
 
     @staticmethod
