@@ -35,8 +35,12 @@ from mmvgm.cli.options import precision_option
               help="Most attack steps a /v1/protect request may ask for.")
 @click.option("--lpips-weights", type=click.Path(dir_okay=False), default=None,
               help="Local LPIPS backbone for protect reports (as for `mmvgm protect`).")
-@click.option("--workers", "-j", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Decoding processes of the predictor (0: decode on the model thread).")
+@click.option("--workers", "-j", type=click.IntRange(min=0), default=None,
+              help="Decoding processes of the predictor (0: decode on the model thread) [default: as "
+                   "for scan, the usable cores less 2, from 2 to 16].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch compute threads (also $MMVGM_THREADS) [default: on CPU, every core less one "
+                   "per decoding worker].")
 @click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
               help="Most files scored in one model batch (concurrent requests are batched together).")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10, show_default=True,
@@ -56,9 +60,10 @@ from mmvgm.cli.options import precision_option
 @precision_option
 def command(checkpoint: Optional[str], host: str, port: int, token_file: Optional[str], max_upload_mb: float,
             state_dir: str, database_url: Optional[str], allow_roots: Tuple[str, ...], protect_encoder: Optional[str],
-            model_path: Optional[str], protect_config: str, max_protect_steps: int, lpips_weights: Optional[str], workers: int, max_batch: int,
-            max_wait_ms: float, timeout_s: float, job_lease_s: float, max_pixels: Optional[int], max_frames: Optional[int],
-            device: str, log_level: str, precision: str) -> None:
+            model_path: Optional[str], protect_config: str, max_protect_steps: int, lpips_weights: Optional[str],
+            workers: Optional[int], threads: Optional[int], max_batch: int, max_wait_ms: float, timeout_s: float,
+            job_lease_s: float, max_pixels: Optional[int], max_frames: Optional[int], device: str, log_level: str,
+            precision: str) -> None:
     """Serve detection, tracing, scan jobs and protection over HTTP, with a web page at /.
 
     \b
@@ -86,7 +91,7 @@ def command(checkpoint: Optional[str], host: str, port: int, token_file: Optiona
         max_upload_mb=max_upload_mb, state_dir=Path(state_dir), database_url=database_url,
         allow_roots=[Path(r) for r in allow_roots], protect_encoder=protect_encoder, protect_model_path=model_path,
         protect_config=protect_config, max_protect_steps=max_protect_steps,
-        lpips_weights=lpips_weights, workers=workers, device=None if device == "auto" else device,
+        lpips_weights=lpips_weights, workers=workers, threads=threads, device=None if device == "auto" else device,
         precision=precision, max_batch=max_batch, max_wait_ms=max_wait_ms, request_timeout_s=timeout_s, job_lease_s=job_lease_s,
         max_pixels=max_pixels, max_frames=max_frames).check()
     _run(settings, log_level)

@@ -77,8 +77,9 @@ class Service:
             if self.predictor is None:
                 from mmvgm.predict.predictor import Predictor
 
+                workers, threads = serving_threads(self.settings)
                 self.predictor = Predictor.from_checkpoint(
-                    self.settings.checkpoint, device=self.settings.device, workers=self.settings.workers,
+                    self.settings.checkpoint, device=self.settings.device, workers=workers, threads=threads,
                     precision=self.settings.precision, max_pixels=self.settings.max_pixels,
                     max_frames=self.settings.max_frames)
             if self.encoder is None and self.settings.protect_encoder:
@@ -133,6 +134,24 @@ class Service:
     def _job_done(upload_dir: Optional[str]) -> None:
         if upload_dir:
             shutil.rmtree(upload_dir, ignore_errors=True)
+
+
+def serving_threads(settings: ServeSettings) -> tuple:
+    """``(decoding workers, compute threads)`` of the service's predictor.
+
+    Workers default to scan's count. On a CPU with workers, the compute threads leave a core to
+    each worker for good: the model thread scores one batch per call, too short for the adaptive
+    split a scan's loop learns, and the full count fights the workers for the same cores.
+    ``--threads`` / ``$MMVGM_THREADS`` fix the count instead.
+    """
+    from mmvgm.runtime import default_decode_workers, pick_device
+    from mmvgm.runtime.threads import fixed_threads, may_set_cpu_threads, threads_leaving_worker_cores
+
+    workers = default_decode_workers() if settings.workers is None else settings.workers
+    threads = fixed_threads(settings.threads)
+    if threads is None and may_set_cpu_threads(pick_device(settings.device), workers):
+        threads = threads_leaving_worker_cores(workers)
+    return workers, threads
 
 
 def load_protect_encoder(settings: ServeSettings, device: Any) -> tuple:

@@ -29,7 +29,8 @@ class ServeSettings:
     protect_config: str = "default"             # as ``mmvgm protect --config``
     lpips_weights: Optional[str] = None
     max_protect_steps: int = 1000               # the research schedule's length
-    workers: int = 0                            # decoding processes of the predictor
+    workers: Optional[int] = None               # decoding processes [default: as scan's, runtime.workers]
+    threads: Optional[int] = None               # compute threads [default: a core left per worker on CPU]
     device: Optional[str] = None
     precision: str = "auto"
     max_batch: int = 8
@@ -58,8 +59,8 @@ class ServeSettings:
                      "max_protect_steps"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name.replace('_', '-')} must be > 0 (got {getattr(self, name)})")
-        if self.max_wait_ms < 0 or self.workers < 0:
-            raise InputError("max-wait-ms and workers must be >= 0")
+        if self.max_wait_ms < 0 or (self.workers or 0) < 0 or (self.threads is not None and self.threads < 1):
+            raise InputError("max-wait-ms and workers must be >= 0, threads >= 1")
         if self.protect_model_path and not self.protect_encoder:
             self.protect_encoder = "auto"
         return self

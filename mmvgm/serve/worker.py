@@ -101,7 +101,9 @@ class ModelWorker:
         if self.on_batch is not None:
             self.on_batch(len(batch))
         try:
-            verdicts = self.predictor.predict_batch([f.path for f in batch], batch_size=len(batch))
+            # batch_size is the largest batch, not this one's size: the pool splits a batch into
+            # chunks by divisors of batch_size, and an odd size (7) would go one file per chunk.
+            verdicts = self.predictor.predict_batch([f.path for f in batch], batch_size=self.max_batch)
         except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
             log.exception("scoring a batch of %d failed", len(batch))
             for f in batch:

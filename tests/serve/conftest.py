@@ -41,7 +41,8 @@ def wait_ready(client, timeout: float = 60.0) -> None:
 
 @pytest.fixture
 def make_client(serve_data, tmp_path):
-    """``make_client(**settings)``: a ready TestClient of an app over the tiny checkpoint."""
+    """``make_client(**settings)``: a ready TestClient of an app over the tiny checkpoint
+    (``workers=0`` unless given)."""
     from fastapi.testclient import TestClient
 
     from mmvgm.serve import ServeSettings, create_app
@@ -49,8 +50,9 @@ def make_client(serve_data, tmp_path):
     clients: List[TestClient] = []
 
     def make(raise_server_exceptions: bool = True, **overrides) -> TestClient:
+        # in-process decoding unless a test asks for workers: each app would start its own
         options = {"checkpoint": str(serve_data["checkpoint"]), "state_dir": tmp_path / f"state{len(clients)}",
-                   **overrides}
+                   "workers": 0, **overrides}
         app_kwargs = {k: options.pop(k) for k in ("predictor", "encoder", "lpips") if k in options}
         client = TestClient(create_app(ServeSettings(**options), **app_kwargs),
                             raise_server_exceptions=raise_server_exceptions)

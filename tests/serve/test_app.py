@@ -355,3 +355,19 @@ def test_without_the_token_no_body_is_read(make_client, serve_data):
     good = client.post("/v1/trace", files={"file": ("big.mp4", b"\0" * 50_000)}, headers={"Authorization": "Bearer s3cret"})
     assert good.status_code == 413
     assert 'endpoint="unmatched",method="POST",status="401"' in client.get("/metrics").text
+
+
+def test_the_model_leaves_a_core_to_each_decoding_worker_on_cpu(monkeypatch):
+    from mmvgm.runtime.threads import threads_leaving_worker_cores
+    from mmvgm.serve import ServeSettings
+    from mmvgm.serve.app import serving_threads
+
+    monkeypatch.delenv("MMVGM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert serving_threads(ServeSettings(workers=2, device="cpu")) == (2, threads_leaving_worker_cores(2))
+    assert serving_threads(ServeSettings(workers=0, device="cpu")) == (0, None)  # nothing to leave cores to
+    assert serving_threads(ServeSettings(workers=2, device="cpu", threads=3)) == (2, 3)
+    monkeypatch.setenv("MMVGM_THREADS", "1")
+    assert serving_threads(ServeSettings(workers=2, device="cpu")) == (2, 1)
+    workers, _ = serving_threads(ServeSettings(device="cpu"))
+    assert workers >= 2  # scan's default
