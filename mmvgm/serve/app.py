@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, List, Optional
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -29,7 +29,8 @@ from mmvgm.serve.auth import BearerAuth
 from mmvgm.serve.jobs import JobRunner, JobStore
 from mmvgm.serve.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from mmvgm.serve.settings import ServeSettings
-from mmvgm.serve.uploads import BodyLimit, display_name, request_folder, save_upload
+from mmvgm.serve.forms import MalformedForm, StreamedForm, UploadedFile, read_form
+from mmvgm.serve.uploads import BodyLimit, request_folder
 from mmvgm.serve.worker import ModelWorker
 
 log = logging.getLogger("mmvgm.serve")
@@ -206,6 +207,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def client_error(request: Request, exc: MMVGMError) -> JSONResponse:
         return JSONResponse({"detail": " ".join(str(exc).split())}, status_code=422)
 
+    @app.exception_handler(MalformedForm)
+    async def malformed(request: Request, exc: MalformedForm) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=400)
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
@@ -257,8 +262,9 @@ def _documented_auth(settings: ServeSettings) -> list:
 def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
     router = APIRouter(prefix="/v1", dependencies=_documented_auth(settings), responses=ERRORS)
 
-    @router.post("/trace", response_model=None, responses={200: {"model": schemas.TraceResult}}, tags=["detect"])
-    async def trace(file: UploadFile = File(..., description="A video"),
+    @router.post("/trace", response_model=None, responses={200: {"model": schemas.TraceResult}}, tags=["detect"],
+                 openapi_extra=schemas.TRACE_FORM)
+    async def trace(request: Request,
                     windows: int = Query(1, ge=1, le=64, description="Score N clips spread over the video"),
                     explain: bool = Query(False, description="Add the saliency PNG (base64) as explanation_png")
                     ) -> Any:
@@ -266,7 +272,8 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         service.require_ready()
         folder = request_folder(service.tmp)
         try:
-            path = await run_in_threadpool(_saved_video, file, folder)
+            upload = (await read_form(request, folder)).file("file", "a video")
+            path = await run_in_threadpool(_sniffed_video, upload.path)
             if windows == 1 and not explain:
                 verdict = await service.wait(service.worker.score(str(path), path.name), "scoring")
             else:
@@ -276,14 +283,19 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    @router.post("/jobs", status_code=202, response_model=schemas.JobCreated, tags=["scan"])
-    async def create_job(file: List[UploadFile] = File(None, description="Videos to scan"),
-                         path: List[str] = Form(None, description="Server-side files or folders "
-                                                                             "(under --allow-root)")) -> Any:
+    @router.post("/jobs", status_code=202, response_model=schemas.JobCreated, tags=["scan"],
+                 openapi_extra=schemas.JOB_FORM)
+    async def create_job(request: Request) -> Any:
         """Start a scan job over uploaded files and/or server-side paths."""
         service.require_ready()
-        files, folder = await run_in_threadpool(_job_inputs, service, file or [], path or [])
-        job = await run_in_threadpool(service.store.create, files, folder)
+        folder = service.state_dir / "uploads" / uuid.uuid4().hex  # uploads must outlive a crash
+        try:
+            form = await read_form(request, folder)
+            files, kept = await run_in_threadpool(_job_inputs, service, form, folder)
+            job = await run_in_threadpool(service.store.create, files, kept)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         service.runner.wake.set()
         return {"job": job}
 
@@ -310,13 +322,8 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
                                                   "description": "The quality report (JSON) of the PNG",
                                                   "schema": {"type": "string"}}}},
                                         501: {"model": schemas.Error}},
-                 tags=["protect"])
-    async def protect(image: UploadFile = File(..., description="The image to protect"),
-                      target: UploadFile = File(None, description="Directed mode: pull toward this image"),
-                      eps: str = Form(None, description="L-inf budget, e.g. 4/255"),
-                      steps: int = Form(None, ge=1, le=settings.max_protect_steps),
-                      seed: int = Form(None, ge=0, le=2**32 - 1),
-                      format: str = Query("png", pattern="^(png|json)$")) -> Any:
+                 tags=["protect"], openapi_extra=schemas.protect_form(settings.max_protect_steps))
+    async def protect(request: Request, format: str = Query("png", pattern="^(png|json)$")) -> Any:
         """The protected PNG (the pixels ``mmvgm protect`` writes for the same seed), its quality
         report in ``X-MMVGM-Report``; ``?format=json``: the report and the PNG in base64."""
         service.require_ready()
@@ -325,10 +332,14 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
                                     "--model-path DIR")
         folder = request_folder(service.tmp)
         try:
+            form = await read_form(request, folder / "in")
+            image = form.file("image", "the image to protect")
+            target = form.file("target", "directed mode: the image to pull toward", required=False)
+            options = {"eps": form.value("eps"), "seed": _int_field(form, "seed", 0, 2**32 - 1),
+                       "steps": _int_field(form, "steps", 1, settings.max_protect_steps)}
             cancel = threading.Event()
-            report, png = await service.wait(_in_thread(
-                _protected, service, folder, image, target, {"eps": eps, "steps": steps, "seed": seed}, cancel),
-                "protecting", on_timeout=cancel.set)
+            report, png = await service.wait(_in_thread(_protected, service, folder, image, target, options, cancel),
+                                             "protecting", on_timeout=cancel.set)
             if format == "json":
                 return {"report": report, "png": base64.b64encode(png).decode()}
             return Response(png, media_type="image/png", headers={"X-MMVGM-Report": json.dumps(report)})
@@ -338,10 +349,23 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
     return router
 
 
-def _saved_video(upload: UploadFile, folder: Path) -> Path:
+def _int_field(form: StreamedForm, name: str, low: int, high: int) -> Optional[int]:
+    """The integer in text field ``name`` (None when absent), from ``low`` to ``high``."""
+    from mmvgm.errors import InputError
+
+    text = form.value(name)
+    if text is None or not text.strip():
+        return None
+    value = text.strip()
+    if not value.lstrip("-").isdigit() or not low <= int(value) <= high:
+        raise InputError(f"{name} must be an integer from {low} to {high} (got {text[:40]!r})")
+    return int(value)
+
+
+def _sniffed_video(path: Path) -> Path:
+    """``path``, unless its first bytes say it is no video (the CLI's message, the client's name)."""
     from mmvgm.io.paths import refuse_non_video
 
-    path = save_upload(upload.file, upload.filename, folder, default="video")
     try:
         refuse_non_video(path)
     except MMVGMError as exc:  # named as the client named it, not by the server's folder
@@ -383,25 +407,21 @@ def _trace_answer(verdict: Any, windows: int) -> JSONResponse:
     return JSONResponse(record)
 
 
-def _job_inputs(service: Service, uploads: List[UploadFile], paths: List[str]) -> tuple:
-    """``([(name, location)], upload folder or None)``: uploads saved under the state folder
-    (they must outlive a crash), server-side paths checked against ``--allow-root``."""
+def _job_inputs(service: Service, form: StreamedForm, folder: Path) -> tuple:
+    """``([(name, location)], the upload folder to keep or None)``: server-side paths checked
+    against ``--allow-root``, then the uploads (already in ``folder``, under the state folder)."""
     from mmvgm.errors import InputError
 
+    uploads, paths = form.files.get("file", []), form.fields.get("path", [])
     if not uploads and not paths:
         raise InputError("a job needs at least one 'file' upload or 'path' field")
     files = [(str(p), str(p)) for p in _allowed_paths(service.settings, paths)]
-    folder = None
-    if uploads:
-        folder = service.state_dir / "uploads" / uuid.uuid4().hex
-        for upload in uploads:
-            saved = save_upload(upload.file, upload.filename, folder, default="video")
-            files.append((saved.name, str(saved)))
+    files += [(upload.name, str(upload.path)) for upload in uploads]
     if len(files) > service.settings.max_files_per_job:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
         raise LimitError(f"a job may hold at most {service.settings.max_files_per_job} files (got {len(files)})")
-    return files, None if folder is None else str(folder)
+    if not uploads:
+        shutil.rmtree(folder, ignore_errors=True)
+    return files, str(folder) if uploads else None
 
 
 def _allowed_paths(settings: ServeSettings, paths: List[str]) -> List[str]:
@@ -450,7 +470,7 @@ class Cancelled(Exception):
     """A protection stopped because its request timed out."""
 
 
-def _protected(service: Service, folder: Path, image: UploadFile, target: Optional[UploadFile],
+def _protected(service: Service, folder: Path, image: UploadedFile, target: Optional[UploadedFile],
                options: Dict[str, Any], cancel: threading.Event) -> tuple:
     """``mmvgm protect``'s code on the upload: ``(report, PNG bytes)``; one protection at a time,
     stopped at its next step once ``cancel`` is set (its request timed out)."""
@@ -462,8 +482,7 @@ def _protected(service: Service, folder: Path, image: UploadFile, target: Option
                 raise Cancelled()
         return on_step
 
-    src = save_upload(image.file, image.filename, folder / "in", default="image.png")
-    tgt = save_upload(target.file, target.filename, folder / "target", default="target.png") if target else None
+    src, tgt = image.path, target.path if target is not None else None
     with service.protect_lock:
         try:
             if cancel.is_set():  # timed out while waiting for another protection
@@ -475,7 +494,7 @@ def _protected(service: Service, folder: Path, image: UploadFile, target: Option
                 raise
             raise type(exc)(exc.message, tgt.name) from None
     if "error" in report:
-        raise _input_error(f"{image.filename or src.name}: {report['error']}")
+        raise _input_error(f"{image.name}: {report['error']}")
     png = Path(report.pop("output")).read_bytes()
     report["path"] = src.name
     if tgt is not None:

@@ -70,3 +70,29 @@ class JobStatus(BaseModel):
 class ProtectResult(BaseModel):
     report: Dict[str, Any] = Field(description="mmvgm protect's quality report")
     png: str = Field(description="The protected image, PNG, base64")
+
+
+# The multipart bodies, declared by hand: the routes parse them as a stream (``serve.forms``)
+# instead of through FastAPI's form parameters, which hold small uploads whole in memory.
+BINARY = {"type": "string", "contentMediaType": "application/octet-stream"}
+
+
+def _form(properties: Dict[str, Any], required: List[str]) -> Dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+TRACE_FORM = _form({"file": {**BINARY, "description": "A video"}}, ["file"])
+JOB_FORM = _form({"file": {"type": "array", "items": BINARY, "description": "Videos to scan"},
+                  "path": {"type": "array", "items": {"type": "string"},
+                           "description": "Server-side files or folders (under --allow-root)"}}, [])
+
+
+def protect_form(max_steps: int) -> Dict[str, Any]:
+    return _form({"image": {**BINARY, "description": "The image to protect"},
+                  "target": {**BINARY, "description": "Directed mode: pull toward this image"},
+                  "eps": {"type": "string", "description": "L-inf budget, e.g. 4/255 [default: the config's]"},
+                  "steps": {"type": "integer", "minimum": 1, "maximum": max_steps,
+                            "description": "Attack steps [default: the config's]"},
+                  "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "description": "Random seed"}},
+                 ["image"])

@@ -1,21 +1,19 @@
-"""Uploads: a body-size limit checked before and while reading, and files streamed to disk.
+"""Uploads: a body-size limit checked before and while reading, safe names, request folders.
 
 ``BodyLimit`` is ASGI middleware: a ``Content-Length`` over the limit is answered 413 before the
 body is read, and a body that turns out longer than the limit (chunked, or lying about its
-length) is cut off with 413 as soon as it crosses it. ``save_upload`` copies an upload to a
-file of its own in chunks, under the name's extension, so the decoders see what the CLI sees.
+length) is cut off with 413 as soon as it crosses it. The body itself is parsed as a stream by
+``mmvgm.serve.forms``.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Optional, Sequence, Tuple
 
-CHUNK = 1 << 20
 _SAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
 
@@ -81,23 +79,6 @@ def display_name(filename: Optional[str], default: str = "upload") -> str:
     name = os.path.basename((filename or "").replace("\\", "/")).strip()
     name = _SAFE.sub("_", name).strip(". ") or default
     return name[:200]
-
-
-def save_upload(fileobj: Any, filename: Optional[str], folder: Path, default: str = "upload") -> Path:
-    """Copy ``fileobj`` to ``folder``/<its display name> (streamed in chunks, never whole in
-    memory), so decoders, messages and saliency titles see the name the client sent."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / display_name(filename, default)
-    if path.exists():  # two uploads of one request with the same name
-        path = folder / f"{len(list(folder.iterdir()))}-{path.name}"
-    try:
-        with open(path, "xb") as out:
-            fileobj.seek(0)
-            shutil.copyfileobj(fileobj, out, CHUNK)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def request_folder(root: Path) -> Path:

@@ -120,8 +120,14 @@ def test_a_text_file_named_mp4_gets_422_with_the_cli_message(client, serve_data)
 def test_bad_queries_and_missing_fields_are_422(client, serve_data):
     assert client.post("/v1/trace", files=upload(serve_data["videos"][0]), params={"windows": 0}).status_code == 422
     assert client.post("/v1/trace", params={"windows": "x"}).status_code == 422
-    assert client.post("/v1/trace").status_code == 422
-    assert client.post("/v1/jobs").status_code == 422
+    for path in ("/v1/trace", "/v1/jobs"):  # no multipart body: 400, saying what to send
+        answer = client.post(path)
+        assert answer.status_code == 400 and "multipart/form-data" in answer.json()["detail"]
+    missing = client.post("/v1/trace", files={"other": ("a.mp4", b"x")})
+    assert missing.status_code == 422 and missing.json()["detail"] == "the form needs a 'file' file (a video)"
+    for body in (b"--b\r\nnonsense", b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\nab'):
+        broken = client.post("/v1/trace", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+        assert broken.status_code == 400 and "closing boundary" in broken.json()["detail"]
     assert client.get("/v1/jobs/nope").status_code == 404
     assert client.get("/v1/jobs/nope/results").status_code == 404
 

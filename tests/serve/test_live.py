@@ -77,3 +77,37 @@ def test_a_job_survives_kill_9_and_scores_every_file_once(live_server, serve_dat
     for i, record in enumerate(records):
         assert_same_record({**record, "path": videos[i % len(videos)].name}, expected[videos[i % len(videos)].name])
     assert not (state / "uploads" / "x").exists() and list((state / "uploads").iterdir()) == []
+
+
+def test_an_upload_is_streamed_to_disk_not_held_in_memory(live_server):
+    """A 150 MB upload moves the server's memory by far less than its size."""
+    import psutil
+
+    server = live_server("--workers", "0")
+    process = psutil.Process(server.proc.pid)
+    size, chunk = 150 * 2**20, b"\0" * 2**20
+    before = process.memory_info().rss
+    peak, done = before, threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.005)
+
+    def body():
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'
+        for _ in range(size // len(chunk)):
+            yield chunk
+        yield b"\r\n--b--\r\n"
+
+    watcher = threading.Thread(target=sample)
+    watcher.start()
+    try:
+        answer = httpx.post(server.url + "/v1/trace", content=body(), timeout=120,
+                            headers={"content-type": "multipart/form-data; boundary=b"})
+    finally:
+        done.set()
+        watcher.join()
+    assert answer.status_code == 422, answer.text  # zeros: no decoder opens it
+    assert (peak - before) < 40 * 2**20, f"RSS grew {(peak - before) / 2**20:.0f} MB for a 150 MB upload"
