@@ -105,6 +105,8 @@ class _Parts:
         if filename is None:
             self.text = bytearray()
             return
+        if not filename:  # an HTML form's empty file input: no file at all
+            return
         path = _free_path(self.folder, display_name(filename.decode("utf-8", "replace"), default=self.name))
         self.out = open(path, "xb")
         self.form.files.setdefault(self.name, []).append(UploadedFile(self.name, path.name, path))

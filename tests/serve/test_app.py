@@ -377,3 +377,16 @@ def test_the_model_leaves_a_core_to_each_decoding_worker_on_cpu(monkeypatch):
     assert serving_threads(ServeSettings(workers=2, device="cpu")) == (2, 1)
     workers, _ = serving_threads(ServeSettings(device="cpu"))
     assert workers >= 2  # scan's default
+
+
+def test_an_empty_file_input_counts_as_no_file(client, serve_data):
+    """What a browser's HTML form sends for a file input left empty: ``filename=""``, no bytes."""
+    video = serve_data["videos"][0]
+    empty = b'--b\r\nContent-Disposition: form-data; name="file"; filename=""\r\n\r\n\r\n'
+    real = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="' + video.name.encode() + b'"\r\n\r\n'
+            + video.read_bytes() + b"\r\n--b--\r\n")
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    answer = client.post("/v1/trace", content=empty + real, headers=headers)
+    assert answer.status_code == 200 and answer.json()["path"] == video.name  # not "send one 'file'"
+    alone = client.post("/v1/trace", content=empty + b"--b--\r\n", headers=headers)
+    assert alone.json() == {"detail": "the form needs a 'file' file (a video)"}
