@@ -12,7 +12,7 @@ Prints, measured in one run (a tiny untrained videomae_tiny joint checkpoint and
   Goal: >= 0.8. With it: p50 / p99 latency of those requests, the server's mean model batch
   size (``mmvgm_batch_size_sum / mmvgm_batch_size_count`` of ``/metrics`` over the timed
   requests), and where the ratio goes: the files/s of one ``predict_batch`` call per batch
-  (what the server's model thread does: nothing is decoded ahead of the model), and the CPU
+  (a server without its decode-ahead thread would score at that rate), and the CPU
   milliseconds per file of each side (the clients share the machine's cores with the server).
 * RSS of the server's process tree (the process and its children: decoding workers, fork
   server), sampled over ``--rss-requests`` more requests: the peak over the first 100 and over
@@ -21,9 +21,9 @@ Prints, measured in one run (a tiny untrained videomae_tiny joint checkpoint and
 The two sides run in interleaved rounds (predict_batch, then the requests, then the other way
 round), and each figure is the median over the rounds: other processes on a shared machine
 slow both alike. On a CPU machine a second setting follows by default (``--sweep auto``): the
-same server with its compute threads fixed (``MMVGM_THREADS``) to leave a core to each
-decoding worker, the split ``predict_batch`` adapts to but the server's one-batch loops never
-reach (``predict_batch`` then gets the same fixed count). Every answer must be 200 with a
+same server with ``MMVGM_THREADS`` fixing its compute threads (``predict_batch`` then gets the
+same fixed count); the server's own default on a CPU already leaves a core to each decoding
+worker. Every answer must be 200 with a
 verdict; failures are counted and the first few printed (the run exits 1 if there were any).
 No time is asserted.
 
@@ -93,7 +93,7 @@ class Ceiling:
 
     def run(self, one_batch_at_a_time: bool = False) -> dict:
         """One ``predict_batch`` over all the files; ``one_batch_at_a_time``: a call per batch
-        instead, as the server's model thread makes them (no decoding ahead of the model)."""
+        instead: no batch decoded while another is scored."""
         b = self.batch_size
         calls = [self.paths[i:i + b] for i in range(0, len(self.paths), b)] if one_batch_at_a_time else [self.paths]
         main0, kids0 = cpu_seconds([self.me]), cpu_seconds(self.workers)
@@ -393,7 +393,7 @@ def report(r: dict, args) -> None:
           f"({listed(x['rate'] for x in rounds)})")
     print(f"      ratio {r['ratio']:.2f} (median of the rounds' ratios: "
           f"{listed((x['ratio'] for x in rounds), '.2f')}; goal >= 0.8)")
-    print(f"      of which: one predict_batch call per batch of {r['max_batch']}, as the model thread makes them "
+    print(f"      of which: one predict_batch call per batch of {r['max_batch']} "
           f"(no decoding ahead), {med(rounds, 'one', 'rate'):.1f} files/s, {med(rounds, 'one_ratio'):.2f} of one call; "
           f"the server {med(rounds, 'http_ratio'):.2f} of that (HTTP, uploads, clients)")
     print(f"      latency p50 {r['p50']:6.1f} ms, p99 {r['p99']:6.1f} ms ({len(ms)} requests); "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -42,6 +43,16 @@ def resolve_checkpoint(checkpoint: Optional[PathLike]) -> Path:
         raise CheckpointError("checkpoint directory not found (`mmvgm demo` makes a demo checkpoint; "
                               "`mmvgm train` trains one)", path)
     return path
+
+
+@dataclass
+class DecodedBatch:
+    """Clips decoded by :meth:`Predictor.decode_batch`, waiting for :meth:`Predictor.score_batch`."""
+
+    items: List[ClipItem]
+    pixels: Optional[torch.Tensor]  # the good items' clips, on the predictor's device
+    frames: int
+    sampling: str
 
 
 class Predictor:
@@ -255,6 +266,39 @@ class Predictor:
             raise
         finally:
             pool.done()
+
+    def decode_batch(self, paths: Sequence[PathLike], frames: Optional[int] = None,
+                     sampling: Optional[str] = None) -> "DecodedBatch":
+        """Decode ``paths`` as one batch, split evenly over the predictor's decoding workers
+        (in this thread without them), for :meth:`score_batch`. A service decodes the next
+        batch so while the model scores this one; ``predict_batch`` is the two in one call."""
+        frames = self.check_frames(frames)
+        sampling = sampling or self.sampling
+        requests = [(str(p), frames, sampling) for p in paths]
+        if not requests:
+            return DecodedBatch([], None, frames, sampling)
+        with self._pool_lock:
+            pool = self._decode_pool(self._pool.workers if self._pool is not None else 0)
+            pool.busy = True
+        try:
+            chunks = pool.decode(requests, -(-len(requests) // max(1, pool.workers)))
+            items, pixels = next(grouped(chunks, len(requests), self.device))
+        except Exception:
+            if pool is self._pool:  # a worker died or the pool broke: the next batch starts afresh
+                self.close()
+            raise
+        finally:
+            pool.done()
+        return DecodedBatch(items, pixels, frames, sampling)
+
+    def score_batch(self, batch: "DecodedBatch") -> List[Verdict]:
+        """The verdicts of a :meth:`decode_batch` result, in its order (errors as they are)."""
+        if not batch.items:
+            return []
+        workers = self._pool.workers if self._pool is not None else 0
+        with self._thread_loop(workers):
+            submitted = self.submit(batch.pixels) if batch.pixels is not None else None
+            return self._batch_records(batch.items, submitted, batch.frames, batch.sampling)
 
     def _decode_pool(self, workers: int) -> DecodePool:
         """This predictor's decoding pool for ``workers`` (made or remade as needed), or a

@@ -150,6 +150,26 @@ def test_stream_with_workers_equals_in_process(ckpts, videos):
     assert [r["fake_probability"] for r in a] == pytest.approx([r["fake_probability"] for r in b], abs=1e-6)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decode_then_score_a_batch_equals_predict_batch(ckpts, videos, tmp_path, workers):
+    """What a service does (decode a batch, score it while the next decodes) gives what
+    ``predict_batch`` gives, bad files included, in order; 3 files over 2 workers split 2 + 1."""
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    paths = [str(videos[0]), str(bad), str(videos[1])]
+    with Predictor.from_checkpoint(ckpts["joint"], device="cpu", workers=workers) as pred:
+        decoded = pred.decode_batch(paths)
+        assert [it.path for it in decoded.items] == paths and decoded.pixels.shape[0] == 2
+        scored = pred.score_batch(decoded)
+        expected = pred.predict_batch(paths, batch_size=3)
+        assert pred.score_batch(pred.decode_batch([])) == []
+    assert [v.path for v in scored] == paths and scored[1].error and not scored[0].error
+    for got, want in zip(scored, expected):
+        assert got.to_json().keys() == want.to_json().keys()
+        if want.ok:
+            assert got.fake_probability == pytest.approx(want.fake_probability, abs=1e-6)
+
+
 def test_checkpoint_resolution(monkeypatch, tmp_path, ckpts):
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
     with pytest.raises(CheckpointError, match="mmvgm demo"):

@@ -193,16 +193,16 @@ def test_the_process_wide_budgets_stay_as_they_are(serve_data, tmp_path):
 def test_a_request_that_takes_too_long_is_504(make_client, serve_data):
     client = make_client(request_timeout_s=0.2)
     service = client.app.state.service
-    real = service.predictor.predict_batch
+    real = service.predictor.score_batch
 
     def slow(*args, **kwargs):
         time.sleep(1.0)
         return real(*args, **kwargs)
 
-    service.predictor.predict_batch = slow
+    service.predictor.score_batch = slow
     answer = client.post("/v1/trace", files=upload(serve_data["videos"][0]))
     assert answer.status_code == 504 and "timeout of 0.2 s" in answer.json()["detail"]
-    service.predictor.predict_batch = real
+    service.predictor.score_batch = real
     time.sleep(1.0)
     assert client.post("/v1/trace", files=upload(serve_data["videos"][0])).status_code == 200
 
@@ -214,7 +214,7 @@ def test_an_unexpected_error_is_a_short_500_logged_with_its_traceback(make_clien
     def boom(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    service.predictor.predict_batch = boom
+    service.predictor.score_batch = boom
     with caplog.at_level(logging.ERROR, logger="mmvgm.serve"):
         answer = client.post("/v1/trace", files=upload(serve_data["videos"][0]))
     assert answer.status_code == 500
