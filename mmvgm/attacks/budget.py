@@ -36,7 +36,7 @@ def parse_fraction(value: Number, what: str = "value") -> float:
                 if not text:
                     raise ValueError(text)
                 number = float(Fraction(text)) if text.lower() not in ("nan", "inf", "-inf") else float(text)
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError, OverflowError):  # OverflowError: "1e400"
             hint = " (examples: 4/255, 0.0157)" if what == "eps" else ""
             raise InputError(f"{what} '{text}' is not a number{hint}") from None
     if not math.isfinite(number):

@@ -36,7 +36,7 @@ from mmvgm.cli.options import precision_option
 @click.option("--lpips-weights", type=click.Path(dir_okay=False), default=None,
               help="Local LPIPS backbone for protect reports (as for `mmvgm protect`).")
 @click.option("--workers", "-j", type=click.IntRange(min=0), default=None,
-              help="Decoding processes of the predictor (0: decode on the model thread) [default: as "
+              help="Decoding processes of the predictor (0: decode in the server's decode thread) [default: as "
                    "for scan, the usable cores less 2, from 2 to 16].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch compute threads (also $MMVGM_THREADS) [default: on CPU, every core less one "

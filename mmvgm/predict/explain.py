@@ -238,7 +238,7 @@ def explain(predictor: Any, video: PathLike, out: PathLike, frames: Optional[int
     shown = pixels.permute(0, 2, 3, 1).cpu().numpy()
     indices = tuple(int(i) for i in clip.indices)
     padded = int(getattr(clip, "padded", 0))
-    fps = probe(video).fps
+    fps = probe(video, **getattr(predictor, "limits", {})).fps
     what = "P(fake)" if name == "detect" else f"source '{name}'"
     label = "gradient x input" if method == "grad_x_input" else f"SmoothGrad (n={samples}) x input"
     title = f"{label} saliency for {what}: {Path(video).name}\n{clip_title(indices, fps, padded, window)}"

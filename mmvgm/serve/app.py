@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import json
 import logging
 import shutil
@@ -29,7 +30,7 @@ from mmvgm.serve.auth import BearerAuth
 from mmvgm.serve.jobs import JobRunner, JobStore
 from mmvgm.serve.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from mmvgm.serve.settings import ServeSettings
-from mmvgm.serve.forms import MalformedForm, StreamedForm, UploadedFile, read_form
+from mmvgm.serve.forms import ClientGone, MalformedForm, StreamedForm, UploadedFile, read_form
 from mmvgm.serve.uploads import BodyLimit, request_folder
 from mmvgm.serve.worker import ModelWorker
 
@@ -55,7 +56,7 @@ class Service:
         self.predictor, self.encoder, self.lpips = predictor, encoder, lpips
         self.worker: Optional[ModelWorker] = None
         self.metrics = Metrics(queue_depth=lambda: self.worker.depth if self.worker else 0)
-        self.state_dir = Path(settings.state_dir)
+        self.state_dir = Path(settings.state_dir).resolve()  # jobs keep absolute upload paths
         self.tmp: Optional[Path] = None  # this process's scratch folder for request files (made by start)
         self.store: Optional[JobStore] = None
         self.runner: Optional[JobRunner] = None
@@ -112,6 +113,14 @@ class Service:
                                else "the model is still loading; retry when /readyz answers 200")
 
     # ------------------------------------------------------------------ work
+    async def form(self, request: Request, folder: Path) -> StreamedForm:
+        """The request's form (``serve.forms``), read within the request timeout (408 after it)."""
+        try:
+            return await asyncio.wait_for(read_form(request, folder), self.settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ServiceError(408, f"the upload did not arrive within the request timeout of "
+                                    f"{self.settings.request_timeout_s:g} s") from None
+
     async def wait(self, future: Any, what: str, on_timeout: Optional[Any] = None) -> Any:
         """The future's result within the request timeout (504 after it; the work is cancelled
         if it has not started, and ``on_timeout`` asks work under way to stop)."""
@@ -211,6 +220,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def malformed(request: Request, exc: MalformedForm) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=400)
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=400)  # never read: the client has gone
+
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
@@ -246,7 +259,7 @@ def _add_open_routes(app: FastAPI, service: Service) -> None:
         return FileResponse(STATIC / "index.html")
 
 
-ERRORS = {status: {"model": schemas.Error} for status in (400, 401, 413, 422, 503, 504)}
+ERRORS = {status: {"model": schemas.Error} for status in (400, 401, 408, 413, 422, 503, 504)}
 
 
 def _documented_auth(settings: ServeSettings) -> list:
@@ -272,7 +285,7 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         service.require_ready()
         folder = request_folder(service.tmp)
         try:
-            upload = (await read_form(request, folder)).file("file", "a video")
+            upload = (await service.form(request, folder)).file("file", "a video")
             path = await run_in_threadpool(_sniffed_video, upload.path)
             if windows == 1 and not explain:
                 verdict = await service.wait(service.worker.score(str(path), path.name), "scoring")
@@ -290,7 +303,7 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
         service.require_ready()
         folder = service.state_dir / "uploads" / uuid.uuid4().hex  # uploads must outlive a crash
         try:
-            form = await read_form(request, folder)
+            form = await service.form(request, folder)
             files, kept = await run_in_threadpool(_job_inputs, service, form, folder)
             job = await run_in_threadpool(service.store.create, files, kept)
         except BaseException:
@@ -332,7 +345,7 @@ def _api_router(service: Service, settings: ServeSettings) -> APIRouter:
                                     "--model-path DIR")
         folder = request_folder(service.tmp)
         try:
-            form = await read_form(request, folder / "in")
+            form = await service.form(request, folder / "in")
             image = form.file("image", "the image to protect")
             target = form.file("target", "directed mode: the image to pull toward", required=False)
             options = {"eps": form.value("eps"), "seed": _int_field(form, "seed", 0, 2**32 - 1),
@@ -357,7 +370,7 @@ def _int_field(form: StreamedForm, name: str, low: int, high: int) -> Optional[i
     if text is None or not text.strip():
         return None
     value = text.strip()
-    if not value.lstrip("-").isdigit() or not low <= int(value) <= high:
+    if not re.fullmatch(r"-?[0-9]{1,20}", value) or not low <= int(value) <= high:
         raise InputError(f"{name} must be an integer from {low} to {high} (got {text[:40]!r})")
     return int(value)
 
@@ -415,7 +428,7 @@ def _job_inputs(service: Service, form: StreamedForm, folder: Path) -> tuple:
     uploads, paths = form.files.get("file", []), form.fields.get("path", [])
     if not uploads and not paths:
         raise InputError("a job needs at least one 'file' upload or 'path' field")
-    files = [(str(p), str(p)) for p in _allowed_paths(service.settings, paths)]
+    files = _allowed_paths(service.settings, paths)
     files += [(upload.name, str(upload.path)) for upload in uploads]
     if len(files) > service.settings.max_files_per_job:
         raise LimitError(f"a job may hold at most {service.settings.max_files_per_job} files (got {len(files)})")
@@ -424,16 +437,18 @@ def _job_inputs(service: Service, form: StreamedForm, folder: Path) -> tuple:
     return files, str(folder) if uploads else None
 
 
-def _allowed_paths(settings: ServeSettings, paths: List[str]) -> List[str]:
-    """The videos of each server-side path (a folder or manifest is listed as ``scan`` lists
-    it); each must lie under an ``--allow-root`` once links are resolved."""
+def _allowed_paths(settings: ServeSettings, paths: List[str]) -> List[tuple]:
+    """``(name, location)`` of the videos of each server-side path (a folder or manifest is
+    listed as ``scan`` lists it, and named so); each video, and each frame of a folder of
+    frames, must lie under an ``--allow-root`` once links are resolved, and is read from its
+    resolved location (a link changed after this check does not lead out)."""
     from mmvgm.errors import InputError
     from mmvgm.io.discovery import list_inputs
 
     if paths and not settings.allow_roots:
         raise InputError("this server takes no server-side paths (start it with --allow-root DIR)")
     roots = [Path(r).resolve() for r in settings.allow_roots]
-    out: List[str] = []
+    out: List[tuple] = []
     for given in paths:
         try:
             real = Path(given).expanduser().resolve()
@@ -443,9 +458,11 @@ def _allowed_paths(settings: ServeSettings, paths: List[str]) -> List[str]:
             raise InputError(f"{given}: not under an allowed root (--allow-root)")
         inputs, _ = list_inputs(real)
         for item in inputs:
-            if not any(root in Path(item).resolve().parents for root in roots):
+            location = Path(item).resolve()
+            inside = [location] + (sorted(location.iterdir()) if location.is_dir() else [])
+            if not all(any(root in p.resolve().parents for root in roots) for p in inside):
                 raise InputError(f"{item}: not under an allowed root (--allow-root)")
-        out.extend(inputs)
+            out.append((item, str(location)))
     return out
 
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from mmvgm.errors import InputError
 from mmvgm.serve.uploads import display_name
@@ -29,6 +29,10 @@ WRITE_BYTES = 1 << 20  # body bytes gathered before one parse-and-write off the 
 
 class MalformedForm(InputError):
     """The body is not the multipart form the endpoint takes (answered 400)."""
+
+
+class ClientGone(Exception):
+    """The client went away before its body arrived: nothing to answer, nothing to log."""
 
 
 @dataclass
@@ -107,7 +111,9 @@ class _Parts:
             return
         if not filename:  # an HTML form's empty file input: no file at all
             return
-        path = _free_path(self.folder, display_name(filename.decode("utf-8", "replace"), default=self.name))
+        # Both names are the client's: the field's too must not reach a path unchanged.
+        fallback = display_name(self.name, default="upload")
+        path = _free_path(self.folder, display_name(filename.decode("utf-8", "replace"), default=fallback))
         self.out = open(path, "xb")
         self.form.files.setdefault(self.name, []).append(UploadedFile(self.name, path.name, path))
 
@@ -144,6 +150,8 @@ def _free_path(folder: Path, name: str) -> Path:
     path, n = folder / name, 1
     while path.exists():
         path, n = folder / f"{n}-{name}", n + 1
+    if path.parent != folder:  # display_name never gives a separator; this keeps it so
+        raise InputError(f"unusable upload name {name!r}")
     return path
 
 
@@ -171,6 +179,8 @@ async def read_form(request: Request, folder: Path) -> StreamedForm:
             raise MalformedForm("the body ended before the form's closing boundary")
     except MultipartParseError as exc:
         raise MalformedForm(f"malformed multipart body ({exc})") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
     finally:
         parts.close()
     return form

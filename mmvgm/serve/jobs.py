@@ -143,9 +143,11 @@ class JobStore:
                 .where(files_table.c.job_id == job, files_table.c.status == "pending")
                 .order_by(files_table.c.idx).limit(limit)).all()]
 
-    def store(self, job: str, results: Sequence[Tuple[int, str, bool]], lease_s: float) -> int:
+    def store(self, job: str, results: Sequence[Tuple[int, str, bool]], lease_s: float,
+              owner: Optional[str] = None) -> Optional[int]:
         """Store results (``(idx, JSONL line, is an error)``) once each and renew the lease;
-        returns how many were new."""
+        returns how many were new, or None when ``owner`` no longer holds the job (its lease ran
+        out and another server took it: the results are still stored, once, but it should stop)."""
         with self.engine.begin() as conn:
             new = errors = 0
             for idx, line, failed in results:
@@ -155,9 +157,10 @@ class JobStore:
                 new += n
                 errors += n if failed else 0
             conn.execute(jobs_table.update().where(jobs_table.c.id == job).values(
-                done=jobs_table.c.done + new, errors=jobs_table.c.errors + errors,
-                lease_until=time.time() + lease_s))
-        return new
+                done=jobs_table.c.done + new, errors=jobs_table.c.errors + errors))
+            where = [jobs_table.c.id == job] + ([jobs_table.c.owner == owner] if owner else [])
+            held = conn.execute(jobs_table.update().where(*where).values(lease_until=time.time() + lease_s)).rowcount
+        return new if held else None
 
     def finish(self, job: str) -> Optional[str]:
         """Mark ``job`` done once no file is pending; returns its upload folder (to remove)."""
@@ -213,5 +216,8 @@ class JobRunner:
                 self.on_done(self.store.finish(job))
                 return
             lines = self.score([(name, location) for _, name, location in files])
-            self.store.store(job, [(idx, line, failed) for (idx, _, _), (line, failed) in zip(files, lines)],
-                             self.lease_s)
+            held = self.store.store(job, [(idx, line, failed) for (idx, _, _), (line, failed) in zip(files, lines)],
+                                    self.lease_s, owner=self.owner)
+            if held is None:
+                log.warning("job %s: taken over by another server after its lease ran out; leaving it", job)
+                return

@@ -17,11 +17,13 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, List, Optional
 
 from mmvgm.predict.verdict import Verdict
 
 log = logging.getLogger("mmvgm.serve")
+_STOP = object()     # close() was called
+_NOTHING = object()  # nothing held over from the last gathering
 
 
 @dataclass
@@ -51,9 +53,9 @@ class ModelWorker:
         self.predictor = predictor
         self.max_batch, self.max_wait = max(1, int(max_batch)), max(0.0, max_wait_ms / 1000)
         self.on_batch = on_batch
-        self._queue: "queue.Queue[Union[_File, _Call, None]]" = queue.Queue()
-        self._decoded: "queue.Queue[Union[_Decoded, _Call, None]]" = queue.Queue(maxsize=1)
-        self._held: Optional[Union[_File, _Call]] = None  # a call that ended a batch early
+        self._queue: "queue.Queue[Any]" = queue.Queue()    # _File, _Call or _STOP
+        self._decoded: "queue.Queue[Any]" = queue.Queue(maxsize=1)  # _Decoded, _Call or _STOP
+        self._held: Any = _NOTHING  # a call (or the stop) that ended a gathering early
         self._threads = [threading.Thread(target=self._decode_loop, name="mmvgm-decode", daemon=True),
                          threading.Thread(target=self._model_loop, name="mmvgm-model", daemon=True)]
         for thread in self._threads:
@@ -77,18 +79,18 @@ class ModelWorker:
         return item.future
 
     def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(None)
+        self._queue.put(_STOP)
         for thread in self._threads:
             thread.join(timeout)
 
     # ------------------------------------------------------------------ the decode thread
     def _decode_loop(self) -> None:
         while True:
-            first = self._held if self._held is not None else self._queue.get()
-            self._held = None
-            if first is None or isinstance(first, _Call):
+            first = self._queue.get() if self._held is _NOTHING else self._held
+            self._held = _NOTHING
+            if first is _STOP or isinstance(first, _Call):
                 self._decoded.put(first)  # in order, after the batches before it
-                if first is None:
+                if first is _STOP:
                     return
                 continue
             files = self._gather(first)
@@ -114,19 +116,28 @@ class ModelWorker:
         return [f for f in batch if f.future.set_running_or_notify_cancel()]
 
     def _decode(self, files: List[_File]) -> Optional[_Decoded]:
+        """The batch decoded; when that fails (a decoding worker killed by one file), each file
+        alone, so one bad file fails only itself: scored files go on as one-file batches, and
+        a file that fails alone gets a failed verdict (its request a 422, its job an error line)."""
         if self.on_batch is not None:
             self.on_batch(len(files))
         try:
             return _Decoded(files, self.predictor.decode_batch([f.path for f in files]))
-        except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
-            _fail(files, exc, "decoding")
-            return None
+        except Exception as exc:  # noqa: BLE001 - retried file by file below
+            log.warning("decoding a batch of %d failed (%s); decoding its files one at a time", len(files), exc)
+        for f in files:
+            try:
+                self._decoded.put(_Decoded([f], self.predictor.decode_batch([f.path])))
+            except Exception as exc:  # noqa: BLE001 - this file's own failure
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                f.future.set_result(Verdict.failed(f.name, f"could not be decoded: {message}"))
+        return None
 
     # ------------------------------------------------------------------ the model thread
     def _model_loop(self) -> None:
         while True:
             item = self._decoded.get()
-            if item is None:
+            if item is _STOP:
                 return
             if isinstance(item, _Call):
                 _run_call(item)

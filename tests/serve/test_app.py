@@ -313,6 +313,19 @@ def test_server_side_paths_only_under_an_allowed_root(make_client, serve_data, t
         assert answer.status_code == 422 and "not under an allowed root" in answer.json()["detail"]
     finally:
         link.unlink()
+    # a folder of frames inside the root whose frames are links to images outside it
+    from PIL import Image
+
+    (tmp_path / "out").mkdir()
+    frames = tmp_path / "root" / "clip"
+    frames.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / "out" / f"{i}.png")
+        (frames / f"{i}.png").symlink_to(tmp_path / "out" / f"{i}.png")
+    framed = make_client(allow_roots=[frames.parent])
+    for given in (frames, frames.parent):
+        answer = framed.post("/v1/jobs", data={"path": str(given)})
+        assert answer.status_code == 422, answer.text
 
 
 def test_concurrent_requests_share_batches(make_client, serve_data):
@@ -390,3 +403,79 @@ def test_an_empty_file_input_counts_as_no_file(client, serve_data):
     assert answer.status_code == 200 and answer.json()["path"] == video.name  # not "send one 'file'"
     alone = client.post("/v1/trace", content=empty + b"--b--\r\n", headers=headers)
     assert alone.json() == {"detail": "the form needs a 'file' file (a video)"}
+
+
+def test_a_field_name_cannot_put_a_file_outside_the_request(client, serve_data, tmp_path):
+    """A file part named by its field when its file name cleans to nothing: the field's name
+    is cleaned too, so ``../`` in it never reaches a path."""
+    escape = tmp_path / "PWNED"
+    field = "../" * 12 + str(escape).lstrip("/")
+    body = (f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="..."\r\n\r\nx\r\n'
+            f'--b\r\nContent-Disposition: form-data; name="nodir/x"; filename="..."\r\n\r\ny\r\n--b--\r\n').encode()
+    for _ in range(2):
+        answer = client.post("/v1/trace", content=body, headers={"content-type": "multipart/form-data; boundary=b"})
+        assert answer.status_code == 422 and answer.json()["detail"] == "the form needs a 'file' file (a video)"
+    assert not escape.exists()
+    assert list(client.app.state.service.tmp.iterdir()) == []
+
+
+def test_numbers_the_parsers_cannot_take_are_422(make_client, serve_data):
+    client = make_client()
+    service = client.app.state.service
+    service.encoder = object()  # /v1/protect then reads its form (the fields fail before any attack)
+    for data in ({"seed": "--5"}, {"steps": "\u00b2"}, {"steps": "9" * 400}, {"eps": "1e400"}):
+        answer = client.post("/v1/protect", files={"image": ("p.png", b"x")}, data=data)
+        assert answer.status_code == 422, (data, answer.text)
+
+
+def test_one_bad_file_fails_only_itself(make_client, serve_data):
+    """A batch whose decoding fails (a worker killed by one file) is decoded file by file: the
+    others in it are scored, the bad one gets a failed verdict (422 here, an error line in a job)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(max_batch=4, max_wait_ms=300)
+    predictor = client.app.state.service.predictor
+    real = predictor.decode_batch
+
+    def poisoned(paths, *args, **kwargs):
+        if any("poison" in str(p) for p in paths):
+            raise RuntimeError("decoding worker (pid 1) ended with exit code -9 during the pass")
+        return real(paths, *args, **kwargs)
+
+    predictor.decode_batch = poisoned
+    videos = serve_data["videos"][:3]
+    uploads = [(v.name, v.read_bytes()) for v in videos] + [("poison.mp4", videos[0].read_bytes())]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda f: client.post("/v1/trace", files={"file": f}), uploads))
+    assert [a.status_code for a in answers] == [200, 200, 200, 422]
+    assert answers[3].json()["detail"].startswith("poison.mp4: could not be decoded: decoding worker")
+    job = client.post("/v1/jobs", files=[("file", f) for f in uploads]).json()["job"]
+    status = wait_done(client, job)
+    assert status["done"] == 4 and status["errors"] == 1
+
+
+def test_stopping_the_worker_while_it_gathers_a_batch_is_prompt(serve_data):
+    from mmvgm.predict.predictor import Predictor
+    from mmvgm.serve.worker import ModelWorker
+
+    with Predictor.from_checkpoint(serve_data["checkpoint"], device="cpu") as predictor:
+        worker = ModelWorker(predictor, max_batch=8, max_wait_ms=500)
+        future = worker.score(str(serve_data["videos"][0]), "v.mp4")
+        time.sleep(0.05)  # the decode thread is gathering, waiting for more files
+        started = time.monotonic()
+        worker.close(timeout=5)
+        assert time.monotonic() - started < 3 and future.result(timeout=5).ok
+        assert not any(t.is_alive() for t in worker._threads)
+
+
+def test_an_upload_that_does_not_arrive_in_time_is_408(make_client):
+    client = make_client(request_timeout_s=0.5)
+
+    def slow():
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n'
+        time.sleep(1.5)
+        yield b"x\r\n--b--\r\n"
+
+    answer = client.post("/v1/trace", content=slow(), headers={"content-type": "multipart/form-data; boundary=b"})
+    assert answer.status_code == 408 and "did not arrive" in answer.json()["detail"]
+    assert list(client.app.state.service.tmp.iterdir()) == []

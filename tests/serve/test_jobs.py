@@ -127,3 +127,13 @@ def test_two_replicas_share_jobs_through_the_database(store, make_client, serve_
     lines = second.get(f"/v1/jobs/{job}/results").text
     assert lines == first.get(f"/v1/jobs/{job}/results").text
     assert [json.loads(x)["path"] for x in lines.splitlines()] == [v.name for v in videos]
+
+
+def test_a_server_whose_lease_was_taken_over_is_told_to_stop(store):
+    job = store.create(files(2))
+    assert store.claim("a", lease_s=0.3) == job
+    time.sleep(0.5)
+    assert store.claim("b", lease_s=30) == job
+    assert store.store(job, [(0, '{"a": 1}', False)], 30, owner="a") is None  # stored, but a must stop
+    assert store.store(job, [(1, '{"b": 1}', False)], 30, owner="b") == 1
+    assert list(store.results(job)) == ['{"a": 1}\n', '{"b": 1}\n'] and store.status(job)["done"] == 2
