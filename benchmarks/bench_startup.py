@@ -1,0 +1,106 @@
+"""Start-up: ``mmvgm trace one.mp4`` wall time as a ratio to ``python -c "import torch"``, and
+``mmvgm --help``.
+
+Prints, measured in one run (each command run ``--runs`` times in alternation, medians):
+
+* ``python -c "import torch"``: the floor every verb that scores pays;
+* ``mmvgm trace one.mp4 --checkpoint <tiny>`` (a tiny untrained videomae_tiny joint checkpoint
+  and a short synthetic H.264 video, both made here) as a ratio to it. Goal: <= 1.5;
+* ``mmvgm --help`` in seconds. Goal: < 0.2 s;
+* where the rest goes: the imports ``trace`` needs, one more per fresh process (``-X
+  importtime`` attributes a shared import to whichever module comes first, so it misleads
+  here), and, in-process, building the model from its config and loading the checkpoint.
+
+    python benchmarks/bench_startup.py
+    python benchmarks/bench_startup.py --runs 9
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def wall(cmd: List[str], env: Dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return seconds
+
+
+IMPORT_STEPS = {  # each a fresh process: what one more import costs on top of the line before
+    "torch": "import torch",
+    "+ torchvision": "import torch, torchvision",
+    "+ transformers' modeling": "import torch, torchvision, transformers.modeling_utils",
+    "+ VideoMAE": "import torch, torchvision, transformers.modeling_utils, transformers.models.videomae.modeling_videomae",
+    "+ mmvgm's trace path": "import torch, torchvision, transformers.modeling_utils, "
+                            "transformers.models.videomae.modeling_videomae, mmvgm.cli.trace, "
+                            "mmvgm.predict.predictor, mmvgm.models.videomae, mmvgm.data.transforms",
+}
+
+
+def model_costs(checkpoint: Path) -> Dict[str, float]:
+    """Seconds to build the checkpoint's model from its config, and to load the whole checkpoint."""
+    from mmvgm.checkpoint.files import load_checkpoint, read_meta
+    from mmvgm.models import build_model
+
+    meta = read_meta(checkpoint)
+    start = time.perf_counter()
+    build_model(meta.model_cfg)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    load_checkpoint(checkpoint)
+    return {"build": built, "load": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs of each command (medians) [5]")
+    args = parser.parse_args()
+    from tests.inference_helpers import make_checkpoint, make_videos
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = make_checkpoint(Path(tmp) / "ck")
+        video = make_videos(Path(tmp) / "v", 1, frames=16, size=(64, 64))[0]
+        commands = {
+            "import torch": [sys.executable, "-c", "import torch"],
+            "mmvgm trace": [sys.executable, "-m", "mmvgm", "trace", str(video), "--checkpoint", str(checkpoint),
+                            "--json"],
+            "mmvgm --help": [sys.executable, "-m", "mmvgm", "--help"],
+        }
+        times: Dict[str, List[float]] = {name: [] for name in commands}
+        for name, cmd in commands.items():
+            wall(cmd, env)  # warm the page cache
+        for _ in range(args.runs):
+            for name, cmd in commands.items():
+                times[name].append(wall(cmd, env))
+        med = {name: statistics.median(values) for name, values in times.items()}
+        print(f"machine: {os.cpu_count()} CPU cores; {args.runs} runs each, in alternation; medians")
+        print(f"  python -c 'import torch'   {med['import torch']:.2f} s  "
+              f"({', '.join(f'{t:.2f}' for t in times['import torch'])})")
+        print(f"  mmvgm trace one.mp4         {med['mmvgm trace']:.2f} s  ratio {med['mmvgm trace'] / med['import torch']:.2f}"
+              f" (goal <= 1.5; {', '.join(f'{t:.2f}' for t in times['mmvgm trace'])})")
+        print(f"  mmvgm --help                {med['mmvgm --help']:.3f} s (goal < 0.2 s)")
+        print("  imports, each line a fresh process with one more import (medians):")
+        for name, code in IMPORT_STEPS.items():
+            step = statistics.median(wall([sys.executable, "-c", code], env) for _ in range(args.runs))
+            print(f"    {name:<26} {step:.2f} s")
+        costs = model_costs(checkpoint)
+        print(f"  in-process: build the model from its config {costs['build']:.2f} s (random initialisation "
+              f"included); load_checkpoint (build + weights) {costs['load']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
