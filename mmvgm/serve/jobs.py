@@ -1,9 +1,9 @@
 """Scan jobs in a database (SQLite by default, PostgreSQL for several replicas).
 
 A job is a list of files; each file is ``pending`` until its result line is stored. A runner
-claims a job with a lease it renews with every batch; when a server dies (``kill -9``), its
-lease runs out and any server, the restarted one included, claims the job and goes on with
-the files still pending. A result is stored only ``WHERE status = 'pending'``, in the same
+claims a job with a lease that a heartbeat renews while it works; when a server dies
+(``kill -9``), its lease runs out and any server, the restarted one included, claims the job
+and goes on with the files still pending. A result is stored only ``WHERE status = 'pending'``, in the same
 transaction that counts it, so every file has exactly one line in the results even when two
 servers race over an expired lease.
 """
@@ -162,6 +162,13 @@ class JobStore:
             held = conn.execute(jobs_table.update().where(*where).values(lease_until=time.time() + lease_s)).rowcount
         return new if held else None
 
+    def renew(self, job: str, owner: str, lease_s: float) -> bool:
+        """Extend ``owner``'s lease on a running ``job``; False when it no longer holds it."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(jobs_table.update().where(
+                jobs_table.c.id == job, jobs_table.c.owner == owner, jobs_table.c.status == "running")
+                .values(lease_until=time.time() + lease_s)).rowcount)
+
     def finish(self, job: str) -> Optional[str]:
         """Mark ``job`` done once no file is pending; returns its upload folder (to remove)."""
         with self.engine.begin() as conn:
@@ -210,7 +217,28 @@ class JobRunner:
                 self._stop.wait(self.poll_s)
 
     def _work(self, job: str) -> None:
-        while not self._stop.is_set():
+        """Score ``job``'s pending files batch by batch, a heartbeat renewing the lease meanwhile
+        (a batch may wait behind trace traffic for longer than a lease)."""
+        done, lost = threading.Event(), threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job, done, lost), name="mmvgm-lease", daemon=True)
+        beat.start()
+        try:
+            self._work_files(job, lost)
+        finally:
+            done.set()
+            beat.join()
+
+    def _heartbeat(self, job: str, done: threading.Event, lost: threading.Event) -> None:
+        while not done.wait(self.lease_s / 3):
+            try:
+                if not self.store.renew(job, self.owner, self.lease_s):
+                    lost.set()
+                    return
+            except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                log.warning("job %s: could not renew the lease", job, exc_info=True)
+
+    def _work_files(self, job: str, lost: threading.Event) -> None:
+        while not self._stop.is_set() and not lost.is_set():
             files = self.store.next_files(job, self.batch)
             if not files:
                 self.on_done(self.store.finish(job))
@@ -218,6 +246,6 @@ class JobRunner:
             lines = self.score([(name, location) for _, name, location in files])
             held = self.store.store(job, [(idx, line, failed) for (idx, _, _), (line, failed) in zip(files, lines)],
                                     self.lease_s, owner=self.owner)
-            if held is None:
+            if held is None or lost.is_set():
                 log.warning("job %s: taken over by another server after its lease ran out; leaving it", job)
                 return

@@ -137,3 +137,28 @@ def test_a_server_whose_lease_was_taken_over_is_told_to_stop(store):
     assert store.store(job, [(0, '{"a": 1}', False)], 30, owner="a") is None  # stored, but a must stop
     assert store.store(job, [(1, '{"b": 1}', False)], 30, owner="b") == 1
     assert list(store.results(job)) == ['{"a": 1}\n', '{"b": 1}\n'] and store.status(job)["done"] == 2
+
+
+def test_a_heartbeat_keeps_the_lease_while_a_batch_is_slow(store):
+    """A batch that takes longer than the lease (queued behind trace traffic) keeps the job:
+    no other server can claim it meanwhile."""
+    job = store.create(files(2, tag=uuid.uuid4().hex[:6]))
+    claimed = threading.Event()
+
+    def slow(pairs):
+        claimed.set()
+        time.sleep(1.2)  # three leases of 0.4 s
+        return fake_score(pairs)
+
+    runner = JobRunner(store, slow, batch=1, lease_s=0.4, poll_s=0.05).start()
+    try:
+        assert claimed.wait(10)
+        for _ in range(8):
+            assert store.claim("other", lease_s=30) is None
+            time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while store.status(job)["status"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    assert store.status(job)["done"] == 2
