@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -67,8 +69,10 @@ class Service:
     # ------------------------------------------------------------------ life
     def start(self) -> None:
         # Local, and this process's own: replicas may share --state-dir on a network filesystem.
-        self.tmp = Path(tempfile.mkdtemp(prefix="mmvgm-serve-"))
+        sweep_dead_scratch()
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         self.store = JobStore(self.settings.db_url)
+        sweep_orphan_uploads(self.state_dir / "uploads", self.store)
         self.metrics.jobs.set_function(self.store.pending_files)
         threading.Thread(target=self._load, name="mmvgm-load", daemon=True).start()
 
@@ -144,6 +148,42 @@ class Service:
     def _job_done(upload_dir: Optional[str]) -> None:
         if upload_dir:
             shutil.rmtree(upload_dir, ignore_errors=True)
+
+
+SCRATCH_PREFIX = "mmvgm-serve-"
+ORPHAN_AGE_S = 24 * 3600
+
+
+def sweep_dead_scratch() -> None:
+    """Remove the local scratch folders of servers on this machine that died (``kill -9``):
+    each folder is named after its server's PID."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_orphan_uploads(uploads: Path, store: JobStore, age_s: float = ORPHAN_AGE_S) -> None:
+    """Remove upload folders that no job names and that are older than ``age_s`` (an upload cut
+    off before its job was created). By age, because a replica sharing the state folder may be
+    receiving into a new one right now."""
+    if not uploads.is_dir():
+        return
+    named = store.upload_dirs()
+    cutoff = time.time() - age_s
+    for folder in uploads.iterdir():
+        if str(folder) not in named and folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def serving_threads(settings: ServeSettings) -> tuple:

@@ -109,6 +109,12 @@ class JobStore:
                 return
             last = rows[-1][0]
 
+    def upload_dirs(self) -> set:
+        """The upload folders that jobs still name."""
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(sa.select(jobs_table.c.upload_dir)
+                                                   .where(jobs_table.c.upload_dir.is_not(None)))}
+
     def pending_files(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(files_table)

@@ -479,3 +479,31 @@ def test_an_upload_that_does_not_arrive_in_time_is_408(make_client):
     answer = client.post("/v1/trace", content=slow(), headers={"content-type": "multipart/form-data; boundary=b"})
     assert answer.status_code == 408 and "did not arrive" in answer.json()["detail"]
     assert list(client.app.state.service.tmp.iterdir()) == []
+
+
+def test_leftovers_of_a_killed_server_are_swept(client, tmp_path):
+    """A dead server's scratch folder (named by its PID) and an old upload folder no job names
+    go at start-up; live servers' folders, job uploads and new folders stay."""
+    import os
+    import subprocess
+    import tempfile
+
+    from mmvgm.serve.app import SCRATCH_PREFIX, sweep_dead_scratch, sweep_orphan_uploads
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{gone.pid}-"))
+    mine = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    sweep_dead_scratch()
+    assert not dead.exists() and mine.exists() and client.app.state.service.tmp.exists()
+    mine.rmdir()
+    store = client.app.state.service.store
+    uploads = tmp_path / "uploads"
+    old, new, kept = (uploads / name for name in ("old", "new", "kept"))
+    for folder in (old, new, kept):
+        folder.mkdir(parents=True)
+    store.create([("a.mp4", str(kept / "a.mp4"))], upload_dir=str(kept))
+    for folder in (old, kept):
+        os.utime(folder, (time.time() - 2 * 86400,) * 2)
+    sweep_orphan_uploads(uploads, store)
+    assert not old.exists() and new.exists() and kept.exists()
