@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -253,42 +254,24 @@ class Predictor:
         sampling = sampling or self.sampling
         if not paths:
             return
-        with self._pool_lock:  # two threads must not both take the free pool
-            pool = self._decode_pool(workers)
-            pool.busy = True
-        try:
+        with self._taken_pool(workers) as pool:
             chunks = pool.decode([(path, frames, sampling) for path in paths], worker_chunk(batch_size, workers))
             yield from self._scored_batches(grouped(chunks, batch_size, self.device), workers, frames, sampling,
                                             threads)
-        except Exception:
-            if pool is self._pool:  # a worker died or the pool broke: the next stream starts afresh
-                self.close()
-            raise
-        finally:
-            pool.done()
 
     def decode_batch(self, paths: Sequence[PathLike], frames: Optional[int] = None,
                      sampling: Optional[str] = None) -> "DecodedBatch":
         """Decode ``paths`` as one batch, split evenly over the predictor's decoding workers
-        (in this thread without them), for :meth:`score_batch`. A service decodes the next
-        batch so while the model scores this one; ``predict_batch`` is the two in one call."""
+        (in this thread without them), for :meth:`score_batch`: a service decodes its next
+        batch while the model scores this one. The same verdicts as ``predict_batch``."""
         frames = self.check_frames(frames)
         sampling = sampling or self.sampling
         requests = [(str(p), frames, sampling) for p in paths]
         if not requests:
             return DecodedBatch([], None, frames, sampling)
-        with self._pool_lock:
-            pool = self._decode_pool(self._pool.workers if self._pool is not None else 0)
-            pool.busy = True
-        try:
+        with self._taken_pool(self._pool.workers if self._pool is not None else 0) as pool:
             chunks = pool.decode(requests, -(-len(requests) // max(1, pool.workers)))
             items, pixels = next(grouped(chunks, len(requests), self.device))
-        except Exception:
-            if pool is self._pool:  # a worker died or the pool broke: the next batch starts afresh
-                self.close()
-            raise
-        finally:
-            pool.done()
         return DecodedBatch(items, pixels, frames, sampling)
 
     def score_batch(self, batch: "DecodedBatch") -> List[Verdict]:
@@ -299,6 +282,21 @@ class Predictor:
         with self._thread_loop(workers):
             submitted = self.submit(batch.pixels) if batch.pixels is not None else None
             return self._batch_records(batch.items, submitted, batch.frames, batch.sampling)
+
+    @contextmanager
+    def _taken_pool(self, workers: int) -> Iterator[DecodePool]:
+        """This predictor's pool for ``workers``, held for one pass (``_decode_pool``)."""
+        with self._pool_lock:  # two threads must not both take the free pool
+            pool = self._decode_pool(workers)
+            pool.busy = True
+        try:
+            yield pool
+        except Exception:
+            if pool is self._pool:  # a worker died or the pool broke: the next pass starts afresh
+                self.close()
+            raise
+        finally:
+            pool.done()
 
     def _decode_pool(self, workers: int) -> DecodePool:
         """This predictor's decoding pool for ``workers`` (made or remade as needed), or a
