@@ -86,6 +86,20 @@ def protect_files(inputs: Sequence[PathLike], encoder, target: Optional[PathLike
         yield {"path": str(src), "output": str(dst), **({"target": str(target)} if target else {}), **report}
 
 
+def load_protection(cfg: dict, encoder: Optional[str] = None, model_path: Optional[PathLike] = None,
+                    lpips_weights: Optional[PathLike] = None, device=None) -> tuple:
+    """``(encoder, lpips_model, note)``: what ``mmvgm protect`` protects with for these options
+    (``cfg`` from :func:`resolve_options`; no ``encoder`` and no ``model_path``: the config's
+    encoder, else guessed from ``model_path``); ``note`` says why LPIPS is off, or is None."""
+    from mmvgm.attacks.encoders import build_encoder
+    from mmvgm.attacks.quality import load_lpips
+
+    name = encoder or (None if model_path else cfg.get("encoder", "svd"))
+    built = build_encoder(name, model_path=model_path, device=device, **(cfg.get("encoder_options") or {}))
+    lpips_model, note = load_lpips(lpips_weights, device=device)
+    return built, lpips_model, note
+
+
 def resolve_options(config: PathLike = "default", **options) -> tuple:
     """``(cfg, ProtectOptions)``: the protect config with non-None ``options`` over it, validated
     (so bad values are refused before any model is loaded)."""

@@ -120,16 +120,11 @@ def _protect_in_order(images: Tuple[str, ...], missing: Dict[str, str], cfg: dic
 
 def _protect_present(images: List[str], cfg: dict, encoder: Optional[str], model_path: Optional[str],
                      lpips_weights: Optional[str], device: str, quiet: bool, **kwargs) -> Iterator[dict]:
-    from mmvgm.attacks.encoders import build_encoder
-    from mmvgm.attacks.files import protect_files
-    from mmvgm.attacks.quality import load_lpips
+    from mmvgm.attacks.files import load_protection, protect_files
     from mmvgm.progress import make_progress
     from mmvgm.runtime import pick_device
 
-    dev = pick_device(device)
-    name = encoder or (None if model_path else cfg.get("encoder", "svd"))
-    enc = build_encoder(name, model_path=model_path, device=dev, **(cfg.get("encoder_options") or {}))
-    lpips_model, note = load_lpips(lpips_weights, device=dev)
+    enc, lpips_model, note = load_protection(cfg, encoder, model_path, lpips_weights, pick_device(device))
     if note and not quiet:
         click.echo(f"note: {note}", err=True)
     with make_progress(disable=quiet) as progress:

@@ -206,15 +206,13 @@ def serving_threads(settings: ServeSettings) -> tuple:
 
 def load_protect_encoder(settings: ServeSettings, device: Any) -> tuple:
     """The encoder and LPIPS model ``mmvgm protect`` would load for the same options."""
-    from mmvgm.attacks.encoders import build_encoder
-    from mmvgm.attacks.files import resolve_options
-    from mmvgm.attacks.quality import load_lpips
+    from mmvgm.attacks.files import load_protection, resolve_options
 
     cfg, _ = resolve_options(settings.protect_config)
-    name = None if settings.protect_encoder in (None, "auto") else settings.protect_encoder
-    encoder = build_encoder(name, model_path=settings.protect_model_path, device=device,
-                            **(cfg.get("encoder_options") or {}))
-    lpips, _ = load_lpips(settings.lpips_weights, device=device)
+    name = None if settings.protect_encoder == "auto" else settings.protect_encoder
+    encoder, lpips, note = load_protection(cfg, name, settings.protect_model_path, settings.lpips_weights, device)
+    if note:
+        log.info("protect reports: %s", note)
     return encoder, lpips
 
 
