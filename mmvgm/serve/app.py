@@ -111,10 +111,18 @@ class Service:
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def not_ready(self) -> Optional[str]:
+        """Why the service cannot score yet (``/readyz``'s 503 and every route's), or None."""
+        if self.ready.is_set():
+            return None
+        if self.failed:
+            return "the model failed to load: " + self.failed
+        return "the model is still loading; retry when /readyz answers 200"
+
     def require_ready(self) -> None:
-        if not self.ready.is_set():
-            raise ServiceError(503, "the model failed to load: " + self.failed if self.failed
-                               else "the model is still loading; retry when /readyz answers 200")
+        reason = self.not_ready()
+        if reason is not None:
+            raise ServiceError(503, reason)
 
     # ------------------------------------------------------------------ work
     async def form(self, request: Request, folder: Path) -> StreamedForm:
@@ -282,10 +290,10 @@ def _add_open_routes(app: FastAPI, service: Service) -> None:
     @app.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Error}}, tags=["service"])
     def readyz() -> Any:
         """200 once the model is loaded, 503 before (or when loading failed)."""
-        if service.ready.is_set():
+        reason = service.not_ready()
+        if reason is None:
             return {"status": "ready"}
-        return JSONResponse({"detail": "loading failed: " + service.failed if service.failed else "loading"},
-                            status_code=503)
+        return JSONResponse({"detail": reason}, status_code=503)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
     def metrics() -> Response:

@@ -80,7 +80,8 @@ def read_token(token_file: Optional[str]) -> Optional[str]:
     if token_file:
         path = Path(token_file).expanduser()
         try:
-            token = path.read_text(encoding="utf-8").strip()
+            lines = path.read_text(encoding="utf-8").strip().splitlines()
+            token = lines[0].strip() if lines else ""
         except OSError as exc:
             raise InputError(f"cannot read the token file ({exc.strerror})", path) from None
         if not token:
