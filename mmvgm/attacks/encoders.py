@@ -7,12 +7,15 @@ the model needs, so every pixel of the user's image gets a gradient.
 
 Built-ins, looked up by :func:`build_encoder` through a registry:
 
-* ``svd``  - a local diffusers Stable Video Diffusion folder (``image_encoder/``,
+``model_path`` is a local folder or file, or a hub id (``org/name[@revision]``): from a
+pipeline repo only the components an encoder uses are fetched (``mmvgm.checkpoint.hub``).
+
+* ``svd``  - a diffusers Stable Video Diffusion folder (``image_encoder/``,
   ``feature_extractor/``, ``vae/``): CLIP image embedding at 224 + VAE latent with the
   pipeline's sigma=0.02 conditioning noise.
 * ``clip`` - any Hugging Face CLIP vision folder.
 * ``vae``  - any diffusers ``AutoencoderKL`` folder (or a pipeline folder with ``vae/``).
-* ``timm:NAME`` - a timm model with a local checkpoint (``model_path``).
+* ``timm:NAME`` - a timm model with a checkpoint (``model_path``).
 * any ``torch.nn.Module`` from Python (:class:`ModuleEncoder`).
 
 Add one with ``@register_encoder("name")`` on a factory ``(model_path, **options) -> ImageEncoder``.
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmvgm.checkpoint.hub import HubFiles, hf_model_files, is_hub_id, resolve, resolve_model
 from mmvgm.errors import CheckpointError, InputError
 from mmvgm.runtime import autocast_dtype
 
@@ -34,9 +38,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SVD_REPO = "stabilityai/stable-video-diffusion-img2vid-xt"
 SVD_DOWNLOAD_HINT = (
-    f"download the image_encoder/, feature_extractor/ and vae/ folders of the Stable Video Diffusion "
-    f"repository ({SVD_REPO}), e.g. `huggingface-cli download {SVD_REPO} --include 'image_encoder/*' "
-    f"'feature_extractor/*' 'vae/*' --local-dir ~/weights/svd`, and pass --model-path ~/weights/svd"
+    f"pass --model-path {SVD_REPO} (its image_encoder/, feature_extractor/ and vae/ are fetched into the "
+    f"Hugging Face cache), or a local folder holding those three"
 )
 
 EncoderFactory = Callable[..., "ImageEncoder"]
@@ -236,16 +239,21 @@ def build_encoder(spec: Union[str, nn.Module, None] = "svd", model_path: Optiona
 
 
 def guess_encoder(model_path: Optional[Union[str, Path]]) -> str:
-    """``svd`` for an SVD folder (and as the default), ``clip``/``vae`` from a config.json."""
+    """``svd`` for an SVD folder (and as the default), ``clip``/``vae`` from a config.json; a hub
+    id is judged by its ``model_index.json`` / ``config.json`` alone, fetched first."""
     if model_path is None:
         return "svd"
     path = Path(model_path).expanduser()
-    if (path / "image_encoder").is_dir() or (path / "vae").is_dir() and (path / "feature_extractor").is_dir():
+    if is_hub_id(model_path):
+        path = resolve(model_path, HubFiles(optional=("model_index.json", "config.json")))
+    index = _read_json(path / "model_index.json") if (path / "model_index.json").is_file() else {}
+    if (path / "image_encoder").is_dir() or (path / "vae").is_dir() and (path / "feature_extractor").is_dir() \
+            or "image_encoder" in index:
         return "svd"
     config = _read_json(path / "config.json") if (path / "config.json").is_file() else {}
     if str(config.get("model_type", "")).startswith("clip"):
         return "clip"
-    if "AutoencoderKL" in str(config.get("_class_name", "")) or (path / "vae").is_dir():
+    if "AutoencoderKL" in str(config.get("_class_name", "")) or (path / "vae").is_dir() or "vae" in index:
         return "vae"
     return "svd"
 
@@ -257,10 +265,13 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError("cannot read JSON config", path) from None
 
 
-def _need_dir(model_path, what: str, hint: str) -> Path:
+def _need_dir(model_path, what: str, hint: str, components: Sequence[str],
+              weight_names: Sequence[str] = ("model.safetensors", "pytorch_model.bin")) -> Path:
+    """The local folder of ``model_path``; a hub id is fetched: only ``components`` of a pipeline
+    repo, or the whole (weights + configs) of a single-model repo."""
     if model_path is None:
-        raise CheckpointError(f"the {what} encoder needs local weights: {hint}")
-    path = Path(model_path).expanduser()
+        raise CheckpointError(f"the {what} encoder needs weights: {hint}")
+    path = resolve_model(model_path, components, weight_names)
     if not path.is_dir():
         raise CheckpointError(f"model folder not found; {hint}", path)
     return path
@@ -296,7 +307,7 @@ def _load_clip_vision(folder: Path) -> nn.Module:
 
 @register_encoder("svd")
 def _svd(model_path=None, noise_sigma: float = 0.02, vae_max_side: int = 1024, **_) -> ImageEncoder:
-    root = _need_dir(model_path, "svd", SVD_DOWNLOAD_HINT)
+    root = _need_dir(model_path, "svd", SVD_DOWNLOAD_HINT, ("image_encoder", "vae", "feature_extractor"))
     missing = [d for d in ("image_encoder", "vae") if not (root / d).is_dir()]
     if missing:
         raise CheckpointError(f"not a Stable Video Diffusion folder (missing {', '.join(d + '/' for d in missing)}); "
@@ -316,8 +327,9 @@ def _svd(model_path=None, noise_sigma: float = 0.02, vae_max_side: int = 1024, *
 
 @register_encoder("clip")
 def _clip(model_path=None, **_) -> ImageEncoder:
-    folder = _need_dir(model_path, "clip", "pass --model-path to a local Hugging Face CLIP (vision) folder "
-                                           "with config.json and model.safetensors")
+    folder = _need_dir(model_path, "clip", "pass --model-path to a Hugging Face CLIP (vision) folder "
+                                           "with config.json and model.safetensors, or its hub id",
+                       ("image_encoder", "feature_extractor"))
     if (folder / "image_encoder").is_dir():  # an SVD / I2V pipeline folder
         fe = folder / "feature_extractor"
         size, mean, std = _clip_preprocess(fe if fe.is_dir() else None)
@@ -329,8 +341,9 @@ def _clip(model_path=None, **_) -> ImageEncoder:
 
 @register_encoder("vae")
 def _vae(model_path=None, vae_max_side: int = 1024, **_) -> ImageEncoder:
-    folder = _need_dir(model_path, "vae", "pass --model-path to a local diffusers AutoencoderKL folder "
-                                          "(config.json + diffusion_pytorch_model.safetensors)")
+    folder = _need_dir(model_path, "vae", "pass --model-path to a diffusers AutoencoderKL folder "
+                                          "(config.json + diffusion_pytorch_model.safetensors), or its hub id",
+                       ("vae",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
     if (folder / "vae").is_dir():
         folder = folder / "vae"
     config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
@@ -351,11 +364,11 @@ def _vae(model_path=None, vae_max_side: int = 1024, **_) -> ImageEncoder:
 def _timm(model_path=None, name: Optional[str] = None, **_) -> ImageEncoder:
     if not name:
         raise InputError("name the timm model as timm:NAME, e.g. timm:resnet50")
-    hint = (f"timm:{name} needs --model-path to a local checkpoint (.safetensors, or a .pth/.bin state dict); "
-            "mmvgm never downloads weights")
+    hint = (f"timm:{name} needs --model-path to a checkpoint (.safetensors, or a .pth/.bin state dict) "
+            "or a hub id (timm/NAME); mmvgm fetches nothing it is not told to")
     if model_path is None:
         raise CheckpointError(hint)
-    path = Path(model_path).expanduser()
+    path = resolve(model_path, hf_model_files())
     if path.is_dir():
         found = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + sorted(path.glob("*.pth"))
         if not found:

@@ -21,8 +21,9 @@ from mmvgm.errors import CheckpointError, DependencyError
 # torchvision file names of the ImageNet backbones LPIPS builds on
 LPIPS_BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth",
                         "squeeze": "squeezenet1_1-b8a52dc0.pth"}
-LPIPS_MISSING_NOTE = ("LPIPS is off: its AlexNet backbone weights are not on disk (mmvgm never downloads); "
-                      "pass --lpips-weights PATH (torchvision alexnet-owt-7be5be79.pth) to enable it")
+LPIPS_MISSING_NOTE = ("LPIPS is off: its AlexNet backbone weights are not on disk (mmvgm fetches nothing "
+                      "unasked); pass --lpips-weights PATH (torchvision alexnet-owt-7be5be79.pth), or a hub "
+                      "id hf://org/name/FILE.pth, to enable it")
 
 
 def _as_float(image: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
@@ -64,14 +65,28 @@ def _hub_backbone(net: str) -> Optional[Path]:
     return path if path.is_file() else None
 
 
+def _lpips_file(weights: Union[str, Path]) -> Path:
+    from mmvgm.checkpoint.hub import HubFiles, resolve
+
+    path = resolve(weights, HubFiles(choices=((("*.pth",),),)))
+    if path.is_dir():
+        found = sorted(path.glob("*.pth"))
+        if len(found) != 1:
+            raise CheckpointError(f"expected one .pth file here, found {len(found)}; name it: hf://org/name/FILE.pth",
+                                  path)
+        path = found[0]
+    return path
+
+
 def load_lpips(weights: Optional[Union[str, Path]] = None, net: str = "alex",
                device: Optional[torch.device] = None) -> Tuple[Optional[nn.Module], Optional[str]]:
     """``(lpips_module, None)`` when backbone weights are on disk, else ``(None, note)``.
 
     ``weights``: a torchvision state dict of the backbone (``features.*`` keys) or a full LPIPS
-    state dict. Without it, the torch hub cache is checked. Never downloads.
+    state dict, as a local file or a hub id (``hf://org/name/FILE.pth``, or ``org/name`` when
+    the repo holds one ``.pth``). Without it, the torch hub cache is checked; nothing is fetched.
     """
-    path = Path(weights).expanduser() if weights is not None else _hub_backbone(net)
+    path = _lpips_file(weights) if weights is not None else _hub_backbone(net)
     if path is None:
         return None, LPIPS_MISSING_NOTE
     if not path.is_file():

@@ -12,7 +12,7 @@ from mmvgm.cli.options import precision_option
 
 @click.command(name="eval")
 @click.option("--checkpoint", "-c", required=True, type=click.Path(),
-              help="Checkpoint directory (e.g. runs/x/best).")
+              help="Checkpoint directory (e.g. runs/x/best) or hub id (org/name[@revision]).")
 @click.option("--data", "-d", required=True, type=click.Path(),
               help="The dataset: a folder or a manifest (.csv, .jsonl, .ndjson, .txt), as for `mmvgm train`; "
                    "the test split is recomputed from the checkpoint's seed.")

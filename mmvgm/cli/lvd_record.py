@@ -8,7 +8,7 @@ import click
 
 @click.command("lvd-record")
 @click.option("--pipeline", "pipeline_dir", required=True, type=click.Path(file_okay=False),
-              help="Local diffusers text-to-video pipeline directory (AnimateDiff/MagicTime style).")
+              help="Diffusers text-to-video pipeline: a directory (AnimateDiff/MagicTime style) or a hub id.")
 @click.option("--prompts", required=True, type=click.Path(dir_okay=False), help="One prompt per line.")
 @click.option("--labels", "labels_csv", type=click.Path(dir_okay=False),
               help="5-column category CSV of prompt indices (research format); none: all normal.")

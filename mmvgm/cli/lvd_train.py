@@ -17,7 +17,7 @@ import click
 @click.option("--backbone", help="Backbone config name or YAML (videomae, i3d_r50, ...). [videomae_tiny]")
 @click.option("--input", "input_kind", type=click.Choice(["latent", "rgb"]),
               help="latent: 4-channel x0 straight into the backbone; rgb: decode with --vae first. [latent]")
-@click.option("--vae", type=click.Path(file_okay=False), help="Local AutoencoderKL (or pipeline) dir for --input rgb.")
+@click.option("--vae", type=click.Path(file_okay=False), help="AutoencoderKL (or pipeline) dir or hub id for --input rgb.")
 @click.option("--epochs", type=int, help="Training epochs per model. [3]")
 @click.option("--batch-size", type=int, help="Batch size. [8]")
 @click.option("--lr", type=float, help="AdamW learning rate. [1e-4]")

@@ -22,15 +22,16 @@ import click
 @click.option("--encoder", "-e", default=None,
               help="svd | clip | vae | timm:NAME [default: svd, or guessed from --model-path].")
 @click.option("--model-path", "-m", type=click.Path(), default=None, envvar="MMVGM_PROTECT_MODEL",
-              show_envvar=True, help="Local weights: an SVD folder (image_encoder/, feature_extractor/, "
-                                     "vae/), a CLIP or VAE folder, or a timm checkpoint.")
+              show_envvar=True, help="Weights: an SVD folder (image_encoder/, feature_extractor/, vae/), a CLIP "
+                                     "or VAE folder, a timm checkpoint, or the hub id of any of them "
+                                     "(stabilityai/stable-video-diffusion-img2vid-xt).")
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output directory (created if missing) or a .png path for a single input "
                    "[default: <stem>.protected.png beside each input].")
 @click.option("--eot", default=None, help="Expectation over transforms, e.g. jpeg,resize.")
 @click.option("--lpips-weight", default=None, help="Weight of the LPIPS penalty [default: 1].")
 @click.option("--lpips-weights", type=click.Path(), default=None,
-              help="Local LPIPS AlexNet backbone (torchvision alexnet-owt-7be5be79.pth) "
+              help="LPIPS AlexNet backbone (torchvision alexnet-owt-7be5be79.pth), or hf://org/name/FILE.pth "
                    "[default: the torch hub cache; LPIPS is off when absent].")
 @click.option("--no-random-start", is_flag=True, default=False, help="Start from the image itself.")
 @click.option("--seed", default=None, help="Random seed [default: 0].")

@@ -16,7 +16,7 @@ import click
               help="Purifications to try: jpeg:Q, resize:S (down and back up), blur:SIGMA.")
 @click.option("--encoder", "-e", default=None, help="svd | clip | vae | timm:NAME [default: svd].")
 @click.option("--model-path", "-m", type=click.Path(), default=None, envvar="MMVGM_PROTECT_MODEL",
-              show_envvar=True, help="Local weights (as for `mmvgm protect`).")
+              show_envvar=True, help="Weights: a folder, file or hub id (as for `mmvgm protect`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write the JSON to this file.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")

@@ -13,7 +13,7 @@ from mmvgm.errors import InputError
 @click.command(name="scan")
 @click.argument("path", required=False, type=click.Path())
 @click.option("--checkpoint", "-c", type=click.Path(), envvar="MMVGM_CHECKPOINT", show_envvar=True,
-              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`).")
+              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`) or hub id (org/name[@revision]).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Results file: .jsonl (one JSON object per line) or .csv.")
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=8, show_default=True)

@@ -10,7 +10,7 @@ from mmvgm.cli.options import precision_option
 
 @click.command(name="serve")
 @click.option("--checkpoint", "-c", type=click.Path(), envvar="MMVGM_CHECKPOINT", show_envvar=True,
-              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`).")
+              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`) or hub id (org/name[@revision]).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs a token.")
 @click.option("--port", "-p", type=click.IntRange(0, 65535), default=8000, show_default=True)
@@ -28,13 +28,13 @@ from mmvgm.cli.options import precision_option
 @click.option("--protect-encoder", default=None,
               help="Enable /v1/protect with this encoder: svd | clip | vae | timm:NAME | auto.")
 @click.option("--model-path", "-m", type=click.Path(), default=None,
-              help="Local weights of the protect encoder (as for `mmvgm protect --model-path`).")
+              help="Weights of the protect encoder: a folder or hub id (as for `mmvgm protect --model-path`).")
 @click.option("--protect-config", default="default", show_default=True,
               help="Protect config name (configs/protect/) or YAML path, as for `mmvgm protect --config`.")
 @click.option("--max-protect-steps", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Most attack steps a /v1/protect request may ask for.")
 @click.option("--lpips-weights", type=click.Path(dir_okay=False), default=None,
-              help="Local LPIPS backbone for protect reports (as for `mmvgm protect`).")
+              help="LPIPS backbone for protect reports: a file or hub id (as for `mmvgm protect`).")
 @click.option("--workers", "-j", type=click.IntRange(min=0), default=None,
               help="Decoding processes of the predictor (0: decode in the server's decode thread) [default: as "
                    "for scan, the usable cores less 2, from 2 to 16].")

@@ -25,7 +25,7 @@ def _sampling(ctx: click.Context, param: click.Parameter, value: Optional[str]) 
 @click.command(name="trace")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @click.option("--checkpoint", "-c", type=click.Path(), envvar="MMVGM_CHECKPOINT", show_envvar=True,
-              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`).")
+              help="Checkpoint directory (from `mmvgm train` or `mmvgm demo`) or hub id (org/name[@revision]).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video per line on stdout.")
 @click.option("--frames", "-t", type=click.IntRange(min=1), default=None,
               help="Frames per clip [default: the checkpoint's].")

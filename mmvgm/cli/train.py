@@ -25,7 +25,8 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 @click.option("--lr", type=float, default=None, help="AdamW learning rate [default: 1e-5].")
 @click.option("--frames", "-t", type=click.IntRange(min=1), default=None, help="Frames per clip [default: the backbone's].")
 @click.option("--size", type=click.IntRange(min=8), default=None, help="Input side in pixels [default: the backbone's].")
-@click.option("--weights", default=None, type=click.Path(), help="Local pretrained backbone weights (file or dir).")
+@click.option("--weights", default=None, type=click.Path(), help="Pretrained backbone weights: a local file or dir, or a hub id "
+                   "(MCG-NJU/videomae-base, org/name@revision, hf://org/name/file.pyth).")
 @click.option("--seed", type=int, default=None, help="Training seed [default: 2024]; the split seed is split.seed.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="DataLoader decode workers [default: 2].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,

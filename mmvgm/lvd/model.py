@@ -92,9 +92,13 @@ class InputAdapter(nn.Module):
 
 
 def load_vae(path: PathLike) -> nn.Module:
+    """An AutoencoderKL from a folder (or a pipeline's ``vae/``), or a hub id: from a pipeline
+    repo only ``vae/`` is fetched."""
     from diffusers import AutoencoderKL
 
-    path = Path(path)
+    from mmvgm.checkpoint.hub import resolve_model
+
+    path = resolve_model(path, ("vae",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
     folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
         raise CheckpointError("no AutoencoderKL here (expected config.json, or a pipeline with vae/)", path)

@@ -145,13 +145,15 @@ SCHEDULERS = {"ddim": "DDIMScheduler", "keep": None}
 
 
 def load_pipeline(pipeline_dir: PathLike, scheduler: str = "ddim", device: Optional[str] = None) -> Any:
-    """A diffusers pipeline from a local directory (never the hub); DDIM by default, as in the research."""
+    """A diffusers pipeline from a local directory, or a hub id the user named (its components'
+    configs and safetensors weights are fetched into the HF cache); DDIM by default, as in the research."""
     import diffusers
 
+    from mmvgm.checkpoint.hub import resolve_pipeline
     from mmvgm.errors import CheckpointError
     from mmvgm.runtime import pick_device
 
-    pipeline_dir = Path(pipeline_dir)
+    pipeline_dir = resolve_pipeline(pipeline_dir)
     if not (pipeline_dir / "model_index.json").is_file():
         raise InputError("not a diffusers pipeline directory (no model_index.json)", pipeline_dir)
     if scheduler not in SCHEDULERS:

@@ -1,6 +1,7 @@
-"""Local pretrained weights: read a checkpoint file or directory and load it strictly.
+"""Pretrained weights: read a checkpoint file or directory and load it strictly.
 
-Accepted (nothing is ever downloaded; no hub call is made, so ``HF_HUB_OFFLINE`` holds trivially):
+Accepted (a hub id, ``org/name[@revision]`` or ``hf://org/name[@revision][/file]``, is first
+resolved to its local snapshot by ``mmvgm.checkpoint.hub``; nothing else is ever fetched):
 
 * a directory in HF format (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``,
   or a sharded ``model.safetensors.index.json``): VideoMAE, X-CLIP, timm hub dirs;
@@ -231,16 +232,19 @@ def _lookup(tree: Mapping, dotted: str):
 
 
 def load_pretrained(backbone: nn.Module, path: PathLike) -> LoadReport:
-    """Load local pretrained weights into a backbone built by ``build_backbone``.
+    """Load pretrained weights (a local path or a hub id) into a backbone built by ``build_backbone``.
 
     Missing path -> ``CheckpointError`` naming the path and the expected files; keys are
     checked strictly (see the module docstring) and the error lists what did not match. For an
     HF dir, the architecture fields of its ``config.json`` must match the backbone config too.
     """
+    from mmvgm.checkpoint.hub import hf_model_files, resolve
+
     weight_files = getattr(backbone, "weight_files", ("model.safetensors", "pytorch_model.bin"))
+    path = resolve(path, hf_model_files(weight_files))
     state = read_state_dict(path, weight_files)
-    if Path(path).expanduser().is_dir():
-        check_hf_config(backbone, Path(path).expanduser())
+    if path.is_dir():
+        check_hf_config(backbone, path)
     adapt = getattr(backbone, "adapt_state_dict", None)
     if adapt is not None:
         state = adapt(state)

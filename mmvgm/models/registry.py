@@ -15,7 +15,8 @@ Backbone config keys (all validated, a typo is a ``ConfigError`` with a did-you-
                 for i3d_r50, create_model kwargs + ``name`` for timm); never frames/size/channels
     preprocess: {resize_shortest, crop, mean, std, resample, rescale, crop_offset} for
                 data.transforms (or null)
-    weights:    optional local pretrained weights (file or directory), see models.pretrained;
+    weights:    optional pretrained weights: a local file or directory, or a hub id
+                (org/name[@revision], hf://org/name/file), see models.pretrained;
                 an HF directory's preprocessor_config.json sets preprocess mean/std/resample/rescale
 """
 from __future__ import annotations
@@ -237,12 +238,13 @@ def resolve_backbone_config(spec: BackboneSpec, *, frames: Optional[int] = None,
 
 
 def weights_processor_file(weights: Optional[PathLike]) -> Optional[Path]:
-    """The ``preprocessor_config.json`` an HF-format weights directory ships with, if any."""
+    """The ``preprocessor_config.json`` an HF-format weights directory (or hub repo) ships with, if any."""
+    from mmvgm.checkpoint.hub import resolve
     from mmvgm.data.transforms import HF_PROCESSOR_FILE
 
     if not weights:
         return None
-    path = Path(weights).expanduser() / HF_PROCESSOR_FILE
+    path = resolve(weights) / HF_PROCESSOR_FILE
     return path if path.is_file() else None
 
 
