@@ -18,17 +18,19 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from mmvgm.checkpoint.hub import HubFiles, resolve
 from mmvgm.checkpoint.meta import CONFIG_NAME, FORMAT_VERSION, CheckpointMeta  # noqa: F401
 from mmvgm.errors import CheckpointError, PathLike
 from mmvgm.io.atomic import new_temp_dir
 
 WEIGHTS_NAME = "model.safetensors"
+METRICS_NAME = "metrics.json"
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 
@@ -36,10 +38,11 @@ STATE_JSON = "train_state.json"
 # ----------------------------------------------------------------------------- save / load
 
 def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: CheckpointMeta,
-                    train_state: Optional[Dict[str, Any]] = None) -> Path:
+                    train_state: Optional[Dict[str, Any]] = None,
+                    extra_files: Optional[Mapping[str, str]] = None) -> Path:
     """Write ``directory`` atomically: ``meta`` as ``mmvgm.yaml``, the weights as
     ``model.safetensors``; ``train_state`` is any nesting of dicts/lists/tensors/arrays/scalars
-    (see ``pack_state``)."""
+    (see ``pack_state``); ``extra_files``: ``{name: text}`` written beside them (a model card)."""
     if not isinstance(meta, CheckpointMeta):
         raise TypeError("save_checkpoint needs a CheckpointMeta")
     dest = Path(directory)
@@ -52,6 +55,8 @@ def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: Checkpoin
             tensors, skeleton = pack_state(train_state)
             save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "pt"})
             (tmp / STATE_JSON).write_text(json.dumps(skeleton), encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (tmp / Path(name).name).write_text(text, encoding="utf-8")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -60,6 +65,38 @@ def save_checkpoint(directory: PathLike, model: torch.nn.Module, meta: Checkpoin
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def save_pretrained(directory: PathLike, model: torch.nn.Module, meta: CheckpointMeta,
+                    metrics: Optional[Mapping[str, Any]] = None, *, name: Optional[str] = None,
+                    license: Optional[str] = None) -> Path:
+    """A checkpoint ready to share as a hub repo: ``mmvgm.yaml``, ``model.safetensors``, a
+    ``README.md`` model card (see ``checkpoint.card``) and, when given, eval's ``metrics.json``.
+    ``load_checkpoint`` / ``Predictor.from_pretrained`` read it back."""
+    from mmvgm.checkpoint.card import CARD_NAME, model_card
+
+    extra = {CARD_NAME: model_card(meta, metrics, name=name, license=license)}
+    if metrics:
+        extra[METRICS_NAME] = json.dumps(dict(metrics), indent=2, default=str)
+    return save_checkpoint(directory, model, meta, extra_files=extra)
+
+
+def read_metrics(source: Optional[Union[PathLike, Mapping[str, Any]]]) -> Optional[Dict[str, Any]]:
+    """Eval metrics from a ``metrics.json`` path, a checkpoint folder holding one, or a dict."""
+    if source is None or isinstance(source, Mapping):
+        return None if source is None else dict(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / METRICS_NAME
+        if not path.is_file():
+            return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read eval metrics ({type(exc).__name__})", path) from None
+    if not isinstance(data, Mapping):
+        raise CheckpointError("eval metrics must be a JSON object (mmvgm eval's metrics.json)", path)
+    return dict(data)
 
 
 def _swap_into_place(tmp: Path, dest: Path) -> None:
@@ -78,9 +115,19 @@ def _state_tensors(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
+#: What a checkpoint fetched from the hub needs (the card and metrics come along for the reader).
+CHECKPOINT_FILES = HubFiles(required=(CONFIG_NAME, WEIGHTS_NAME), optional=("README.md", METRICS_NAME))
+
+
+def locate_checkpoint(spec: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
+    """The local directory of checkpoint ``spec``: a path, or a hub id (``org/name[@revision]``)
+    fetched into the Hugging Face cache (see ``mmvgm.checkpoint.hub``)."""
+    return resolve(spec, CHECKPOINT_FILES, cache_dir=cache_dir)
+
+
 def read_meta(directory: PathLike) -> CheckpointMeta:
     """The checkpoint's ``mmvgm.yaml`` (checks the directory is complete)."""
-    directory = Path(directory)
+    directory = locate_checkpoint(directory)
     if not directory.is_dir():
         raise CheckpointError("checkpoint directory not found", directory)
     if not (directory / WEIGHTS_NAME).is_file():
@@ -93,8 +140,9 @@ def read_meta(directory: PathLike) -> CheckpointMeta:
 def load_checkpoint(directory: PathLike, device: Any = "cpu",
                     builder: Optional[Callable[[dict], torch.nn.Module]] = None
                     ) -> Tuple[torch.nn.Module, CheckpointMeta]:
-    """Rebuild the model from ``mmvgm.yaml`` and load ``model.safetensors`` strictly."""
-    directory = Path(directory)
+    """Rebuild the model from ``mmvgm.yaml`` and load ``model.safetensors`` strictly
+    (``directory`` may be a hub id, see ``locate_checkpoint``)."""
+    directory = locate_checkpoint(directory)
     meta = read_meta(directory)
     if builder is None:
         from mmvgm.models import build_model as builder

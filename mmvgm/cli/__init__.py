@@ -30,6 +30,7 @@ VERBS = {
     "lvd-record": "mmvgm.cli.lvd_record",
     "lvd-train": "mmvgm.cli.lvd_train",
     "serve": "mmvgm.cli.serve",
+    "push": "mmvgm.cli.push",
 }
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE

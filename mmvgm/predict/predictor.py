@@ -35,11 +35,14 @@ CHECKPOINT_HINT = ("no checkpoint given: pass --checkpoint DIR or set MMVGM_CHEC
 
 
 def resolve_checkpoint(checkpoint: Optional[PathLike]) -> Path:
-    """``checkpoint`` or ``$MMVGM_CHECKPOINT``; neither -> a CheckpointError saying how to get one."""
+    """``checkpoint`` or ``$MMVGM_CHECKPOINT`` (a directory or a hub id, fetched into the HF
+    cache); neither -> a CheckpointError saying how to get one."""
+    from mmvgm.checkpoint.files import locate_checkpoint
+
     value = checkpoint or os.environ.get(CHECKPOINT_ENV)
     if not value:
         raise CheckpointError(CHECKPOINT_HINT)
-    path = Path(value).expanduser()
+    path = locate_checkpoint(value)
     if not path.is_dir():
         raise CheckpointError("checkpoint directory not found (`mmvgm demo` makes a demo checkpoint; "
                               "`mmvgm train` trains one)", path)
@@ -118,6 +121,28 @@ class Predictor:
         predictor = cls(model, meta, device=device, workers=workers, precision=precision, threads=threads, **limits)
         predictor.path = path
         return predictor
+
+    @classmethod
+    def from_pretrained(cls, id_or_dir: PathLike, *, revision: Optional[str] = None,
+                        cache_dir: Optional[PathLike] = None, **options: Any) -> "Predictor":
+        """Load a checkpoint folder or hub repo (``org/name``, ``hf://org/name``); ``revision``: a
+        branch, tag or commit of the repo; ``cache_dir``: instead of the HF cache. ``options`` as
+        ``from_checkpoint``. Nothing is fetched for a folder that exists."""
+        from mmvgm.checkpoint.files import locate_checkpoint
+        from mmvgm.checkpoint.hub import with_revision
+
+        spec = with_revision(id_or_dir, revision) if revision else id_or_dir
+        return cls.from_checkpoint(locate_checkpoint(spec, cache_dir=cache_dir), **options)
+
+    def save_pretrained(self, directory: PathLike, metrics: Optional[Any] = None, *,
+                        name: Optional[str] = None, license: Optional[str] = None) -> Path:
+        """Write this predictor's checkpoint as a hub-ready folder (``checkpoint.files.save_pretrained``):
+        ``metrics`` is eval's ``metrics.json`` (a path or dict; default: the one beside the loaded
+        checkpoint, if any); ``name`` (``org/name``) and ``license`` go into the model card."""
+        from mmvgm.checkpoint.files import read_metrics, save_pretrained
+
+        metrics = read_metrics(metrics if metrics is not None else self.path)
+        return save_pretrained(directory, self.model, self.meta, metrics, name=name, license=license)
 
     def close(self) -> None:
         """Stop the decoding workers kept for ``stream`` (also done when the predictor is freed);

@@ -247,3 +247,41 @@ def test_stream_workers_start_from_a_fork_server_or_spawned(tmp_path, monkeypatc
     in_process = predictor.predict_batch(videos, batch_size=2, workers=0)
     assert [r["fake_probability"] for r in records[:-1]] == pytest.approx(
         [r["fake_probability"] for r in in_process], abs=1e-5)
+
+
+# --- hub repos: from_pretrained / save_pretrained ---------------------------------------------
+
+def test_save_pretrained_then_from_pretrained_through_a_hub_cache(ckpts, videos, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from tests.hf_cache import add_repo
+
+    original = Predictor.from_checkpoint(ckpts["joint"])
+    (tmp_path / "metrics.json").write_text('{"split": "test", "n": 5, "detect": {"auc": 0.625}}')
+    saved = original.save_pretrained(tmp_path / "shared", metrics=tmp_path / "metrics.json", name="org/joint")
+    assert sorted(p.name for p in saved.iterdir()) == ["README.md", "metrics.json", "mmvgm.yaml", "model.safetensors"]
+    assert "| detect.auc | 0.6250 |" in ModelCard.load(saved / "README.md").text
+    add_repo(tmp_path / "cache", "org/joint", saved)
+    add_repo(tmp_path / "cache", "org/joint", saved, revision="v1")
+    for loaded in (Predictor.from_pretrained(saved), Predictor.from_pretrained("org/joint", cache_dir=tmp_path / "cache"),
+                   Predictor.from_pretrained("org/joint", revision="v1", cache_dir=tmp_path / "cache")):
+        a, b = original.predict(videos[0]), loaded.predict(videos[0])
+        assert a.fake_probability == pytest.approx(b.fake_probability, abs=1e-6)
+        assert a.to_json()["sources"] == pytest.approx(b.to_json()["sources"], abs=1e-6)
+
+
+def test_from_pretrained_of_an_id_not_cached_is_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match="hf download org/absent"):
+        Predictor.from_pretrained("org/absent", cache_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="not a hub id"):
+        Predictor.from_pretrained(tmp_path / "nowhere", revision="v1")
+
+
+def test_loading_refuses_a_pickle_in_place_of_safetensors(ckpts, tmp_path):
+    import shutil
+
+    bad = tmp_path / "pickled"
+    shutil.copytree(ckpts["joint"], bad)
+    torch.save({"w": torch.zeros(1)}, bad / "model.safetensors")  # a zip pickle under the safetensors name
+    with pytest.raises(CheckpointError, match="cannot read model.safetensors"):
+        Predictor.from_pretrained(bad)
