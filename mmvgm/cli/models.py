@@ -10,8 +10,11 @@ import click
 @click.command("models", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("name", required=False)
 @click.option("--params", is_flag=True, help="With NAME: build it (random weights) and count parameters.")
+@click.option("--zoo", is_flag=True,
+              help="The known public weights (configs/zoo.yaml): which the Hugging Face cache holds, "
+                   "and the command that fetches each. Looks in the cache only, never online.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def command(name: Optional[str], params: bool, as_json: bool) -> None:
+def command(name: Optional[str], params: bool, zoo: bool, as_json: bool) -> None:
     """List registered backbones and shipped configs, or show one resolved config.
 
     \b
@@ -24,8 +27,15 @@ def command(name: Optional[str], params: bool, as_json: bool) -> None:
       mmvgm models videomae
       mmvgm models timm:vit_base_patch16_224 --params
       mmvgm models --json
+      mmvgm models --zoo
     """
     import yaml
+
+    if zoo:
+        if name is not None or params:
+            raise click.UsageError("--zoo takes no NAME and no --params")
+        _print_zoo(as_json)
+        return
 
     from mmvgm.models.registry import (backbone_entries, describe_config, list_configs,
                                        resolve_backbone_config, summarize_backbone)
@@ -58,3 +68,29 @@ def command(name: Optional[str], params: bool, as_json: bool) -> None:
         click.echo(json.dumps(cfg, indent=2))
     else:
         click.echo(yaml.safe_dump(cfg, sort_keys=False).rstrip())
+
+
+def _print_zoo(as_json: bool) -> None:
+    from mmvgm.checkpoint.zoo import zoo_table
+
+    rows, cached = zoo_table()
+    if as_json:
+        click.echo(json.dumps({"entries": rows, "cached": cached}, indent=2))
+        return
+    marks = {"cached": "cached ", "partial": "partial", "absent": "-      ", "url": "url    "}
+    kind = None
+    for row in rows:
+        if row["kind"] != kind:
+            kind = row["kind"]
+            click.echo(f"{'' if kind == rows[0]['kind'] else chr(10)}{kind.capitalize()}:")
+        where = row["id"] + (f"@{row['revision']}" if row["revision"] not in (None, "main") else "") \
+            if row["id"] else "not on the hub"
+        click.echo(f"  {marks[row['state']]}  {row['name']:<24}{where}  [{row['license']}]")
+        if row["state"] == "partial":
+            click.echo(f"             lacks {', '.join(row['lacking'])}")
+        if row["state"] != "cached":
+            click.echo(f"             fetch: {row['fetch']}")
+        click.echo(f"             use:   {row['use']}")
+        if row.get("note"):
+            click.echo(f"             note:  {row['note']}")
+    click.echo(f"\n{cached} of {len(rows)} in the Hugging Face cache. Nothing is fetched unless you name an id.")
