@@ -60,8 +60,7 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
     from mmvgm.engine.evaluate import evaluate, results_table
 
     if out is None:
-        ck = Path(checkpoint).resolve()
-        out = str(ck.parent / f"eval-{ck.name}-{split}")
+        out = _default_out(checkpoint, split)
     results = evaluate(checkpoint, data, split=split, out=out, perturb=perturb, holdout_class=holdout_class,
                        attack=attack, batch_size=batch_size, workers=workers,
                        device=None if device == "auto" else device, progress=not no_progress,
@@ -99,3 +98,14 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
     console.print(f"wrote {Path(out) / 'metrics.json'}, roc.png, confusion.png")
     if predictions_out:
         console.print(f"wrote the per-file verdicts to {predictions_out}")
+
+
+def _default_out(checkpoint: str, split: str) -> str:
+    """``<run>/eval-<checkpoint>-<split>`` beside a local checkpoint; for a hub id, in the
+    current folder (``eval-org--name-test``), not in a folder named after the org."""
+    from mmvgm.checkpoint.hub import is_hub_id, parse_hub_id
+
+    if is_hub_id(checkpoint):
+        return f"eval-{parse_hub_id(checkpoint).repo_id.replace('/', '--')}-{split}"
+    ck = Path(checkpoint).resolve()
+    return str(ck.parent / f"eval-{ck.name}-{split}")

@@ -226,7 +226,10 @@ class _Runner:
 def _clean_results(checkpoint: PathLike, data: PathLike, split: str, meta, preds: Predictions,
                    split_info: Mapping[str, Any], precision: str) -> Dict[str, Any]:
     names = meta.label_set.names
-    results: Dict[str, Any] = {"checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data),
+    from mmvgm.checkpoint.hub import is_hub_id
+
+    where = str(checkpoint) if is_hub_id(checkpoint) else os.path.abspath(checkpoint)  # an id stays an id
+    results: Dict[str, Any] = {"checkpoint": where, "data": os.path.abspath(data),
                                "split": split, "task": meta.task, "labels": names, "precision": precision,
                                **split_info}
     results.update(metrics_for(preds, meta.calibration, meta.task, names))
