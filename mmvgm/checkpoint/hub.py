@@ -134,7 +134,7 @@ def pipeline_files(model_index: Mapping, components: Optional[Iterable[str]] = N
             continue
         library, cls = value[0], str(value[1] if len(value) > 1 else "")
         optional += [f"{name}/*.json", f"{name}/*.txt", f"{name}/*.model"]
-        if not any(cls.endswith(k) or k in cls for k in _PROCESSING_CLASSES):
+        if not any(k in cls for k in _PROCESSING_CLASSES):  # tokenizers and schedulers have no weights
             names = (("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin") if library == "diffusers"
                      else ("model.safetensors", "pytorch_model.bin"))
             choices.append(weight_alternatives(names, prefix=f"{name}/"))
@@ -160,10 +160,10 @@ def parse_hub_id(spec: object) -> Optional[HubRef]:
 
 
 def is_hub_id(spec: object) -> bool:
-    """True when ``spec`` names a hub repo and no local path of that name exists."""
-    if spec is None or Path(str(spec)).expanduser().exists():
+    """True when ``spec`` (a string) names a hub repo and no local path of that name exists."""
+    if not isinstance(spec, str) or Path(spec).expanduser().exists():
         return False
-    return parse_hub_id(str(spec)) is not None
+    return parse_hub_id(spec) is not None
 
 
 def with_revision(spec: PathLike, revision: str) -> str:
@@ -206,9 +206,9 @@ def resolve(spec: Optional[PathLike], files: HubFiles = HF_MODEL_FILES, *,
     if spec is None:
         return None
     local = Path(spec).expanduser()
-    if local.exists():
+    if local.exists() or not isinstance(spec, str):  # a pathlib.Path is always meant as a path
         return local
-    ref = parse_hub_id(str(spec))
+    ref = parse_hub_id(spec)
     if ref is None:
         return local
     if ref.path:
