@@ -28,12 +28,20 @@ from mmvgm.errors import DecodeError, InputError, MMVGMError
 from mmvgm.io.limits import check_frames, check_pixels, resolve_max_frames
 from mmvgm.runtime.threads import decoder_threads  # one decoder's threads: the thread policy's
 
-#: The order ``backend="auto"`` tries. PyAV first: it opens more files, it seeks, and it decodes
-#: from the container that already counted the packets, so a file is opened once instead of
-#: twice; on short files that second open is a large share of a clip's cost. OpenCV decodes
-#: each frame slightly faster, which only tells on reads from the start of hundreds of frames.
-#: (Figures: ``benchmarks/README.md``.)
+#: The order ``backend="auto"`` tries, where torchcodec cannot run. PyAV first: it opens more
+#: files, it seeks, and it decodes from the container that already counted the packets, so a
+#: file is opened once instead of twice; on short files that second open is a large share of a
+#: clip's cost. OpenCV decodes each frame slightly faster, which only tells on reads from the
+#: start of hundreds of frames. (Figures: ``benchmarks/README.md``.)
 AUTO_ORDER = ("pyav", "opencv")
+
+
+def auto_order() -> Tuple[str, ...]:
+    """``AUTO_ORDER``, led by torchcodec where it can run: it counts the packets in C++ as it
+    opens a file, which is most of a short clip's cost in PyAV (``bench_io.py``)."""
+    from mmvgm.io import torchcodec_reader
+
+    return (("torchcodec",) if torchcodec_reader.available() else ()) + AUTO_ORDER
 
 BACKENDS: Dict[str, Type["FrameReader"]] = {}
 
@@ -69,7 +77,8 @@ def preload_decoders() -> None:
     """Import the decoder libraries now, in this process.
 
     Call it before starting DataLoader workers: forked workers inherit the imports instead of
-    each importing cv2 and av on its first file, which delays the first batch of every worker.
+    each importing cv2, av and torchcodec on its first file, which delays the first batch of
+    every worker.
     A missing library is simply skipped.
     """
     try:
@@ -80,6 +89,13 @@ def preload_decoders() -> None:
         import av  # noqa: F401
     except ImportError:
         pass
+    from mmvgm.io import torchcodec_reader
+
+    if torchcodec_reader.available():
+        try:
+            torchcodec_reader._decoders()
+        except MMVGMError:
+            pass  # auto leaves it out from now on
 
 
 def _url(path: Path) -> str:

@@ -7,8 +7,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
+from mmvgm.io import torchcodec_reader  # noqa: F401 - registers the "torchcodec" backend
 from mmvgm.io.backends import (AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DecodingStopped, DemuxInfo,
-                               FrameReader, PyAVReader, Timeline, demux_info)
+                               FrameReader, PyAVReader, Timeline, auto_order, demux_info)
 from mmvgm.io.clip import Clip, VideoInfo
 from mmvgm.io.frames_dir import probe_frames, read_frames_clips
 from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels
@@ -85,27 +86,41 @@ def _read_clips(path: PathLike, num_frames: int, sampling: "str | Sampling", sta
         return read_frames_clips(path, num_frames, plan, starts, pixels, frames_budget)
     check_media_file(path, VIDEO_EXTENSIONS, "video")
 
-    opened, cannot_open = _open_counting_reader(path, order[0], pixels)
+    failures: List[str] = []
+    counted: List[Optional[DemuxInfo]] = []  # PyAV's count, for a reader that cannot count
+    for name in order:
+        try:
+            return _read_counted(BACKENDS[name], path, num_frames, plan, starts, pixels, frames_budget, counted)
+        except (LimitError, StartPastEndError, DecodingStopped):
+            # A damaged stream is not tried with the next decoder: it would conceal the
+            # damage its own way, and a clip must not depend on which decoder ran first.
+            raise
+        except InputError as exc:
+            failures.append(exc.message)
+    raise _undecodable(path, failures)
+
+
+def _read_counted(reader_cls: type, path: Path, num_frames: int, plan: Sampling, starts: List[int],
+                  pixels: int, frames_budget: int, counted: List[Optional[DemuxInfo]]) -> List[Clip]:
+    """Read with ``reader_cls``. A reader that counts packets (``demux``) counts them through the
+    file it opened and decodes from it; another takes PyAV's count (``counted``: one count per
+    file, shared by the backends ``auto`` tries)."""
+    opened = None
     try:
-        info = None if cannot_open else _demux_or_none(path, frames_budget, opened)
+        if hasattr(reader_cls, "demux"):
+            opened = reader_cls(path, pixels)
+            info = _demux_or_none(path, frames_budget, opened)
+            if reader_cls is PyAVReader:
+                counted.append(info)
+        else:
+            if not counted:
+                counted.append(_demux_or_none(path, frames_budget))
+            info = counted[0]
         if info is not None:
             check_pixels(info.width, info.height, pixels, path)
-        failures: List[str] = [cannot_open] if cannot_open else []
-        for name in order:
-            if cannot_open and name == order[0]:
-                continue  # it could not open the file a moment ago
-            try:
-                return _read_with(BACKENDS[name], path, num_frames, plan, starts, pixels, frames_budget,
-                                  None if info is None else info.frames,
-                                  None if info is None else info.timeline,
-                                  opened if name == order[0] else None)
-            except (LimitError, StartPastEndError, DecodingStopped):
-                # A damaged stream is not tried with the next decoder: it would conceal the
-                # damage its own way, and a clip must not depend on which decoder ran first.
-                raise
-            except InputError as exc:
-                failures.append(exc.message)
-        raise _undecodable(path, failures)
+        return _read_with(reader_cls, path, num_frames, plan, starts, pixels, frames_budget,
+                          None if info is None else info.frames, None if info is None else info.timeline,
+                          opened)
     finally:
         if opened is not None:
             opened.close()
@@ -124,7 +139,7 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
     stopped at frame K of N"), as it is for ``read_clip``.
     """
     pixels, frames_budget = resolve_max_pixels(max_pixels), resolve_max_frames(max_frames)
-    order = _backend_order(backend)
+    order = _backend_order(backend, reading=False)
     path = existing_path(path)
     if path.is_dir():
         return probe_frames(path, pixels)
@@ -166,21 +181,6 @@ def _check_not_stopped(reader: FrameReader, decoded: int, total: Optional[int], 
         reason = reader.stop_reason()
         if reason is not None:
             raise DecodingStopped(decoded, total, reason, path)
-
-
-def _open_counting_reader(path: Path, name: str, max_pixels: int
-                          ) -> Tuple[Optional[PyAVReader], Optional[str]]:
-    """(the ``name`` reader opened on ``path``, None) when it can count packets (PyAV), to count
-    and then decode through one open file; (None, why) when it cannot open the file; (None,
-    None) for other readers."""
-    if BACKENDS[name] is not PyAVReader:
-        return None, None
-    try:
-        return PyAVReader(path, max_pixels), None
-    except LimitError:
-        raise
-    except InputError as exc:
-        return None, exc.message  # the read reports it, with the other backends' reasons
 
 
 def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, starts: Sequence[int],
@@ -244,9 +244,11 @@ def _undecodable(path: Path, failures: Sequence[str]) -> DecodeError:
     return explain_undecodable(path, "; ".join(dict.fromkeys(failures)) or "unknown reason")
 
 
-def _backend_order(backend: str) -> Sequence[str]:
+def _backend_order(backend: str, reading: bool = True) -> Sequence[str]:
+    """The backends to try. Probing stays with PyAV first: it counts by decoding where asked,
+    which is PyAV's and OpenCV's work, and torchcodec's speed is in reading clips."""
     if backend == "auto":
-        return AUTO_ORDER
+        return auto_order() if reading else AUTO_ORDER
     if backend not in BACKENDS:
         raise InputError(f"unknown backend '{backend}' (use auto, {', '.join(BACKENDS)})")
     return (backend,)

@@ -1,6 +1,7 @@
 """Media for the I/O tests, made once per session (every container in tests.media.FORMATS)."""
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 
@@ -70,3 +71,34 @@ def gif_with_claimed_size(src: Path, dest: Path, width: int, height: int) -> Pat
     data[offset + 5:offset + 9] = struct.pack("<HH", width, height)
     dest.write_bytes(bytes(data))
     return dest
+
+
+@functools.lru_cache(maxsize=1)
+def torchcodec_usable() -> bool:
+    """torchcodec is installed and opens a video here, i.e. FFmpeg's shared libraries load
+    (``.ci/run`` installs both)."""
+    import tempfile
+
+    from mmvgm.errors import InputError
+    from mmvgm.io import torchcodec_reader
+
+    if not torchcodec_reader.available():
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_video(Path(tmp) / "probe", make_frames(2, 16, 16), "mp4-h264")
+        try:
+            torchcodec_reader.TorchCodecReader(path, 10 ** 6).close()
+        except InputError:
+            return False
+    return True
+
+
+needs_torchcodec = pytest.mark.skipif(not torchcodec_usable(), reason="torchcodec or FFmpeg's libraries missing")
+
+
+@pytest.fixture
+def pyav_first(monkeypatch):
+    """``auto`` as it is where torchcodec cannot run: PyAV, then OpenCV (for PyAV's own behaviour)."""
+    from mmvgm.io import torchcodec_reader
+
+    monkeypatch.setattr(torchcodec_reader, "_broken", "torchcodec left out by this test")

@@ -174,8 +174,8 @@ class _EmptyReader(backends_module.FrameReader):
 
 
 @pytest.mark.parametrize("broken", [_BrokenReader, _EmptyReader])
-def test_auto_falls_back_to_pyav_when_opencv_fails(mp4, monkeypatch, broken):
-    monkeypatch.setattr(video_module, "AUTO_ORDER", ("opencv", "pyav"))
+def test_auto_falls_back_to_pyav_when_opencv_fails(mp4, monkeypatch, pyav_first, broken):
+    monkeypatch.setattr(backends_module, "AUTO_ORDER", ("opencv", "pyav"))
     monkeypatch.setitem(backends_module.BACKENDS, "opencv", broken)
     clip = read_clip(mp4, 4, backend="auto")
     assert clip.backend == "pyav" and indices_of(clip) == [0, 1, 2, 3]
@@ -183,7 +183,7 @@ def test_auto_falls_back_to_pyav_when_opencv_fails(mp4, monkeypatch, broken):
         read_clip(mp4, 4, backend="opencv")  # a named backend is not silently replaced
 
 
-def test_auto_falls_back_to_opencv_when_pyav_fails(mp4, monkeypatch):
+def test_auto_falls_back_to_opencv_when_pyav_fails(mp4, monkeypatch, pyav_first):
     class BrokenPyAV(_BrokenReader):
         name = "pyav"
 
@@ -191,7 +191,7 @@ def test_auto_falls_back_to_opencv_when_pyav_fails(mp4, monkeypatch):
     assert read_clip(mp4, 4).backend == "opencv"
 
 
-def test_counts_by_decoding_when_the_demuxer_fails(mp4, monkeypatch):
+def test_counts_by_decoding_when_the_demuxer_fails(mp4, monkeypatch, pyav_first):
     def no_demux(path, max_frames=None, reader=None):
         raise DecodeError("simulated demux failure", path)
 
@@ -202,7 +202,7 @@ def test_counts_by_decoding_when_the_demuxer_fails(mp4, monkeypatch):
 
 
 @pytest.mark.parametrize("fmt", ["mp4-h264", "mkv-h264", "webm-vp9", "avi-mjpeg", "flv"])
-def test_auto_opens_the_file_once_to_count_and_decode(videos, monkeypatch, fmt):
+def test_auto_opens_the_file_once_to_count_and_decode(videos, monkeypatch, pyav_first, fmt):
     opened = []
     real = backends_module._open_av
     monkeypatch.setattr(backends_module, "_open_av", lambda path: opened.append(path) or real(path))
@@ -324,6 +324,13 @@ def test_huge_header_is_refused_before_allocating(videos, tmp_path):
     script = textwrap.dedent(f"""
         from mmvgm.errors import LimitError
         from mmvgm.io import read_clip, probe
+        from mmvgm.io.torchcodec_reader import available, _decoders
+        if available():
+            _decoders()  # its import (torch) is not what is measured
+        def peak():
+            status = open("/proc/self/status").read()
+            return int(status.split("VmHWM:")[1].split()[0]) // 1024
+        before = peak()
         for reader in (read_clip, probe):
             try:
                 reader({str(path)!r})
@@ -332,13 +339,12 @@ def test_huge_header_is_refused_before_allocating(videos, tmp_path):
             else:
                 raise SystemExit("not refused")
         # VmHWM: this process's peak RSS (ru_maxrss would include the parent's, via fork).
-        status = open("/proc/self/status").read()
-        print(int(status.split("VmHWM:")[1].split()[0]) // 1024)
+        print(peak() - before)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=Path(__file__).parents[2], timeout=60)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout.strip()) < 400  # MB; one decoded frame would be ~1000 MB
+    assert int(result.stdout.strip()) < 300  # MB of growth; one decoded frame would be ~1000 MB
 
 
 def test_pixel_and_frame_budgets(mp4):
@@ -350,8 +356,8 @@ def test_pixel_and_frame_budgets(mp4):
     assert read_clip(mp4, 2, max_frames=N_FRAMES).total_frames == N_FRAMES
 
 
-def test_frame_budget_stops_counting_early(mp4, monkeypatch):
-    """The budget is enforced while demuxing, not after reading the whole file."""
+def test_frame_budget_stops_counting_early(mp4, monkeypatch, pyav_first):
+    """The budget is enforced while PyAV demuxes, not after reading the whole file."""
     seen = []
     original = backends_module.check_frames
 
@@ -375,12 +381,13 @@ def _mpegts(frames: np.ndarray) -> bytes:
 
 def test_a_size_change_mid_stream_is_read_at_the_first_size(tmp_path):
     """Two joined transport streams, 96x64 then 160x128: PyAV refuses to mix sizes in a clip
-    (and a larger later frame must not pass the budget checked on the header); ``auto`` then
-    reads it with OpenCV, which scales every frame to the first size."""
+    (and a larger later frame must not pass the budget checked on the header); ``auto`` reads
+    it with torchcodec or, where that cannot run, with OpenCV: both scale every frame to the
+    first size."""
     path = tmp_path / "joined.ts"
     path.write_bytes(_mpegts(make_frames(10, 64, 96)) + _mpegts(make_frames(10, 128, 160, seed=3)))
     with pytest.raises(DecodeError, match="frame size changes within the video"):
         read_clip(path, 20, backend="pyav")
     for kwargs in ({}, {"start": 12}, {"start": 12, "max_pixels": 96 * 64}):
         clip = read_clip(path, 4 if kwargs else 20, **kwargs)
-        assert clip.shape[1:] == (64, 96, 3) and clip.backend == "opencv"
+        assert clip.shape[1:] == (64, 96, 3) and clip.backend in ("torchcodec", "opencv")

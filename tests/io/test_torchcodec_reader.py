@@ -1,0 +1,87 @@
+"""The ``torchcodec`` backend: the same frames and counts as PyAV, and PyAV wherever it cannot run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmvgm.errors import InputError, LimitError
+from mmvgm.io import backends as backends_module
+from mmvgm.io import read_clip, read_clips
+from mmvgm.io import torchcodec_reader
+from mmvgm.io.backends import AUTO_ORDER, auto_order
+from tests.io.conftest import HEIGHT, N_FRAMES, WIDTH, needs_torchcodec
+from tests.media import FORMATS
+
+READS = [("consecutive", 0, 8), ("consecutive", 7, 8), ("uniform", 0, 6), ("stride:3", 2, 5),
+         ("consecutive", 0, N_FRAMES + 4)]
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_frames_counts_and_padding_equal_pyav(videos, fmt):
+    for sampling, start, n in READS:
+        ours = read_clip(videos[fmt], n, sampling, start=start, backend="torchcodec")
+        theirs = read_clip(videos[fmt], n, sampling, start=start, backend="pyav")
+        assert ours.backend == "torchcodec"
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs)), (fmt, sampling, start)
+        assert ours.indices.tolist() == theirs.indices.tolist() and ours.padded == theirs.padded
+        assert ours.total_frames == theirs.total_frames == N_FRAMES
+
+
+@needs_torchcodec
+def test_auto_reads_with_torchcodec_without_opening_the_file_in_pyav(mp4, monkeypatch):
+    opened = []
+    real = backends_module._open_av
+    monkeypatch.setattr(backends_module, "_open_av", lambda path: opened.append(path) or real(path))
+    assert auto_order()[0] == "torchcodec"
+    clip = read_clip(mp4, 5, "uniform")
+    assert clip.backend == "torchcodec" and opened == []
+    windows = read_clips(mp4, 4, starts=[0, 8, 16])
+    assert [w.indices.tolist() for w in windows] == [[0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19]]
+
+
+@needs_torchcodec
+def test_rotation_is_applied(tmp_path):
+    import av
+
+    from tests.media import make_frames
+
+    path = tmp_path / "rotated.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.set_display_rotation(90)
+        for frame in make_frames(3, 32, 48):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    ours, theirs = read_clip(path, 3, backend="torchcodec"), read_clip(path, 3, backend="pyav")
+    assert ours.shape == theirs.shape == (3, 48, 32, 3) and np.array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+@needs_torchcodec
+def test_budgets_hold(mp4):
+    with pytest.raises(LimitError, match="pixel budget"):
+        read_clip(mp4, 2, backend="torchcodec", max_pixels=WIDTH * HEIGHT - 1)
+    with pytest.raises(LimitError, match="frame budget"):
+        read_clip(mp4, 2, backend="torchcodec", max_frames=N_FRAMES - 1)
+
+
+@needs_torchcodec
+def test_a_truncated_file_reads_as_pyav_reads_it(tmp_path, videos):
+    path = tmp_path / "cut.mkv"
+    full = videos["mkv-h264"].read_bytes()
+    path.write_bytes(full[:len(full) // 2])
+    auto, pyav = read_clip(path, 4, "uniform"), read_clip(path, 4, "uniform", backend="pyav")
+    assert np.array_equal(np.asarray(auto), np.asarray(pyav)) and auto.total_frames == pyav.total_frames
+
+
+def test_without_its_libraries_auto_is_pyav_then_opencv(mp4, monkeypatch):
+    monkeypatch.setattr(torchcodec_reader, "_broken", "torchcodec cannot load FFmpeg's libraries "
+                        f"(apt-get install {torchcodec_reader.FFMPEG_PACKAGES})")
+    assert auto_order() == AUTO_ORDER == ("pyav", "opencv")
+    assert read_clip(mp4, 3).backend == "pyav"
+    with pytest.raises(InputError, match="apt-get install libavcodec59") as err:
+        read_clip(mp4, 3, backend="torchcodec")  # named: an error, never silently another decoder
+    assert "\n" not in str(err.value)
