@@ -13,12 +13,18 @@ pipeline repo only the components an encoder uses are fetched (``mmvgm.checkpoin
 * ``svd``  - a diffusers Stable Video Diffusion folder (``image_encoder/``,
   ``feature_extractor/``, ``vae/``): CLIP image embedding at 224 + VAE latent with the
   pipeline's sigma=0.02 conditioning noise.
+* ``wan``, ``cogvideox``, ``ltx``, ``i2vgen`` - diffusers folders of today's image-to-video
+  pipelines (:mod:`mmvgm.attacks.i2v`).
+* ``auto`` - the encoder of the pipeline a folder's ``model_index.json`` names
+  (:data:`PIPELINE_ENCODERS`); also what ``None`` picks for a pipeline folder.
 * ``clip`` - any Hugging Face CLIP vision folder.
 * ``vae``  - any diffusers ``AutoencoderKL`` folder (or a pipeline folder with ``vae/``).
 * ``timm:NAME`` - a timm model with a checkpoint (``model_path``).
 * any ``torch.nn.Module`` from Python (:class:`ModuleEncoder`).
 
-Add one with ``@register_encoder("name")`` on a factory ``(model_path, **options) -> ImageEncoder``.
+Add one with ``@register_encoder("name", pipelines=(...))`` on a factory
+``(model_path, **options) -> ImageEncoder``; ``pipelines`` are the diffusers pipeline classes
+(``model_index.json`` ``_class_name``) that ``auto`` maps to it.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmvgm.checkpoint.hub import HubFiles, hf_model_files, is_hub_id, resolve, resolve_model
+from mmvgm.checkpoint.hub import HubFiles, hf_model_files, is_hub_id, read_model_index, resolve, resolve_model
 from mmvgm.errors import CheckpointError, InputError
 from mmvgm.runtime import autocast_dtype
 
@@ -44,12 +50,16 @@ SVD_DOWNLOAD_HINT = (
 
 EncoderFactory = Callable[..., "ImageEncoder"]
 _ENCODERS: Dict[str, EncoderFactory] = {}
+# diffusers pipeline class (model_index.json "_class_name") -> encoder name; filled by register_encoder
+PIPELINE_ENCODERS: Dict[str, str] = {}
 
 
-def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    """Decorator: make ``factory(model_path, **options)`` available as ``build_encoder(name)``."""
+def register_encoder(name: str, pipelines: Sequence[str] = ()) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Decorator: make ``factory(model_path, **options)`` available as ``build_encoder(name)``,
+    and as what ``auto`` picks for a folder of any of the diffusers ``pipelines`` classes."""
     def deco(factory: EncoderFactory) -> EncoderFactory:
         _ENCODERS[name] = factory
+        PIPELINE_ENCODERS.update({cls: name for cls in pipelines})
         return factory
     return deco
 
@@ -89,11 +99,13 @@ class ImageEncoder(nn.Module):
         return {k: v.float().flatten(1) for k, v in out.items()}
 
 
-def resize(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Differentiable antialiased bilinear resize to (H, W) (what SVD's pipeline does for CLIP)."""
+def resize(images: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Differentiable antialiased resize to (H, W): bilinear is what SVD's pipeline does for CLIP;
+    bicubic stands in for the PIL bicubic/lanczos/box resizes of other pipelines (the closest
+    differentiable kernel torch has)."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(images, size=tuple(size), mode=mode, align_corners=False, antialias=True)
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -216,18 +228,21 @@ class ModuleEncoder(ImageEncoder):
 
 def build_encoder(spec: Union[str, nn.Module, None] = "svd", model_path: Optional[Union[str, Path]] = None,
                   device: Optional[Union[str, torch.device]] = None, **options) -> ImageEncoder:
-    """An :class:`ImageEncoder` from a registry name (``svd``, ``clip``, ``vae``, ``timm:NAME``),
-    a ``torch.nn.Module``, or ``None`` (guess from ``model_path``'s layout). Frozen, eval mode."""
+    """An :class:`ImageEncoder` from a registry name (``svd``, ``wan``, ``clip``, ``vae``,
+    ``timm:NAME``, ...), ``auto`` (from ``model_path``'s ``model_index.json``), a
+    ``torch.nn.Module``, or ``None`` (guess from ``model_path``'s layout). Frozen, eval mode."""
     if isinstance(spec, ImageEncoder):
         encoder = spec
     elif isinstance(spec, nn.Module):
         encoder = ModuleEncoder(spec)
     else:
         name = spec or guess_encoder(model_path)
+        if name == "auto":
+            name = pipeline_encoder(model_path)
         key, _, arg = name.partition(":")
         factory = _ENCODERS.get(key)
         if factory is None:
-            raise InputError(f"unknown encoder '{name}'; known: {', '.join(list_encoders())} "
+            raise InputError(f"unknown encoder '{name}'; known: auto, {', '.join(list_encoders())} "
                              "(timm models as timm:NAME)")
         if arg:
             options["name"] = arg
@@ -239,7 +254,8 @@ def build_encoder(spec: Union[str, nn.Module, None] = "svd", model_path: Optiona
 
 
 def guess_encoder(model_path: Optional[Union[str, Path]]) -> str:
-    """``svd`` for an SVD folder (and as the default), ``clip``/``vae`` from a config.json; a hub
+    """What ``auto`` picks for a pipeline folder (a ``model_index.json`` naming its class), else
+    ``svd`` for an SVD layout (and as the default), ``clip``/``vae`` from a config.json; a hub
     id is judged by its ``model_index.json`` / ``config.json`` alone, fetched first."""
     if model_path is None:
         return "svd"
@@ -247,6 +263,8 @@ def guess_encoder(model_path: Optional[Union[str, Path]]) -> str:
     if is_hub_id(model_path):
         path = resolve(model_path, HubFiles(optional=("model_index.json", "config.json")))
     index = _read_json(path / "model_index.json") if (path / "model_index.json").is_file() else {}
+    if index.get("_class_name"):
+        return _encoder_of(index, path)
     if (path / "image_encoder").is_dir() or (path / "vae").is_dir() and (path / "feature_extractor").is_dir() \
             or "image_encoder" in index:
         return "svd"
@@ -256,6 +274,28 @@ def guess_encoder(model_path: Optional[Union[str, Path]]) -> str:
     if "AutoencoderKL" in str(config.get("_class_name", "")) or (path / "vae").is_dir() or "vae" in index:
         return "vae"
     return "svd"
+
+
+def pipeline_encoder(model_path: Optional[Union[str, Path]]) -> str:
+    """The encoder name for the diffusers pipeline folder (or hub id) ``model_path``, from its
+    ``model_index.json`` ``_class_name`` through :data:`PIPELINE_ENCODERS`."""
+    if model_path is None:
+        raise InputError("--encoder auto needs --model-path: a diffusers image-to-video pipeline folder or hub id")
+    folder, index = read_model_index(model_path)
+    if not folder.is_dir():
+        raise CheckpointError("model folder not found; --encoder auto needs a diffusers pipeline folder", folder)
+    if not index:
+        raise InputError("--encoder auto needs a diffusers pipeline folder (no model_index.json); "
+                         f"name the encoder: {', '.join(list_encoders())}", folder)
+    return _encoder_of(index, folder)
+
+
+def _encoder_of(index: Mapping, folder: Path) -> str:
+    cls = str(index.get("_class_name", ""))
+    if cls not in PIPELINE_ENCODERS:
+        raise InputError(f"no encoder for pipeline class '{cls}'; supported: {', '.join(sorted(PIPELINE_ENCODERS))} "
+                         "(or attack one component with --encoder clip or vae)", folder)
+    return PIPELINE_ENCODERS[cls]
 
 
 def _read_json(path: Path) -> dict:
@@ -290,14 +330,15 @@ def _clip_preprocess(folder: Optional[Path]) -> Tuple[Optional[int], Tuple[float
     return int(crop), tuple(cfg.get("image_mean", CLIP_MEAN)), tuple(cfg.get("image_std", CLIP_STD))
 
 
-def _load_clip_vision(folder: Path) -> nn.Module:
-    from transformers import CLIPVisionModelWithProjection
+def _load_clip_vision(folder: Path, cls_name: str = "CLIPVisionModelWithProjection") -> nn.Module:
+    """A transformers CLIP vision class (``cls_name``) from ``folder``, offline."""
+    import transformers
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # one progress bar per run is ours to show
     try:
-        return CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True)
+        return getattr(transformers, cls_name).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load a CLIP vision model: {str(exc).splitlines()[0]}", folder) from None
     finally:
@@ -305,7 +346,7 @@ def _load_clip_vision(folder: Path) -> nn.Module:
             hf_logging.enable_progress_bar()
 
 
-@register_encoder("svd")
+@register_encoder("svd", pipelines=("StableVideoDiffusionPipeline",))
 def _svd(model_path=None, noise_sigma: float = 0.02, vae_max_side: int = 1024, **_) -> ImageEncoder:
     root = _need_dir(model_path, "svd", SVD_DOWNLOAD_HINT, ("image_encoder", "vae", "feature_extractor"))
     missing = [d for d in ("image_encoder", "vae") if not (root / d).is_dir()]
@@ -393,3 +434,6 @@ def _timm(model_path=None, name: Optional[str] = None, **_) -> ImageEncoder:
         raise CheckpointError(f"checkpoint does not match timm:{name}: {exc.message}", path) from None
     return TimmEncoder(model, name=f"timm:{name}")
 
+
+# The image-to-video pipelines' encoders register themselves on import (kept in their own module).
+from mmvgm.attacks import i2v as _i2v  # noqa: E402,F401  (after every name i2v imports from here)

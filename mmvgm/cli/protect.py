@@ -20,11 +20,13 @@ import click
 @click.option("--schedule", type=click.Choice(["adam", "momentum", "sign"]), default=None,
               help="Update rule [default: adam, cosine-decayed; sign = the research schedule].")
 @click.option("--encoder", "-e", default=None,
-              help="svd | clip | vae | timm:NAME [default: svd, or guessed from --model-path].")
+              help="auto | svd | wan | cogvideox | ltx | i2vgen | clip | vae | timm:NAME (auto: from the "
+                   "pipeline folder's model_index.json) [default: guessed from --model-path, as auto for a "
+                   "pipeline folder; svd without one].")
 @click.option("--model-path", "-m", type=click.Path(), default=None, envvar="MMVGM_PROTECT_MODEL",
-              show_envvar=True, help="Weights: an SVD folder (image_encoder/, feature_extractor/, vae/), a CLIP "
-                                     "or VAE folder, a timm checkpoint, or the hub id of any of them "
-                                     "(stabilityai/stable-video-diffusion-img2vid-xt).")
+              show_envvar=True, help="Weights: an image-to-video pipeline folder (SVD, Wan, CogVideoX, LTX-Video, "
+                                     "I2VGen-XL), a CLIP or VAE folder, a timm checkpoint, or the hub id "
+                                     "of any of them (Wan-AI/Wan2.1-I2V-14B-480P-Diffusers).")
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output directory (created if missing) or a .png path for a single input "
                    "[default: <stem>.protected.png beside each input].")

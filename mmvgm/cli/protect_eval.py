@@ -14,7 +14,9 @@ import click
               help="The target of a directed protection (effects are measured toward it).")
 @click.option("--purify", default="jpeg:75,jpeg:50,resize:0.5,blur:1", show_default=True,
               help="Purifications to try: jpeg:Q, resize:S (down and back up), blur:SIGMA.")
-@click.option("--encoder", "-e", default=None, help="svd | clip | vae | timm:NAME [default: svd].")
+@click.option("--encoder", "-e", default=None,
+              help="auto | svd | wan | cogvideox | ltx | i2vgen | clip | vae | timm:NAME "
+                   "[default: guessed from --model-path, as auto for a pipeline folder; svd without one].")
 @click.option("--model-path", "-m", type=click.Path(), default=None, envvar="MMVGM_PROTECT_MODEL",
               show_envvar=True, help="Weights: a folder, file or hub id (as for `mmvgm protect`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
