@@ -100,8 +100,22 @@ def _smooth(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
     return np.stack(frames)
 
 
+def _real_flicker(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    """A ``real`` scene whose brightness wavers from frame to frame: the content is a real
+    video's, only the temporal statistics differ (what ``mmvgm fit-real`` must catch)."""
+    return _real(rng, n, h, w) * rng.normal(1.0, 0.06, size=(n, 1, 1, 1))
+
+
+def _real_jitter(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    """A ``real`` scene at an irregular frame rate: frames repeated and skipped at random."""
+    steps = rng.choice([0, 1, 1, 2, 3], size=n)
+    steps[0] = 0
+    return _real(rng, 3 * n, h, w)[np.cumsum(steps)]
+
+
 GENERATORS: Dict[str, Callable[[np.random.Generator, int, int, int], np.ndarray]] = {
     "real": _real, "gen-flicker": _flicker, "gen-blocks": _blocks, "gen-smooth": _smooth,
+    "real-flicker": _real_flicker, "real-jitter": _real_jitter,
 }
 
 

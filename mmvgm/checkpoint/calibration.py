@@ -354,15 +354,41 @@ def fit_calibration(logits: Mapping[str, np.ndarray], y: np.ndarray, task: str, 
         trace_y = y
         if task == "joint":  # only generated videos train and calibrate the tracing head
             trace_logits, trace_y = trace_logits[y > 0], y[y > 0] - 1
-        t = fit_temperature(trace_logits, trace_y)
-        if task == "trace":
-            cal.temperature = t
-        else:
-            cal.trace_temperature = t
-        trace_probs = softmax(trace_logits / t)
-        cal.open_set_threshold = fit_open_set_threshold(trace_probs, trace_y, open_set_percentile)
-        cal.open_set_percentile = float(open_set_percentile)
-        cal.open_set_n = int((trace_probs.argmax(1) == trace_y).sum()) if len(trace_y) else 0
+        fit_trace_calibration(cal, trace_logits, trace_y, task, open_set_percentile)
+    cal.warnings = calibration_warnings(cal)
+    return cal
+
+
+def fit_trace_calibration(cal: Calibration, trace_logits: np.ndarray, trace_y: np.ndarray, task: str,
+                          open_set_percentile: float = 5.0) -> Calibration:
+    """Fit the tracing head's part of ``cal`` in place on validation trace logits and source
+    indices: its temperature and the open-set threshold (``fit_calibration`` does it after
+    training; ``mmvgm enrol`` again after adding a source). Warnings are left to the caller."""
+    trace_logits = np.asarray(trace_logits, np.float64)
+    trace_y = np.asarray(trace_y, dtype=int)
+    t = fit_temperature(trace_logits, trace_y)
+    if task == "trace":
+        cal.temperature = t
+    else:
+        cal.trace_temperature = t
+    trace_probs = softmax(trace_logits / t)
+    cal.open_set_threshold = fit_open_set_threshold(trace_probs, trace_y, open_set_percentile)
+    cal.open_set_percentile = float(open_set_percentile)
+    cal.open_set_n = int((trace_probs.argmax(1) == trace_y).sum()) if len(trace_y) else 0
+    return cal
+
+
+def fit_real_calibration(p_fake_real: np.ndarray, target_fpr: float = 0.05) -> Calibration:
+    """The calibration of a detector fitted on real videos only (``mmvgm fit-real``): with no
+    generated video there is no temperature to fit (it stays 1), and the threshold is the one at
+    ``target_fpr`` on the held-out real videos' scores, with what it can promise recorded as for
+    a trained detector (``n_real``, false positives, their interval, warnings)."""
+    p = np.asarray(p_fake_real, np.float64)
+    cal = Calibration(fitted_on={"split": "val", "n": int(len(p)), "n_real": int(len(p)),
+                                 "temperature": "not fitted: no generated videos"})
+    cal.threshold = fit_fpr_threshold(p, target_fpr)
+    cal.threshold_method, cal.target_fpr = "target_fpr", float(target_fpr)
+    _record_false_positives(cal, p, np.zeros(len(p), dtype=int))
     cal.warnings = calibration_warnings(cal)
     return cal
 

@@ -66,8 +66,8 @@ class CheckpointMeta:
     def warning(self) -> Optional[str]:
         """What every verdict of this checkpoint must carry, or ``None``."""
         if self.synthetic:
-            return ("this checkpoint was trained on synthetic media only (mmvgm demo, or train "
-                    "--synthetic): its verdicts say nothing about real videos")
+            return ("this checkpoint was trained on synthetic media only (mmvgm demo, or train, fit-real "
+                    "or enrol --synthetic): its verdicts say nothing about real videos")
         return None
 
     @property

@@ -19,6 +19,8 @@ VERBS = {
     "dataset": "mmvgm.cli.dataset",
     "train": "mmvgm.cli.train",
     "eval": "mmvgm.cli.eval",
+    "fit-real": "mmvgm.cli.fit_real",
+    "enrol": "mmvgm.cli.enrol",
     "models": "mmvgm.cli.models",
     "protect": "mmvgm.cli.protect",
     "protect-eval": "mmvgm.cli.protect_eval",

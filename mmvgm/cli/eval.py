@@ -25,6 +25,11 @@ from mmvgm.cli.options import precision_option
               help="Robustness sweep, e.g. jpeg:50,h264:28,resize:0.5,fps:0.5 ('+' chains: jpeg:70+resize:0.5).")
 @click.option("--holdout-class", default=None,
               help="A data label the model never saw: AUROC of known vs this source (open set).")
+@click.option("--enrol-curve", default=None,
+              help="With --holdout-class: enrol it from k of its videos for each k (e.g. 1,5,10,20) and report "
+                   "attribution accuracy; writes enrol_curve.png.")
+@click.option("--enrol-method", type=click.Choice(["prototype", "refit"]), default="prototype", show_default=True,
+              help="How --enrol-curve enrols (as mmvgm enrol --method).")
 @click.option("--attack", default=None,
               help="Clean and adversarial accuracy at the table's threshold, e.g. pgd:eps=4/255,steps=10 "
                    "(needs torchattacks: python -m pip install --no-deps \"torchattacks>=3.5\").")
@@ -38,7 +43,8 @@ from mmvgm.cli.options import precision_option
               help="Write the per-file verdicts (scan's JSONL schema) with each file's true 'label'.")
 @precision_option
 def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json: bool, perturb: Optional[str],
-            holdout_class: Optional[str], attack: Optional[str], batch_size: int, workers: int, device: str,
+            holdout_class: Optional[str], enrol_curve: Optional[str], enrol_method: str,
+            attack: Optional[str], batch_size: int, workers: int, device: str,
             no_progress: bool, predictions_out: Optional[str], precision: str,
             threads: Optional[int]) -> None:
     """Evaluate a checkpoint: accuracy, balanced accuracy, macro-F1, per-class P/R/F1,
@@ -53,6 +59,7 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
       mmvgm eval --checkpoint runs/det/best --data data/
       mmvgm eval -c runs/det/best -d data/ --perturb jpeg:50,h264:28,resize:0.5,fps:0.5
       mmvgm eval -c runs/trace/best -d data/ --holdout-class lavie --json > metrics.json
+      mmvgm eval -c runs/trace/best -d data/ --holdout-class lavie --enrol-curve 1,5,10,20
       mmvgm eval -c runs/det/best -d other_set/ --split all --out eval_other/
       mmvgm eval -c runs/det/best -d data/ --attack pgd:eps=4/255,steps=10
       mmvgm eval -c runs/det/best -d data/ --predictions test_verdicts.jsonl   # per-file, for error analysis
@@ -61,8 +68,13 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
 
     if out is None:
         out = _default_out(checkpoint, split)
+    ks = None
+    if enrol_curve is not None:
+        from mmvgm.engine.enrol import parse_ks
+
+        ks = parse_ks(enrol_curve)
     results = evaluate(checkpoint, data, split=split, out=out, perturb=perturb, holdout_class=holdout_class,
-                       attack=attack, batch_size=batch_size, workers=workers,
+                       enrol_curve=ks, enrol_method=enrol_method, attack=attack, batch_size=batch_size, workers=workers,
                        device=None if device == "auto" else device, progress=not no_progress,
                        precision=precision, predictions_out=predictions_out, threads=threads)
     if as_json:
@@ -89,15 +101,35 @@ def command(checkpoint: str, data: str, split: str, out: Optional[str], as_json:
         h = results["holdout"]
         parts = [f"{k} {v:.4f}" for k, v in h.items() if isinstance(v, float)]
         console.print(f"held-out '{h['class']}' ({h['n_heldout']} videos): " + ", ".join(parts))
+    if "enrol_curve" in results:
+        _print_enrol_curve(console, results["enrol_curve"])
     if "attack" in results:
         from mmvgm.attacks.robustness import summary
 
         console.print(summary(results["attack"]))
     if results.get("skipped"):
         console.print(f"[yellow]{len(results['skipped'])} unreadable video(s) skipped (listed in metrics.json)")
-    console.print(f"wrote {Path(out) / 'metrics.json'}, roc.png, confusion.png")
+    extra = ", enrol_curve.png" if "enrol_curve" in results else ""
+    console.print(f"wrote {Path(out) / 'metrics.json'}, roc.png, confusion.png{extra}")
     if predictions_out:
         console.print(f"wrote the per-file verdicts to {predictions_out}")
+
+
+def _print_enrol_curve(console, curve: dict) -> None:
+    from rich.table import Table
+
+    before = curve["before"]
+    table = Table(title=f"enrolling '{curve['class']}' ({curve['method']}; mean over {curve['repeats']} draws; "
+                        f"tested on {curve['n_heldout_test']} of its videos and {curve['n_existing_test']} others)")
+    for col in ("k", "accuracy", "new class", "existing classes"):
+        table.add_column(col, justify="right")
+    for p in curve["curve"]:
+        table.add_row(str(p["k"]), *(f"{p[key]:.4f} ± {p[key + '_std']:.4f}"
+                                     for key in ("accuracy", "new_class_accuracy", "existing_accuracy")))
+    console.print(table)
+    auroc = "n/a" if before["open_set_auroc"] is None else f"{before['open_set_auroc']:.4f}"
+    existing = "n/a" if before["existing_accuracy"] is None else f"{before['existing_accuracy']:.4f}"
+    console.print(f"before enrolment: open-set AUROC {auroc}, existing classes' accuracy {existing}")
 
 
 def _default_out(checkpoint: str, split: str) -> str:

@@ -9,6 +9,8 @@
 - ``holdout_class``: a data label the model never trained on; reports the AUROC of telling
   it apart from the known test videos by ``1 - max calibrated source probability`` (trace,
   joint; open set) and by P(fake) against real test videos (detect, joint).
+- ``enrol_curve``: with ``holdout_class``, the few-shot curve of ``engine.enrol.enrol_curve``:
+  attribution accuracy after enrolling the held-out class from k of its videos, per k.
 - ``attack``: clean and adversarial accuracy with ``mmvgm.attacks.robustness`` (needs
   torchattacks, checked before any work), decided like the table: the checkpoint's calibrated
   threshold, so the attack's clean accuracy is the table's ``accuracy``.
@@ -47,11 +49,13 @@ class Predictions:
 
 
 def predict(model: torch.nn.Module, loader, transform, accelerator=None, device=None,
-            precision: str = "auto", desc: str = "predicting", progress: bool = True) -> Predictions:
+            precision: str = "auto", desc: str = "predicting", progress: bool = True,
+            outputs: Sequence[str] = HEADS) -> Predictions:
     """Run ``model`` over a loader of ``data.dataset.Batch`` through the one scoring path
-    (``predict.scoring.forward_logits``, ``precision`` as in ``--precision``); gathers across
-    processes."""
-    from mmvgm.predict.scoring import forward_logits
+    (``predict.scoring.forward_outputs``, ``precision`` as in ``--precision``); gathers across
+    processes. ``outputs``: the model outputs kept in ``Predictions.logits`` [default: the
+    heads' logits; also e.g. ``features`` for ``mmvgm enrol``]."""
+    from mmvgm.predict.scoring import forward_outputs
     from mmvgm.progress import make_progress
     from mmvgm.runtime import precision_dtype
 
@@ -67,7 +71,8 @@ def predict(model: torch.nn.Module, loader, transform, accelerator=None, device=
         for batch in loader:
             skipped.extend(batch.skipped)
             if batch.clips is not None:
-                for k, v in forward_logits(model, batch.clips, transform, torch.device(device), dtype).items():
+                for k, v in forward_outputs(model, batch.clips, transform, torch.device(device), dtype,
+                                            outputs).items():
                     logits.setdefault(k, []).append(v.cpu())
                 labels.append(batch.labels.cpu())
                 paths.extend(batch.paths)
@@ -132,7 +137,8 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
              perturb: Optional[str] = None, holdout_class: Optional[str] = None, attack: Optional[str] = None,
              batch_size: int = 8, workers: int = 2, device: Optional[str] = None,
              progress: bool = True, precision: str = "auto",
-             predictions_out: Optional[PathLike] = None, threads: Optional[int] = None) -> dict:
+             predictions_out: Optional[PathLike] = None, threads: Optional[int] = None,
+             enrol_curve: Optional[Sequence[int]] = None, enrol_method: str = "prototype") -> dict:
     """Evaluate a checkpoint on ``data``; writes ``metrics.json`` + PNGs into ``out`` if given.
 
     ``precision``: as ``trace``/``scan --precision`` (the same default; ``metrics.json`` records
@@ -154,6 +160,8 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
         require_torchattacks()
     meta = read_meta(checkpoint)
     label_set = meta.label_set
+    if enrol_curve:
+        _check_enrol_curve(meta, holdout_class, enrol_method)
     if holdout_class and meta.task != "detect" and holdout_class in label_set.names:
         raise InputError(f"--holdout-class '{holdout_class}' is one of the checkpoint's classes; "
                          "hold out a source the model was not trained on")
@@ -182,12 +190,29 @@ def evaluate(checkpoint: PathLike, data: PathLike, split: str = "test", out: Opt
     if holdout_class:
         results["holdout"] = _holdout(run, samples, preds, meta.calibration, meta.task, data, holdout_class,
                                       label_set)
+    if enrol_curve:
+        from mmvgm.engine.enrol import Runner, enrol_curve as curve
+
+        results["enrol_curve"] = curve(Runner(model, meta, dev, precision, batch_size, workers, progress, threads),
+                                       data, holdout_class, enrol_curve, method=enrol_method,
+                                       seed=int(meta.seed if meta.seed is not None else 2024))
     if attack:
         results["attack"] = _attack(run, samples, attack)
     results.update(config=meta.config, seed=meta.seed, trained_with=meta.versions, versions=package_versions())
     if out is not None:
         write_outputs(Path(out), results, preds, meta.calibration, meta.task, label_set.names)
     return results
+
+
+def _check_enrol_curve(meta, holdout_class: Optional[str], method: str) -> None:
+    """Refuse an impossible ``--enrol-curve`` before any video is scored."""
+    from mmvgm.engine.enrol import check_method
+
+    if not holdout_class:
+        raise InputError("--enrol-curve needs --holdout-class NAME: the source to enrol from k of its videos")
+    if meta.task == "detect":
+        raise InputError("--enrol-curve needs a trace or joint checkpoint; this one only detects")
+    check_method(method)
 
 
 class _Runner:
@@ -271,7 +296,12 @@ def _select_samples(meta, data: PathLike, split: str, task: str, label_set,
     seed = split_cfg.get("seed", 2024)
     splits, info = task_splits(data, task, label_set, ratios, seed, duplicates="off", exclude=exclude)
     trained = (stored.get("split_fingerprints") or {}).get(split)
-    matches = trained is not None and trained == info["split_fingerprints"][split]
+    now = info["split_fingerprints"][split]
+    if stored.get("real_only"):  # fitted on real videos alone (fit-real): compare those
+        from mmvgm.engine.fit_real import real_fingerprint
+
+        now = real_fingerprint(splits[split])
+    matches = trained is not None and trained == now
     if not matches:
         from mmvgm.progress import stderr_console_now
 
@@ -379,6 +409,10 @@ def write_outputs(out: Path, results: Mapping[str, Any], preds: Predictions, cal
     files = {"metrics": write_json_atomic(out / "metrics.json", dict(results)),
              "roc": roc_png(out / "roc.png", preds.labels, probs, names, title=f"ROC ({task})"),
              "confusion": confusion_png(out / "confusion.png", results["confusion"], names)}
+    if results.get("enrol_curve"):
+        from mmvgm.engine.plots import enrol_curve_png
+
+        files["enrol_curve"] = enrol_curve_png(out / "enrol_curve.png", results["enrol_curve"])
     if task == "joint":
         p = calibrated["p_fake"]
         files["roc_detect"] = roc_png(out / "roc_detect.png", (preds.labels > 0).astype(int),

@@ -1,8 +1,8 @@
-"""ROC and confusion-matrix PNGs (matplotlib's Agg canvas: no display, no global pyplot state)."""
+"""ROC, confusion-matrix and few-shot-curve PNGs (matplotlib's Agg canvas: no display, no global pyplot state)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -62,4 +62,28 @@ def confusion_png(dest: Path, confusion: Sequence[Sequence[int]], names: Sequenc
             ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize="small",
                     color="white" if norm[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
+    return _save(fig, Path(dest))
+
+
+def enrol_curve_png(dest: Path, curve: Mapping[str, Any]) -> Path:
+    """Attribution accuracy against the examples enrolled (``engine.enrol.enrol_curve``): all
+    test videos, the new class, the existing classes (mean and spread over the repeats), and
+    the existing classes' accuracy before enrolment."""
+    points = curve["curve"]
+    ks = [p["k"] for p in points]
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for key, label in (("accuracy", "all test videos"), ("new_class_accuracy", f"new class ({curve['class']})"),
+                       ("existing_accuracy", "existing classes")):
+        ax.errorbar(ks, [p[key] for p in points], yerr=[p[f"{key}_std"] for p in points], marker="o",
+                    capsize=3, lw=1.5, label=label)
+    before = (curve.get("before") or {}).get("existing_accuracy")
+    if before is not None:
+        ax.axhline(before, ls="--", c="grey", lw=1, label="existing classes, before")
+    auroc = (curve.get("before") or {}).get("open_set_auroc")
+    note = "" if auroc is None else f"; open-set AUROC before: {auroc:.3f}"
+    ax.set(xscale="log", xticks=ks, xlabel="examples enrolled (k)", ylabel="attribution accuracy", ylim=(0, 1.02),
+           title=f"enrolling {curve['class']} ({curve['method']}, {curve['repeats']} repeats{note})")
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.legend(loc="lower right", fontsize="small")
     return _save(fig, Path(dest))

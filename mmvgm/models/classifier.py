@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 from torch import nn
@@ -78,15 +78,24 @@ class VideoClassifier(nn.Module):
         return self.loss_terms(outputs, labels)["loss"]
 
 
-def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -> VideoClassifier:
+#: Model kinds besides the classifier: ``kind`` in a model config -> ``"module:builder"``,
+#: imported on first use (like the backbones), so a new kind is one module and one line here.
+MODEL_KINDS: Dict[str, str] = {"temporal_statistic": "mmvgm.models.temporal:build_temporal"}
+
+
+def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -> nn.Module:
     """Build a ``VideoClassifier`` from ``{"backbone", "task", "num_classes"[, "dropout"]}``;
     ``backbone`` is a config name/path/dict (see ``models.registry``), ``num_classes`` the
     number of trace logits (trace: N classes; joint: N sources, the label set minus ``real``).
+    A config with a ``kind`` builds that kind of model instead (``MODEL_KINDS``: e.g.
+    ``temporal_statistic``, the training-free detector of ``models.temporal``).
 
     ``weights`` (or the backbone config's ``weights:``) loads local pretrained backbone weights.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"model config must be a mapping, got {type(cfg).__name__}")
+    if "kind" in cfg:
+        return _kind_builder(cfg["kind"])(cfg, weights=weights)
     check_keys(cfg, MODEL_KEYS, "model config")
     if "backbone" not in cfg:
         raise ConfigError("model config is missing 'backbone'")
@@ -94,3 +103,15 @@ def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -
     H.check_task(task, cfg.get("num_classes"))
     backbone = build_backbone(cfg["backbone"], weights=weights)
     return VideoClassifier(backbone, task, cfg.get("num_classes"), dropout=cfg.get("dropout", 0.0))
+
+
+def _kind_builder(kind: Any) -> Callable[..., nn.Module]:
+    import importlib
+
+    from mmvgm.config import did_you_mean
+
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model kind '{kind}'{did_you_mean(str(kind), MODEL_KINDS)}; "
+                          f"known: {', '.join(MODEL_KINDS)}")
+    module, name = MODEL_KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)

@@ -34,10 +34,17 @@ def forward_logits(model: torch.nn.Module, pixels_uint8: torch.Tensor, transform
                    dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]:
     """The heads' float32 logits (on ``device``) for a uint8 batch (B,T,3,S,S) that already went
     through ``transform.geometric``; no gradients, ``dtype`` autocast (``None``: fp32)."""
+    return forward_outputs(model, pixels_uint8, transform, device, dtype, HEADS)
+
+
+def forward_outputs(model: torch.nn.Module, pixels_uint8: torch.Tensor, transform, device: torch.device,
+                    dtype: Optional[torch.dtype], keys: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """``forward_logits`` for any of the model's outputs (``features``, a detector's raw
+    ``statistic``): those of ``keys`` it has, as float32."""
     with torch.inference_mode(), autocast(device, dtype):
         x = transform.normalize(pixels_uint8.to(device, non_blocking=True))
         out = model(x)
-        return {k: out[k].float() for k in HEADS if k in out}
+        return {k: out[k].float() for k in keys if k in out}
 
 
 class Scorer:
