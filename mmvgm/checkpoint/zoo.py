@@ -14,7 +14,7 @@ from mmvgm.checkpoint.hub import (HubFiles, HubRef, download_hint, hf_model_file
 from mmvgm.errors import ConfigError
 
 ZOO_FILE = "zoo.yaml"
-KINDS = ("backbones", "encoders", "lvd")
+KINDS = ("backbones", "encoders", "purifiers", "lvd")
 LAYOUTS = ("model", "pipeline", "url")
 ENTRY_KEYS = ("name", "id", "revision", "layout", "files", "weights", "components", "url", "use", "license", "note")
 

@@ -30,7 +30,7 @@ def _ratios(ctx: click.Context, param: click.Parameter, value: Optional[str]):
 @click.option("--backbone", "-b", required=True,
               help="Any registered backbone: a config name (timm_tiny, videomae, xclip_base_p32, ...), "
                    "a YAML or timm:NAME.")
-@click.option("--weights", default=None, type=click.Path(), help="Pretrained backbone weights (file or dir).")
+@click.option("--weights", default=None, type=click.Path(), help="Pretrained backbone weights: a file, a dir or a hub id (org/name[@revision]).")
 @click.option("--out", "-o", required=True, type=click.Path(), help="Checkpoint directory to write.")
 @click.option("--order", type=click.Choice(ORDERS), default="2", show_default=True,
               help="1: spread of the per-step feature distances; 2: of their differences (D3).")

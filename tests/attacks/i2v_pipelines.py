@@ -123,3 +123,95 @@ def make_pipelines(root: Path) -> Dict[str, Path]:
         "vae": ["diffusers", "AutoencoderKLTemporalDecoder"]}))
     folders["svd"] = svd
     return folders
+
+
+# ---------------------------------------------------------------- tiny full pipelines that run
+
+def svd_video_pipeline(root: Path) -> Path:
+    """A runnable tiny Stable Video Diffusion folder: the SVD parts of ``make_svd_dir`` (CLIP at
+    224, the size the pipeline resizes to) and a two-level spatio-temporal UNet."""
+    from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
+                           UNetSpatioTemporalConditionModel)
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from tests.attacks.conftest import make_svd_dir
+
+    parts = make_svd_dir(root / "parts", clip_size=224)
+    torch.manual_seed(0)
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=4, in_channels=8, out_channels=4, block_out_channels=(32, 32), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        cross_attention_dim=16, num_attention_heads=(2, 2), addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24, num_frames=2)
+    # the real SVD scheduler config
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       interpolation_type="linear", prediction_type="v_prediction",
+                                       sigma_max=700.0, sigma_min=0.002, steps_offset=1, timestep_spacing="leading",
+                                       timestep_type="continuous", use_karras_sigmas=True)
+    pipe = StableVideoDiffusionPipeline(
+        vae=AutoencoderKLTemporalDecoder.from_pretrained(parts / "vae"),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(parts / "image_encoder"),
+        unet=unet, scheduler=scheduler,
+        feature_extractor=CLIPImageProcessor.from_pretrained(parts / "feature_extractor"))
+    folder = root / "svd-video"
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def _text_parts():
+    """A CLIP text encoder and a tokenizer built without files (its vocabulary: the special tokens,
+    enough for the empty prompt purifiers use)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer(model_max_length=8)
+    cfg = CLIPTextConfig(vocab_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=2, projection_dim=16)
+    return CLIPTextModel(cfg), tokenizer
+
+
+def _unet(in_channels: int, **extra):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(sample_size=8, in_channels=in_channels, out_channels=4, block_out_channels=(16, 32),
+                                layers_per_block=1, norm_num_groups=8, cross_attention_dim=16, attention_head_dim=4,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), **extra)
+
+
+def _vae(levels: int, **extra):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(8,) * levels, down_block_types=("DownEncoderBlock2D",) * levels,
+                         up_block_types=("UpDecoderBlock2D",) * levels, latent_channels=4, norm_num_groups=4,
+                         layers_per_block=1, **extra)
+
+
+def upscale_pipeline(root: Path) -> Path:
+    """A runnable tiny ``StableDiffusionUpscalePipeline`` folder: a 3-level VAE (x4, as the real
+    upscaler's), a UNet taking latents + the low-res image (7 channels) and the noise level as class."""
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline
+
+    torch.manual_seed(0)
+    text_encoder, tokenizer = _text_parts()
+    pipe = StableDiffusionUpscalePipeline(
+        vae=_vae(3, scaling_factor=0.08333), text_encoder=text_encoder, tokenizer=tokenizer,
+        unet=_unet(7, num_class_embeds=351), low_res_scheduler=DDPMScheduler(), scheduler=DDIMScheduler(),
+        max_noise_level=350)
+    pipe.save_pretrained(root / "upscale")
+    return root / "upscale"
+
+
+def img2img_pipeline(root: Path) -> Path:
+    """A runnable tiny Stable Diffusion folder (saved as ``StableDiffusionPipeline``, as the hub
+    repos are; ``AutoPipelineForImage2Image`` loads it for img2img)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    torch.manual_seed(0)
+    text_encoder, tokenizer = _text_parts()
+    pipe = StableDiffusionPipeline(vae=_vae(2), text_encoder=text_encoder, tokenizer=tokenizer, unet=_unet(4),
+                                   scheduler=DDIMScheduler(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(root / "sd")
+    return root / "sd"

@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_entry_is_complete_and_names_a_hub_id_or_a_url():
     entries = zoo_entries()
-    assert {e.kind for e in entries} == {"backbones", "encoders", "lvd"}
+    assert {e.kind for e in entries} == {"backbones", "encoders", "purifiers", "lvd"}
     for e in entries:
         assert e.license and e.use.startswith("mmvgm ")
         assert (e.url is not None) if e.layout == "url" else (parse_hub_id(e.id) is not None and e.revision)
