@@ -36,12 +36,17 @@ from mmvgm.runtime.threads import decoder_threads  # one decoder's threads: the 
 AUTO_ORDER = ("pyav", "opencv")
 
 
-def auto_order() -> Tuple[str, ...]:
-    """``AUTO_ORDER``, led by torchcodec where it can run: it counts the packets in C++ as it
-    opens a file, which is most of a short clip's cost in PyAV (``bench_io.py``)."""
+def auto_order(threads: Optional[int] = None) -> Tuple[str, ...]:
+    """``AUTO_ORDER``, led by torchcodec where it can run and a reader decodes on one thread (a
+    decoding worker's default, ``decoder_threads``). There it counts the packets in C++ as it
+    opens a file, which is most of a short clip's cost in PyAV; on more threads PyAV leads,
+    because FFmpeg's frame threading, which PyAV turns on, gains there and torchcodec's threads
+    do not (``bench_io.py``)."""
     from mmvgm.io import torchcodec_reader
 
-    return (("torchcodec",) if torchcodec_reader.available() else ()) + AUTO_ORDER
+    threads = decoder_threads() if threads is None else threads
+    lead = ("torchcodec",) if threads == 1 and torchcodec_reader.available() else ()
+    return lead + AUTO_ORDER
 
 BACKENDS: Dict[str, Type["FrameReader"]] = {}
 

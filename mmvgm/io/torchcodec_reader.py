@@ -6,6 +6,9 @@ Python; ``get_frames_at`` then decodes only the frames a clip needs, seeking whe
 frames. Frames are RGB through FFmpeg's own conversion, rotation metadata applied, so they
 equal PyAV's.
 
+``auto`` tries it first where a reader decodes on one thread (decoding workers); a reader that may
+use more threads starts with PyAV, whose frame threading torchcodec's threads do not match.
+
 Anything unusual goes to the next backend rather than being handled twice: a file torchcodec
 cannot open, a count it cannot give, or a decoder error on any frame raises ``InputError`` and
 ``read_clip``'s ``auto`` order moves on to PyAV, which measures damaged files exactly

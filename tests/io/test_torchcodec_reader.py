@@ -30,6 +30,7 @@ def test_frames_counts_and_padding_equal_pyav(videos, fmt):
 
 @needs_torchcodec
 def test_auto_reads_with_torchcodec_without_opening_the_file_in_pyav(mp4, monkeypatch):
+    monkeypatch.setenv("MMVGM_DECODE_THREADS", "1")  # a decoding worker's setting
     opened = []
     real = backends_module._open_av
     monkeypatch.setattr(backends_module, "_open_av", lambda path: opened.append(path) or real(path))
@@ -77,10 +78,17 @@ def test_a_truncated_file_reads_as_pyav_reads_it(tmp_path, videos):
     assert np.array_equal(np.asarray(auto), np.asarray(pyav)) and auto.total_frames == pyav.total_frames
 
 
+@needs_torchcodec
+def test_on_several_decoder_threads_auto_starts_with_pyav(mp4, monkeypatch):
+    monkeypatch.setenv("MMVGM_DECODE_THREADS", "0")  # the library's choice: a lone reader's default
+    assert auto_order() == AUTO_ORDER and read_clip(mp4, 3).backend == "pyav"
+    assert auto_order(threads=1)[0] == "torchcodec"
+
+
 def test_without_its_libraries_auto_is_pyav_then_opencv(mp4, monkeypatch):
     monkeypatch.setattr(torchcodec_reader, "_broken", "torchcodec cannot load FFmpeg's libraries "
                         f"(apt-get install {torchcodec_reader.FFMPEG_PACKAGES})")
-    assert auto_order() == AUTO_ORDER == ("pyav", "opencv")
+    assert auto_order(threads=1) == AUTO_ORDER == ("pyav", "opencv")
     assert read_clip(mp4, 3).backend == "pyav"
     with pytest.raises(InputError, match="apt-get install libavcodec59") as err:
         read_clip(mp4, 3, backend="torchcodec")  # named: an error, never silently another decoder
