@@ -11,10 +11,15 @@ repeated (best of N, so a busy machine hurts every contender alike):
 - late start: ``read_clip`` consecutive at ``start=frames-32`` against ``start=0`` (auto
   backend, which seeks with PyAV to the keyframe before the start; OpenCV decodes from 0);
 - many short files (a scan's load): 8-frame clips with one decoder thread, auto (one open
-  per file) against OpenCV (the file opened twice: PyAV counts, OpenCV decodes).
+  per file) against OpenCV (the file opened twice: PyAV counts, OpenCV decodes);
+- per file against torchcodec (when it can run): the files the I/O tests make (every
+  container), a short 240p file, a long 240p file and the 480p file, 16-frame consecutive and
+  uniform clips, one decoder thread: ``read_clip`` (auto, and PyAV alone) against torchcodec's
+  own ``VideoDecoder`` (exact seek mode) + ``get_frames_at`` on the same file.
 
 Prints clip-extraction rates as ratios measured in this one run. Goals: uniform read_clip
->= 0.8x the full-decode rate, and >= 3x the research pipeline. Nothing is asserted.
+>= 0.8x the full-decode rate, >= 3x the research pipeline, and per file at most 1.2x
+torchcodec's time in both modes. Nothing is asserted.
 
     python benchmarks/bench_io.py [--seconds 10] [--repeats 3]
 """
@@ -108,6 +113,67 @@ def short_files(folder: Path, count: int, repeats: int) -> None:
           f"auto {auto * 1e3:.2f} ms/file, OpenCV {opencv * 1e3:.2f} ms/file: {opencv / auto:.2f}x")
 
 
+def torchcodec_clip(path: Path, n: int, mode: str) -> np.ndarray:
+    """torchcodec alone: open (its exact mode scans the packets), then the clip's frames."""
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(str(path), dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=1)
+    total = decoder.metadata.num_frames_from_content
+    if mode == "uniform":
+        indices = np.round(np.linspace(0, total - 1, n)).astype(int).tolist()
+    else:
+        indices = list(range(min(n, total)))
+    return decoder.get_frames_at(indices).data.numpy()
+
+
+def bench_files(folder: Path) -> dict:
+    """{name: path}: the files the I/O tests make, and short, long and 480p ones."""
+    from mmvgm.demo import SOURCES, synthetic_frames, write_mp4
+    from tests.media import FORMATS, make_frames, write_video
+
+    frames = make_frames(20, 48, 96)  # as tests/io/conftest.py
+    files = {f"test {fmt}": write_video(folder / fmt, frames, fmt) for fmt in FORMATS}
+    files["short 240p (32 frames)"] = write_mp4(folder / "short.mp4", synthetic_frames(SOURCES[0], 0, 32, 240, 320))
+    files["long 240p (1440 frames)"] = make_video(folder / "long.mp4", 48, width=320, height=240)
+    files["480p (300 frames)"] = make_video(folder / "480p.mp4", 10)
+    return files
+
+
+def against_torchcodec(folder: Path, n: int, repeats: int) -> None:
+    """ms per file, median of ``repeats`` interleaved runs, one decoder thread."""
+    import os
+
+    from mmvgm.io import read_clip
+    from mmvgm.io.torchcodec_reader import available
+
+    if not available():
+        print("\ntorchcodec is not installed: no per-file comparison")
+        return
+    os.environ["MMVGM_DECODE_THREADS"] = "1"
+    contenders = {"auto": lambda p, m: read_clip(p, n, m), "PyAV": lambda p, m: read_clip(p, n, m, backend="pyav"),
+                  "torchcodec": lambda p, m: torchcodec_clip(p, n, m)}
+    print(f"\nper file, {n}-frame clips, one decoder thread, median of {repeats}: ms (ratio to torchcodec)")
+    print(f"{'file':28s} {'mode':12s} {'auto':>14s} {'PyAV':>14s} {'torchcodec':>10s}")
+    worst = {"consecutive": 0.0, "uniform": 0.0}
+    for name, path in bench_files(folder).items():
+        for mode in ("consecutive", "uniform"):
+            times = {k: [] for k in contenders}
+            for fn in contenders.values():
+                fn(path, mode)  # warm-up
+            for _ in range(repeats):
+                for key, fn in contenders.items():
+                    start = time.perf_counter()
+                    fn(path, mode)
+                    times[key].append(time.perf_counter() - start)
+            ms = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+            ref = ms["torchcodec"]
+            worst[mode] = max(worst[mode], ms["auto"] / ref)
+            print(f"{name:28s} {mode:12s} {ms['auto']:7.2f} ({ms['auto'] / ref:4.2f}x) "
+                  f"{ms['PyAV']:7.2f} ({ms['PyAV'] / ref:4.2f}x) {ref:10.2f}")
+    print(f"goal auto <= 1.2x torchcodec: worst consecutive {worst['consecutive']:.2f}x, "
+          f"worst uniform {worst['uniform']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -127,8 +193,10 @@ def main() -> None:
         contenders = {
             "full decode (OpenCV, all frames)": lambda: full_decode(path),
             "research (all frames -> float -> sample)": lambda: research_pipeline(path, n),
-            "read_clip uniform (auto=PyAV)": lambda: read_clip(path, n, "uniform"),
-            "read_clip consecutive (auto=PyAV)": lambda: read_clip(path, n, "consecutive"),
+            "read_clip uniform (auto)": lambda: read_clip(path, n, "uniform"),
+            "read_clip consecutive (auto)": lambda: read_clip(path, n, "consecutive"),
+            "read_clip uniform (PyAV)": lambda: read_clip(path, n, "uniform", backend="pyav"),
+            "read_clip consecutive (PyAV)": lambda: read_clip(path, n, "consecutive", backend="pyav"),
             "read_clip uniform (OpenCV)": lambda: read_clip(path, n, "uniform", backend="opencv"),
             "read_clip consecutive (OpenCV)": lambda: read_clip(path, n, "consecutive", backend="opencv"),
         }
@@ -157,8 +225,8 @@ def main() -> None:
     for name, seconds in best.items():
         print(f"{name:44s} {seconds:8.3f} {1 / seconds:8.2f} {full / seconds:14.2f}x "
               f"{research / seconds:11.2f}x")
-    uniform = best["read_clip uniform (auto=PyAV)"]
-    consecutive = best["read_clip consecutive (auto=PyAV)"]
+    uniform = best["read_clip uniform (auto)"]
+    consecutive = best["read_clip consecutive (auto)"]
     print(f"\ngoal uniform >= 0.8x full decode: {full / uniform:.2f}x   "
           f"goal >= 3x research: uniform {research / uniform:.2f}x, "
           f"consecutive {research / consecutive:.2f}x")
@@ -169,6 +237,8 @@ def main() -> None:
     if args.short_files:
         with tempfile.TemporaryDirectory() as tmp:
             short_files(Path(tmp), args.short_files, max(args.repeats, 3))
+    with tempfile.TemporaryDirectory() as tmp:
+        against_torchcodec(Path(tmp), n, max(args.repeats, 5))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Prints, measured in one run:
 
 * for each model (tiny VideoMAE and base VideoMAE): files/s of ``run_scan`` over N videos
   (decoding in worker processes, overlapped with inference, one fsync'd JSONL line per
-  file) as a ratio to clips/s of the model alone on clips that were decoded beforehand
-  (normalise + forward + calibration, same batch size). Goal: >= 0.85. The first scan
+  file) against its two ceilings, measured in the same run: clips/s of the model alone on
+  clips decoded beforehand (normalise + forward + calibration, same batch size) and files/s
+  of the decoding workers alone (no model). Goal: scan >= 0.85 x min(model-only,
+  decode-only) over 1000 files; for a tiny model decoding is the ceiling. The first scan
   starts the predictor's decoding workers; a second scan reuses them, as a service that
   keeps its ``Predictor`` does (and as ``mmvgm scan``, which starts them while the
   checkpoint loads).
@@ -205,7 +207,7 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--videos", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
@@ -250,14 +252,15 @@ def main() -> None:
             reduced = "" if (name == "tiny" or (frames, size) == (16, 224)) else " (reduced from 16x224)"
             print(f"{name:5s} {backbone} {frames}x{size}{reduced}, {count} videos 320x240 {args.media}, "
                   f"device {predictor.device}: model-only {model:8.1f} clips/s, scan {scan:8.1f} files/s, "
-                  f"ratio {scan / model:.2f} (goal >= 0.85)")
+                  f"ratio to model-only {scan / model:.2f}")
             if steady is not None:
                 print(f"      after the first batch (worker start-up excluded): scan {steady:8.1f} files/s, "
                       f"ratio {steady / model:.2f}")
             print(f"      a second scan, the predictor's decoding workers already running: {again:8.1f} files/s, "
                   f"ratio {again / model:.2f}")
             print(f"      decode-only (workers, no model) {decode:8.1f} files/s: the scan reaches "
-                  f"{scan / min(model, decode):.2f} of min(model, decode), its ceiling when both overlap")
+                  f"{scan / min(model, decode):.2f} of min(model, decode), its ceiling when both overlap "
+                  f"(goal >= 0.85); a second scan {again / min(model, decode):.2f}")
             del predictor
     finally:
         shutil.rmtree(work, ignore_errors=True)
