@@ -7,8 +7,9 @@ inside an L-inf ball of radius ``eps`` in [0,1] pixel space:
 * undirected (no target):     minimise -sum_k w_k (1 - cos(E_k(x), E_k(x0)))     + w_p LPIPS(x, x0)
 
 so the perceptual term is always a *penalty* (the research code ascended it in undirected mode).
-The default schedule is Adam-normalised steps with a cosine-decayed step size; ``sign`` is the
-research schedule (fixed-step sign-PGD). ``protect()`` is the one-call API on arrays/tensors.
+The default schedule is ``momentum``: signed steps along the accumulated L1-normalised gradient
+(MI-FGSM) with a cosine-decayed step size; ``adam`` takes Adam-normalised steps instead; ``sign``
+is the research schedule (fixed-step sign-PGD). ``protect()`` is the one-call API on arrays/tensors.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from mmvgm.attacks.budget import parse_eps, parse_fraction, parse_positive_int
 from mmvgm.attacks.encoders import ImageEncoder, build_encoder
@@ -96,9 +98,37 @@ DECAYED = {"adam", "momentum"}  # the research schedule keeps a fixed step
 
 
 def default_step_size(schedule: str, eps: float) -> float:
-    """adam: eps (its steps are per-pixel normalised and cosine-decayed); momentum: eps/4;
-    sign: the research code's fixed 0.5/255 (its "1/255" in [-1,1] space)."""
-    return {"adam": eps, "momentum": eps / 4}.get(schedule, 0.5 / 255)
+    """momentum: 2 eps, adam: eps (both cosine-decayed); sign: the research code's fixed 0.5/255
+    (its "1/255" in [-1,1] space). momentum's 2 eps: with eps/4 or eps, undirected runs stopped
+    short of the research schedule's shift on some images (benchmarks/README.md)."""
+    return {"adam": eps, "momentum": 2 * eps}.get(schedule, 0.5 / 255)
+
+
+# ---------------------------------------------------------------- per-image randomness
+
+
+class PerImageRandom(TorchFunctionMode):
+    """Inside it, ``torch.randn_like`` / ``torch.rand_like`` of a tensor whose first dimension
+    is the batch draw each image's slice from that image's generator (on the CPU, then moved).
+
+    So the encoder's own noise (SVD's conditioning noise) that an image gets in a batch is what
+    it gets alone with the same seed. Other random calls use the global generator as usual.
+    """
+
+    _DRAWS = {torch.randn_like: torch.randn, torch.rand_like: torch.rand}
+
+    def __init__(self, gens: Sequence[torch.Generator]) -> None:
+        super().__init__()
+        self.gens, self.draws = list(gens), 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        like = args[0] if args else None
+        if func in self._DRAWS and isinstance(like, torch.Tensor) and like.ndim and like.shape[0] == len(self.gens):
+            draw, self.draws = self._DRAWS[func], self.draws + 1
+            out = torch.cat([draw((1, *like.shape[1:]), generator=g) for g in self.gens])
+            return out.to(device=kwargs.get("device") or like.device, dtype=kwargs.get("dtype") or like.dtype)
+        return func(*args, **kwargs)
 
 
 # ---------------------------------------------------------------- the attack
@@ -113,7 +143,7 @@ class EmbeddingPGD:
     """
 
     def __init__(self, encoder: ImageEncoder, eps: float = 4 / 255, steps: int = 200,
-                 step_size: Optional[float] = None, schedule: str = "adam", momentum: float = 0.5,
+                 step_size: Optional[float] = None, schedule: str = "momentum", momentum: float = 0.5,
                  random_start: bool = True, eot: Sequence[str] = (), lpips: Optional[nn.Module] = None,
                  lpips_weight: float = 1.0, weights: Optional[Dict[str, float]] = None, seed: int = 0,
                  callback: Optional[Callable[[int, float], None]] = None) -> None:
@@ -125,53 +155,70 @@ class EmbeddingPGD:
         self.eot, self.lpips, self.lpips_weight = parse_eot(eot), lpips, float(lpips_weight)
         self.weights = {**encoder.weights, **(weights or {})}
         self.seed, self.callback = int(seed), callback
+        self._draws_noise: Optional[bool] = None  # whether the encoder draws noise: found in a forward's first step
 
     def __call__(self, images: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.forward(images, target)
 
     def forward(self, images: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed)
-        torch.manual_seed(self.seed)  # the encoder's own noise (SVD conditioning noise)
+        torch.manual_seed(self.seed)  # randomness the encoder draws outside randn_like / rand_like
+        gens = [torch.Generator().manual_seed(self.seed) for _ in range(images.shape[0])]
+        self._draws_noise = None
         x0 = images.detach()
         ref = self.embed(x0 if target is None else match_size(target, x0))
         sign = 1.0 if target is not None else -1.0  # directed: toward the target; undirected: away
         delta = torch.zeros_like(x0)
         if self.random_start:
-            delta = (torch.rand(x0.shape, generator=gen) * 2 - 1).to(x0) * self.eps
+            delta = torch.cat([torch.rand((1, *x0.shape[1:]), generator=g) for g in gens]).to(x0) * 2 - 1
+            delta = delta * self.eps
         lo, hi = (-x0).clamp(min=-self.eps), (1 - x0).clamp(max=self.eps)  # the ball within [0,1]
         delta = torch.clamp(delta, lo, hi)
         best, best_loss, state = delta.clone(), torch.full((x0.shape[0],), math.inf, device=x0.device), {}
         for t in range(self.steps):
             delta.requires_grad_(True)
-            loss = self.objective(x0 + delta, x0, ref, sign, gen)
+            loss = self.objective(x0 + delta, x0, ref, sign, gens)
             grad, = torch.autograd.grad(loss.sum(), delta)
             with torch.no_grad():
                 loss = loss.detach()
                 best = torch.where((loss < best_loss).view(-1, 1, 1, 1), delta, best)
                 best_loss = torch.minimum(loss, best_loss)
-                alpha = self.step_size * (0.5 * (1 + math.cos(math.pi * t / self.steps))
-                                          if self.schedule in DECAYED else 1.0)
-                delta = SCHEDULES[self.schedule](delta.detach(), grad, state, t, alpha, self.momentum)
+                delta = SCHEDULES[self.schedule](delta.detach(), grad, state, t, self.alpha(t), self.momentum)
                 delta = torch.clamp(delta, lo, hi)
             if self.callback is not None:
                 self.callback(t, float(loss.mean()))
         with torch.no_grad():  # the last iterate has not been scored yet
-            last = self.objective(x0 + delta, x0, ref, sign, gen)
+            last = self.objective(x0 + delta, x0, ref, sign, gens)
             best = torch.where((last < best_loss).view(-1, 1, 1, 1), delta, best)
         return (x0 + best).clamp(0, 1).detach()
 
-    def objective(self, x, x0, ref, sign, gen) -> torch.Tensor:
+    def alpha(self, t: int) -> float:
+        """The step size of step ``t``: the same for every image of a batch."""
+        if self.schedule not in DECAYED:
+            return self.step_size
+        return self.step_size * 0.5 * (1 + math.cos(math.pi * t / self.steps))
+
+    def objective(self, x, x0, ref, sign, gens: Sequence[torch.Generator]) -> torch.Tensor:
         """Per-image loss to minimise. EOT transforms what the encoder sees; LPIPS judges the
-        image that is saved, so it compares the untransformed ``x`` with ``x0``."""
-        seen = x
-        for name in self.eot_choice(gen):
-            seen = EOT_TRANSFORMS[name](seen, gen)
-        emb = self.encoder(seen)
+        image that is saved, so it compares the untransformed ``x`` with ``x0``. Each image's
+        random draws come from its own generator, so a batch gives what each image gives alone."""
+        seen = torch.cat([self.transform(x[i:i + 1], g) for i, g in enumerate(gens)]) if self.eot else x
+        if self._draws_noise is False:  # every torch call through the mode costs time: skip it when idle
+            emb = self.encoder(seen)
+        else:
+            with PerImageRandom(gens) as noise:
+                emb = self.encoder(seen)
+            self._draws_noise = noise.draws > 0
         dist = sum(self.weights.get(k, 1.0) * (1 - F.cosine_similarity(emb[k], ref[k], dim=1)) for k in ref)
         loss = sign * dist
         if self.lpips is not None and self.lpips_weight > 0:
             loss = loss + self.lpips_weight * lpips_distance(self.lpips, x, x0)
         return loss
+
+    def transform(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One image (1,3,H,W) through this step's EOT transform drawn from ``gen`` (or none)."""
+        for name in self.eot_choice(gen):
+            x = EOT_TRANSFORMS[name](x, gen)
+        return x
 
     def eot_choice(self, gen: torch.Generator) -> Tuple[str, ...]:
         """One random transform per step (or none), so EOT costs no extra encoder passes."""
@@ -251,12 +298,23 @@ def quantize_to_ball(adv: torch.Tensor, original_u8: torch.Tensor, eps: float) -
     return torch.minimum(torch.maximum(q, lo), hi).clamp(0, 255).to(torch.uint8)
 
 
-def _to_batch(image: Image, what: str) -> Tuple[torch.Tensor, bool]:
-    """(float (B,3,H,W) in [0,1], was_uint8_hwc)."""
+def _to_batch(image: Union[Image, Sequence[np.ndarray]], what: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(float (B,3,H,W) in [0,1], the uint8 (B,3,H,W) originals or None for a float tensor)."""
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise InputError(f"no {what}s to protect")
+        if not all(isinstance(one, np.ndarray) for one in image):
+            raise InputError(f"a list of {what}s must hold uint8 (H,W,3) arrays")
+        if len({one.shape for one in image}) > 1:
+            sizes = ", ".join(dict.fromkeys(f"{a.shape[1]}x{a.shape[0]}" for a in image if a.ndim >= 2))
+            raise InputError(f"the {what}s of one batch must have one size, got {sizes}")
+        u8 = torch.cat([_to_batch(one, what)[1] for one in image])
+        return u8.float() / 255, u8
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"{what} array must be uint8 (H,W,3) RGB, got {image.dtype} {image.shape}")
-        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255, True
+        u8 = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None]
+        return u8.float() / 255, u8
     if isinstance(image, torch.Tensor):
         if image.ndim == 3:
             image = image[None]
@@ -264,8 +322,9 @@ def _to_batch(image: Image, what: str) -> Tuple[torch.Tensor, bool]:
             raise InputError(f"{what} tensor must be float (B,3,H,W) in [0,1], got {image.dtype} {tuple(image.shape)}")
         if image.numel() and (image.min() < 0 or image.max() > 1):
             raise InputError(f"{what} tensor values must be in [0,1]")
-        return image.float(), False
-    raise InputError(f"{what} must be a uint8 (H,W,3) array or a float (B,3,H,W) tensor, got {type(image).__name__}")
+        return image.float(), None
+    raise InputError(f"{what} must be a uint8 (H,W,3) array, a list of them of one size, or a float "
+                     f"(B,3,H,W) tensor, got {type(image).__name__}")
 
 
 @dataclass
@@ -274,7 +333,7 @@ class ProtectOptions:
     eps: float = 4 / 255
     steps: int = 200
     step_size: Optional[float] = None
-    schedule: str = "adam"
+    schedule: str = "momentum"  # signed steps fill the L-inf ball; adam's fell short undirected (bench_protect.py)
     momentum: float = 0.5
     random_start: bool = True
     eot: Tuple[str, ...] = ()
@@ -288,7 +347,7 @@ class ProtectOptions:
         from mmvgm.config import check_keys
 
         check_keys(cfg, list(cls.__dataclass_fields__) + ["encoder", "encoder_options"], "protect config")
-        schedule = str(cfg.get("schedule", "adam"))
+        schedule = str(cfg.get("schedule", cls.schedule))
         if schedule not in SCHEDULES:
             raise InputError(f"unknown schedule '{schedule}'; known: {', '.join(SCHEDULES)}")
         step = cfg.get("step_size")
@@ -313,19 +372,22 @@ class ProtectOptions:
                    seed=parse_positive_int(cfg.get("seed", 0), "seed", allow_zero=True))
 
 
-def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", eps: Union[str, float, None] = None,
-            steps: Optional[int] = None, target: Optional[Image] = None, *, model_path=None,
-            lpips: Optional[nn.Module] = None, device=None, callback=None, config: str = "default",
-            **options) -> Tuple[Image, Union[dict, List[dict]]]:
+def protect(image: Union[Image, Sequence[np.ndarray]], encoder: Union[str, nn.Module, ImageEncoder] = "svd",
+            eps: Union[str, float, None] = None, steps: Optional[int] = None, target: Optional[Image] = None, *,
+            model_path=None, lpips: Optional[nn.Module] = None, device=None, callback=None,
+            config: str = "default", **options) -> Tuple[Union[Image, List[np.ndarray]], Union[dict, List[dict]]]:
     """Protect ``image`` against image-to-video misuse; returns ``(protected, report)``.
 
     ``image``: uint8 (H,W,3) RGB array -> a uint8 array back (rounded into the eps ball, so its
-    8-bit L-inf distance is <= eps); or float (B,3,H,W) in [0,1] -> a float tensor back.
+    8-bit L-inf distance is <= eps); a list of such arrays of one size -> a list back, attacked
+    as one batch; or float (B,3,H,W) in [0,1] -> a float tensor back. Every image of a batch
+    draws its randomness as it does alone (same ``seed``), so a batch changes its result only by
+    the floating-point rounding of the encoder's batched kernels.
     ``encoder``: ``"svd"``, ``"clip"``, ``"vae"``, ``"timm:NAME"`` (with ``model_path``) or any
     ``nn.Module``. ``target``: directed mode (resized to the image). ``eps``, ``steps`` and
     ``options`` (any key of ``configs/protect/default.yaml``: ``step_size``, ``schedule``, ``eot``,
     ``seed``, ...) override ``config`` where given (default eps 4/255, steps 200).
-    The report is a dict (one image) or a list of dicts (a batch).
+    The report is a dict (one image) or a list of dicts (a list, or a batch tensor).
     """
     from mmvgm.attacks.files import resolve_options
 
@@ -336,10 +398,10 @@ def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", 
         encoder = build_encoder(encoder, model_path=model_path, device=pick_device(device),
                                 **(cfg.get("encoder_options") or {}))
     dev = encoder.device
-    x0, was_u8 = _to_batch(image, "image")
+    x0, original_u8 = _to_batch(image, "image")
     x0 = x0.to(dev)
     tgt = match_size(_to_batch(target, "target")[0], x0) if target is not None else None
-    if was_u8 and math.floor(opts.eps * 255 + 1e-6) < 1:
+    if original_u8 is not None and math.floor(opts.eps * 255 + 1e-6) < 1:
         raise InputError(f"eps {opts.eps:.5f} is below one 8-bit level (1/255): the image cannot change")
     attack = EmbeddingPGD(encoder, eps=opts.eps, steps=opts.steps, step_size=opts.step_size,
                           schedule=opts.schedule, momentum=opts.momentum, random_start=opts.random_start,
@@ -348,28 +410,37 @@ def protect(image: Image, encoder: Union[str, nn.Module, ImageEncoder] = "svd", 
     start = time.perf_counter()
     adv = attack(x0, tgt)
     seconds = time.perf_counter() - start
-    if was_u8:
-        original_u8 = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].to(dev)
-        adv_u8 = quantize_to_ball(adv, original_u8, opts.eps)
-        adv = adv_u8.float() / 255
+    if original_u8 is None:
+        reports = _reports(encoder, x0, adv, _hwc(x0), _hwc(adv), tgt, lpips, attack, seconds)
+        return adv.to(image.device), (reports[0] if len(reports) == 1 else reports)
+    adv_u8 = quantize_to_ball(adv, original_u8.to(dev), opts.eps)
+    arrays = _hwc(adv_u8)  # measured on the 8-bit values that get saved
+    reports = _reports(encoder, x0, adv_u8.float() / 255, _hwc(original_u8), arrays, tgt, lpips, attack, seconds)
+    return (arrays, reports) if isinstance(image, (list, tuple)) else (arrays[0], reports[0])
+
+
+def _hwc(batch: torch.Tensor) -> List[np.ndarray]:
+    return [b.permute(1, 2, 0).cpu().numpy() for b in batch]
+
+
+def _reports(encoder: ImageEncoder, x0: torch.Tensor, adv: torch.Tensor, originals: List[np.ndarray],
+             protected: List[np.ndarray], tgt: Optional[torch.Tensor], lpips: Optional[nn.Module],
+             attack: EmbeddingPGD, seconds: float) -> List[dict]:
+    """One report per image of the batch: the attack's settings, image metrics (of the HWC
+    ``originals`` and ``protected``; exact 8-bit levels for uint8) and cosines."""
     ref = embed(encoder, tgt if tgt is not None else x0)
     before, after = cosines(encoder, x0, ref), cosines(encoder, adv, ref)
     lp = lpips_distance(lpips, adv, x0).cpu().tolist() if lpips is not None else None
     reports = []
     for i in range(x0.shape[0]):
-        if was_u8:  # measured on the 8-bit values that get saved
-            m = image_metrics(np.asarray(image), adv_u8[0].permute(1, 2, 0).cpu().numpy())
-        else:
-            m = image_metrics(x0[i].permute(1, 2, 0).cpu().numpy(), adv[i].permute(1, 2, 0).cpu().numpy())
+        m = image_metrics(originals[i], protected[i])
         reports.append({
-            "mode": "directed" if tgt is not None else "undirected", "eps": opts.eps, "steps": opts.steps,
-            "schedule": opts.schedule, "step_size": attack.step_size, "seed": opts.seed,
+            "mode": "directed" if tgt is not None else "undirected", "eps": attack.eps, "steps": attack.steps,
+            "schedule": attack.schedule, "step_size": attack.step_size, "seed": attack.seed,
             "seconds": round(seconds / x0.shape[0], 3), "linf": m["linf"], "l2": json_number(m["l2"]),
             "psnr": json_number(m["psnr"]), "ssim": json_number(m["ssim"]),
             "lpips": None if lp is None else json_number(lp[i]),
             "encoders": {k: {"cos_before": json_number(before[k][i]), "cos_after": json_number(after[k][i])}
                          for k in ref},
         })
-    if was_u8:
-        return adv_u8[0].permute(1, 2, 0).cpu().numpy(), reports[0]
-    return adv.to(image.device), (reports[0] if len(reports) == 1 else reports)
+    return reports

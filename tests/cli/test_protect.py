@@ -107,7 +107,7 @@ def test_many_images_one_bad_the_rest_continue(tmp_path, svd, fast):
 @pytest.mark.parametrize("args, words", [
     (["--eps", "5/0"], "divides by zero"), (["--eps", "-1"], "eps must be > 0"), (["--eps", "2"], "2/255"),
     (["--steps", "0"], "steps must be >= 1"), (["--eot", "rotate"], "unknown EOT"),
-    (["--step-size", "-1/255"], "step size must be > 0"),
+    (["--step-size", "-1/255"], "step size must be > 0"), (["--batch-size", "0"], "batch size must be >= 1"),
 ])
 def test_bad_options_give_one_line(tmp_path, svd, fast, args, words):
     img = save(tmp_path / "x.png", random_image(16, 16))
@@ -229,3 +229,38 @@ def test_a_missing_input_fails_before_a_model_is_looked_for(tmp_path, where):
     assert f"{tmp_path / 'gone.png'}: no such file or directory" in res.stderr
     assert "model folder not found" not in res.stderr and "note:" not in res.stderr
     assert not (tmp_path / "x.protected.png").exists()
+
+
+def test_a_folder_of_mixed_sizes_with_a_non_image(tmp_path, svd, fast):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = [save(folder / "p1.png", random_image(24, 32, 1)), save(folder / "p2.jpg", random_image(20, 20, 2)),
+             save(folder / "p10.png", random_image(24, 32, 3))]
+    (folder / "notes.txt").write_text("not an image")
+    res = run("protect", folder, "-m", svd, "--config", fast, "--json", "--batch-size", "2",
+              "--report", tmp_path / "r.json")
+    assert res.exit_code == 0, res.output
+    assert "note: " in res.stderr and "skipped 1" in res.stderr and "notes.txt" in res.stderr
+    reports = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert sorted(r["path"] for r in reports) == sorted(map(str, paths))
+    assert [r["path"] for r in reports][:2] == [str(paths[0]), str(paths[2])]  # 24x32 together, natural order
+    assert json.loads((tmp_path / "r.json").read_text()) == reports
+    for rep in reports:
+        saved, orig = read(rep["output"]), read(rep["path"])
+        assert saved.shape == orig.shape
+        assert np.abs(saved.astype(int) - orig.astype(int)).max() <= 4 and rep["linf"] <= 4 / 255
+    assert list(folder.glob(".*tmp*")) == []
+    before = {p: p.read_bytes() for p in paths}
+    again = run("protect", folder, "-m", svd, "--config", fast, "--json", "-q")  # earlier outputs are not inputs
+    assert again.exit_code == 0, again.output
+    assert len(again.stdout.strip().splitlines()) == 3 and again.stderr == ""
+    assert {p: p.read_bytes() for p in paths} == before
+
+
+def test_a_folder_without_images_is_one_error(tmp_path, svd, fast):
+    (tmp_path / "empty").mkdir()
+    good = save(tmp_path / "good.png", random_image(16, 16))
+    res = run("protect", tmp_path / "empty", good, "-m", svd, "--config", fast, "--json", "-q")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"{tmp_path / 'empty'}: folder has no images" in res.stderr and "1 of 2 images failed" in res.stderr
+    assert (tmp_path / "good.protected.png").is_file()
