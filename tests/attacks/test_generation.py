@@ -12,6 +12,7 @@ from mmvgm.attacks.generation import (LATENT_FROM_CALLBACK, LATENT_FROM_VAE, Gen
                                       noise_control, parse_size)
 from mmvgm.errors import CheckpointError, InputError
 from tests.attacks.conftest import random_image
+from tests.torch_threads import one_torch_thread
 from tests.attacks.i2v_pipelines import svd_video_pipeline
 
 FAST = GenerationSettings(steps=2, frames=2)
@@ -19,11 +20,8 @@ FAST = GenerationSettings(steps=2, frames=2)
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny models are all overhead: one thread runs them faster (and steadier on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

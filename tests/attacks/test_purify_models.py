@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -13,16 +12,14 @@ from mmvgm.attacks.generation import _load_cached
 from mmvgm.attacks.purify import PURIFIERS, evaluate_protection, parse_purify, survival_side_by_side
 from mmvgm.errors import InputError
 from tests.attacks.conftest import random_image
+from tests.torch_threads import one_torch_thread
 from tests.attacks.i2v_pipelines import img2img_pipeline, upscale_pipeline
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny models are all overhead: one thread runs them faster (and steadier on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import string
 import pytest
 import torch
 
+from tests.torch_threads import one_torch_thread
+
 LATENT = {"channels": 4, "frames": 4, "size": 8}  # latents of a 4-frame 16x16 video
 
 
@@ -55,11 +57,9 @@ def build_tiny_animatediff(workdir):
 
 @pytest.fixture(autouse=True)
 def single_thread_torch():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls (10x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
