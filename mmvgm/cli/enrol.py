@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from mmvgm.cli.options import precision_option
+from mmvgm.cli.options import precision_option, run_options
 
 METHODS = ("prototype", "refit")  # engine.enrol.HEAD_FITS, spelled out so --help needs no torch
 
@@ -23,11 +23,7 @@ METHODS = ("prototype", "refit")  # engine.enrol.HEAD_FITS, spelled out so --hel
 @click.option("--method", type=click.Choice(METHODS), default="prototype", show_default=True,
               help="prototype: nearest class mean on the frozen embedding; refit: logistic-regression head on it.")
 @click.option("--display", default=None, help="Display name of the new source [default: --source].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding workers.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch compute threads (also $MMVGM_THREADS).")
+@run_options
 @click.option("--synthetic", is_flag=True,
               help="The examples are synthetic: the checkpoint records it and every verdict says so.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from mmvgm.cli.options import precision_option
+from mmvgm.cli.options import precision_option, run_options
 
 ORDERS = ("1", "2", "3")
 DISTANCES = ("l2", "cosine")      # models.temporal.DISTANCES, spelled out so --help needs no torch
@@ -54,11 +54,7 @@ def _ratios(ctx: click.Context, param: click.Parameter, value: Optional[str]):
               help="Real videos for the statistic's center/scale, the threshold, and test (left for eval) "
                    "[default: 0.5,0.3,0.2].")
 @click.option("--seed", type=int, default=2024, show_default=True, help="Split seed.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding workers.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch compute threads (also $MMVGM_THREADS).")
+@run_options
 @click.option("--synthetic", is_flag=True,
               help="The videos are synthetic (made, not filmed): the checkpoint records it and every verdict says so.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (what was fitted) on stdout.")

@@ -11,3 +11,17 @@ precision_option = click.option(
     "--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
     help="Numerics of scoring: auto is bf16 on a CUDA GPU that supports it, else fp32. "
          "eval, trace and scan share it, so eval measures what the others give.")
+
+
+def run_options(command):
+    """``--batch-size``, ``--workers``, ``--device`` and ``--threads``, as the verbs that score a
+    folder through a model (fit-real, enrol) take them."""
+    for option in reversed((
+            click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True),
+            click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+                         help="Decoding workers."),
+            click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
+            click.option("--threads", type=click.IntRange(min=1), default=None,
+                         help="Torch compute threads (also $MMVGM_THREADS)."))):
+        command = option(command)
+    return command
