@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import expit
 
 from mmvgm.errors import InputError
 
@@ -209,7 +207,10 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    return expit(np.asarray(z, np.float64))
+    """Logistic function, stable at both ends (exp of a non-positive number only)."""
+    z = np.asarray(z, np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def platt_targets(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -242,6 +243,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         targets = platt_targets(y, 2)[:, 1]
     else:
         targets = platt_targets(y, logits.shape[1])
+    from scipy.optimize import minimize_scalar  # scipy.optimize is slow to import; scoring never needs it
+
     res = minimize_scalar(lambda log_t: _nll(logits, targets, math.exp(log_t)), bounds=LOG_T_BOUNDS,
                           method="bounded", options={"xatol": 1e-6})
     return float(math.exp(res.x))

@@ -10,7 +10,8 @@ Two stages, so that the heavy part runs where it is cheapest:
 ``VideoTransform(...)(clip)`` does both. The arithmetic is the one of the transformers
 image processors (``VideoMAEImageProcessor``, the X-CLIP processor, which is a
 VideoMAEImageProcessor with CLIP statistics): the new size is ``(s, int(s * long / short))``,
-the resize is ``torchvision.transforms.v2.functional.resize`` on uint8 with antialiasing,
+the resize gives the pixels of ``torchvision.transforms.v2.functional.resize`` on uint8 with
+antialiasing (:func:`resize_uint8`, which does not import torchvision),
 the crop offset is ``int((H - h) / 2)`` and a too-small frame is zero-padded first.
 torchvision's ``CenterCrop`` (used by timm and pytorchvideo) rounds that offset instead:
 ``crop_offset: round`` reproduces it (a one-pixel shift matters on noisy frames). The
@@ -51,9 +52,11 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
+import platform
+
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as tvF
+import torch.nn.functional as F
 
 from mmvgm.config import check_keys
 from mmvgm.errors import ConfigError
@@ -77,11 +80,7 @@ PRESETS: dict = {
              "resample": "bicubic", "crop_offset": "round"},
 }
 
-_RESAMPLE = {
-    "bilinear": tvF.InterpolationMode.BILINEAR,
-    "bicubic": tvF.InterpolationMode.BICUBIC,
-    "nearest": tvF.InterpolationMode.NEAREST,
-}
+_RESAMPLE = ("bilinear", "bicubic", "nearest")
 # PIL's integer codes, as stored in transformers' preprocessor_config.json files.
 _PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
@@ -181,7 +180,7 @@ class VideoTransform:
         x = x.reshape(-1, c, h, w)
         if self.resize_shortest is not None:
             new_h, new_w = _shortest_edge_size(h, w, self.resize_shortest)
-            x = tvF.resize(x, [new_h, new_w], interpolation=_RESAMPLE[self.resample], antialias=True)
+            x = resize_uint8(x, (new_h, new_w), self.resample)
         if self.crop is not None:
             x = _center_crop(x, self.crop, self.crop_offset)
         return x.reshape(*lead, *x.shape[-3:])
@@ -296,13 +295,43 @@ def _shortest_edge_size(height: int, width: int, shortest: int) -> Tuple[int, in
     return (new_long, new_short) if width <= height else (new_short, new_long)
 
 
+def _native_uint8_resize(x: torch.Tensor, mode: str) -> bool:
+    """Whether torch resizes this uint8 tensor itself, by the rule torchvision's v2 ``resize`` uses:
+    nearest anywhere, bicubic on the CPU, bilinear on CPUs with torch's vectorised uint8 kernel."""
+    if mode == "nearest":
+        return True
+    if x.device.type != "cpu":
+        return False
+    if mode == "bicubic":
+        return True
+    return (torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+            or platform.machine() in ("aarch64", "arm64"))
+
+
+def resize_uint8(x: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """uint8 (N,C,H,W) -> uint8 (N,C,h,w), antialiased: the pixels of torchvision's
+    ``transforms.v2.functional.resize`` (its kernel choice and rounding), without importing
+    torchvision, whose package import loads its model zoo and ops (a second on a small CPU)."""
+    if tuple(size) == tuple(x.shape[-2:]) or x.numel() == 0:
+        return x
+    smooth = mode != "nearest"
+    native = _native_uint8_resize(x, mode)
+    y = F.interpolate(x if native else x.float(), size=list(size), mode=mode,
+                      align_corners=False if smooth else None, antialias=smooth)
+    if native:
+        return y
+    if mode == "bicubic":
+        y = y.clamp_(0, 255)  # bicubic overshoots; the native kernel saturates
+    return y.round_().to(torch.uint8)
+
+
 def _center_crop(x: torch.Tensor, size: Tuple[int, int], offset: str = "floor") -> torch.Tensor:
     crop_h, crop_w = size
     h, w = x.shape[-2:]
     if crop_h > h or crop_w > w:
         pad = [(crop_w - w) // 2 if crop_w > w else 0, (crop_h - h) // 2 if crop_h > h else 0,
                (crop_w - w + 1) // 2 if crop_w > w else 0, (crop_h - h + 1) // 2 if crop_h > h else 0]
-        x = tvF.pad(x, pad, fill=0)
+        x = F.pad(x, (pad[0], pad[2], pad[1], pad[3]), value=0)
         h, w = x.shape[-2:]
     align = int if offset == "floor" else round  # round: torchvision's CenterCrop (half to even)
     top, left = int(align((h - crop_h) / 2.0)), int(align((w - crop_w) / 2.0))

@@ -171,3 +171,40 @@ def test_unreadable_hf_processor_config_is_a_config_error(tmp_path, text, match)
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
         pixel_statistics_from_hf_processor(path)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("size", [(224, 298), (17, 23), (480, 640), (240, 320)])
+def test_resize_uint8_gives_torchvisions_pixels(frames, mode, size):
+    from torchvision.transforms.v2 import functional as tvF
+
+    from mmvgm.data.transforms import resize_uint8
+
+    x = torch.from_numpy(frames[:3]).permute(0, 3, 1, 2)  # channels-last memory, as clips arrive
+    ref = tvF.resize(x, list(size), interpolation=tvF.InterpolationMode(mode), antialias=True)
+    ours = resize_uint8(x, size, mode)
+    assert ours.dtype == torch.uint8 and ours.shape == ref.shape
+    assert torch.equal(ours, ref)
+
+
+def test_resize_uint8_on_the_float_path_gives_torchvisions_pixels(frames, monkeypatch):
+    """Where torch has no vectorised uint8 bilinear kernel, both resize in float and round."""
+    from torchvision.transforms.v2 import functional as tvF
+
+    import mmvgm.data.transforms as transforms
+
+    x = torch.from_numpy(frames[:2]).permute(0, 3, 1, 2).contiguous()
+    ref = tvF.resize(x.float(), [100, 133], antialias=True).round_().to(torch.uint8)
+    monkeypatch.setattr(transforms, "_native_uint8_resize", lambda x, mode: False)
+    assert torch.equal(transforms.resize_uint8(x, (100, 133), "bilinear"), ref)
+
+
+def test_preprocessing_imports_no_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys, mmvgm.data.transforms as t, numpy as np; "
+            "t.VideoTransform.preset('timm')(np.zeros((2, 40, 50, 3), np.uint8)); "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
