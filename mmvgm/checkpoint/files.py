@@ -145,7 +145,11 @@ def load_checkpoint(directory: PathLike, device: Any = "cpu",
     directory = locate_checkpoint(directory)
     meta = read_meta(directory)
     if builder is None:
-        from mmvgm.models import build_model as builder
+        from functools import partial
+
+        from mmvgm.models import build_model
+
+        builder = partial(build_model, scoring=True)  # the checkpoint fills it: no initialisation
     model_cfg = copy.deepcopy(meta.model_cfg)
     if isinstance(model_cfg.get("backbone"), dict):
         model_cfg["backbone"]["weights"] = None  # the checkpoint replaces any pretrained weights

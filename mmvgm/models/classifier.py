@@ -83,7 +83,7 @@ class VideoClassifier(nn.Module):
 MODEL_KINDS: Dict[str, str] = {"temporal_statistic": "mmvgm.models.temporal:build_temporal"}
 
 
-def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -> nn.Module:
+def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None, scoring: bool = False) -> nn.Module:
     """Build a ``VideoClassifier`` from ``{"backbone", "task", "num_classes"[, "dropout"]}``;
     ``backbone`` is a config name/path/dict (see ``models.registry``), ``num_classes`` the
     number of trace logits (trace: N classes; joint: N sources, the label set minus ``real``).
@@ -91,17 +91,18 @@ def build_model(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -
     ``temporal_statistic``, the training-free detector of ``models.temporal``).
 
     ``weights`` (or the backbone config's ``weights:``) loads local pretrained backbone weights.
+    ``scoring``: a checkpoint fills the model next (see ``build_backbone``), as in ``load_checkpoint``.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"model config must be a mapping, got {type(cfg).__name__}")
     if "kind" in cfg:
-        return _kind_builder(cfg["kind"])(cfg, weights=weights)
+        return _kind_builder(cfg["kind"])(cfg, weights=weights, scoring=scoring)
     check_keys(cfg, MODEL_KEYS, "model config")
     if "backbone" not in cfg:
         raise ConfigError("model config is missing 'backbone'")
     task = cfg.get("task", "detect")
     H.check_task(task, cfg.get("num_classes"))
-    backbone = build_backbone(cfg["backbone"], weights=weights)
+    backbone = build_backbone(cfg["backbone"], weights=weights, scoring=scoring)
     return VideoClassifier(backbone, task, cfg.get("num_classes"), dropout=cfg.get("dropout", 0.0))
 
 

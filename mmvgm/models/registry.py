@@ -96,6 +96,7 @@ class BackboneEntry:
     default_config: Optional[str]
     description: str
     complete: Optional[Callable[[dict], dict]] = None
+    scoring_builder: Optional[Callable[[dict], Backbone]] = None
 
 
 _REGISTRY: Dict[str, BackboneEntry] = {}
@@ -103,11 +104,15 @@ _builtins_loaded = False
 
 
 def register_backbone(name: str, *, default_config: Optional[str] = None, description: str = "",
-                      complete: Optional[Callable[[dict], dict]] = None) -> Callable:
+                      complete: Optional[Callable[[dict], dict]] = None,
+                      scoring_builder: Optional[Callable[[dict], Backbone]] = None) -> Callable:
     """Decorator for ``builder(cfg: dict) -> Backbone``; ``cfg`` is a resolved backbone config.
 
     ``complete(cfg) -> cfg`` (optional) validates the ``model:`` section and fills defaults at
     resolve time, so a typo fails before anything is built and checkpoints record full configs.
+    ``scoring_builder(cfg)`` (optional) builds the same network for a checkpoint to fill
+    (``build_backbone(..., scoring=True)``): same state dict, same outputs, cheaper to import
+    and build; it need not initialise its weights.
     """
 
     def decorator(builder: Callable[[dict], Backbone]) -> Callable[[dict], Backbone]:
@@ -115,7 +120,7 @@ def register_backbone(name: str, *, default_config: Optional[str] = None, descri
             raise ValueError(f"backbone '{name}' is already registered")
         doc_lines = (builder.__doc__ or "").strip().splitlines()
         summary = description or (doc_lines[0] if doc_lines else "")
-        _REGISTRY[name] = BackboneEntry(name, builder, default_config, summary, complete)
+        _REGISTRY[name] = BackboneEntry(name, builder, default_config, summary, complete, scoring_builder)
         return builder
 
     return decorator
@@ -262,10 +267,15 @@ def _resize_preprocess(cfg: dict, size: int) -> None:
         cfg["preprocess"] = pre
 
 
-def build_backbone(spec: BackboneSpec, *, weights: Optional[PathLike] = None, **overrides: Any) -> Backbone:
-    """Build a backbone from a name/path/dict; loads ``weights`` (argument or config) if given."""
+def build_backbone(spec: BackboneSpec, *, weights: Optional[PathLike] = None, scoring: bool = False,
+                   **overrides: Any) -> Backbone:
+    """Build a backbone from a name/path/dict; loads ``weights`` (argument or config) if given.
+
+    ``scoring``: the backbone is about to be filled from a checkpoint and used to score (the
+    entry's ``scoring_builder`` where it has one; its weights may be uninitialised)."""
     cfg = resolve_backbone_config(spec, weights=weights, **overrides)
-    backbone = _REGISTRY[cfg["backbone"]].builder(cfg)
+    entry = _REGISTRY[cfg["backbone"]]
+    backbone = (entry.scoring_builder if scoring and entry.scoring_builder else entry.builder)(cfg)
     if cfg.get("weights"):
         from mmvgm.models.pretrained import load_pretrained
 

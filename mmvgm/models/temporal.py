@@ -193,12 +193,13 @@ SEQUENCES: Dict[str, Callable[[TemporalDetector, Tensor], Tensor]] = {
 }
 
 
-def build_temporal(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None) -> TemporalDetector:
+def build_temporal(cfg: Mapping[str, Any], *, weights: Optional[PathLike] = None,
+                   scoring: bool = False) -> TemporalDetector:
     """A ``TemporalDetector`` from its ``config`` (``weights``: the backbone's pretrained weights)."""
     check_keys(cfg, CONFIG_KEYS, "model config")
     if cfg.get("task", "detect") != "detect":
         raise ConfigError(f"a {KIND} model detects (task 'detect'), got task '{cfg.get('task')}'")
     if "backbone" not in cfg:
         raise ConfigError("model config is missing 'backbone'")
-    backbone = build_backbone(cfg["backbone"], weights=weights)
+    backbone = build_backbone(cfg["backbone"], weights=weights, scoring=scoring)
     return TemporalDetector(backbone, cfg.get("statistic"), cfg.get("embedding"))

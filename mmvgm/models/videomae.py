@@ -18,6 +18,7 @@ from torch import nn
 from mmvgm.config import check_keys
 from mmvgm.models.pretrained import hf_renamed
 from mmvgm.models.registry import Backbone, register_backbone
+from mmvgm.models.videomae_native import VIDEOMAE_DEFAULTS, NativeVideoMAEBody, native_supported, videomae_arch
 
 if TYPE_CHECKING:
     from transformers import VideoMAEConfig
@@ -34,9 +35,8 @@ def hf_model_keys(config_cls) -> list:
 
 
 def complete_videomae(cfg: dict) -> dict:
-    from transformers import VideoMAEConfig
-
-    check_keys(cfg["model"], hf_model_keys(VideoMAEConfig), "videomae 'model'")
+    # VideoMAEConfig's fields, kept here: importing transformers to check them costs a second
+    check_keys(cfg["model"], list(VIDEOMAE_DEFAULTS), "videomae 'model'")
     return cfg
 
 
@@ -119,16 +119,23 @@ class VideoMAE(Backbone):
                       "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
                       "layer_norm_eps")
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict, native: bool = False) -> None:
+        """``native``: the encoder of ``models.videomae_native`` (for a checkpoint to fill: no
+        transformers import, no initialisation) instead of transformers' modules."""
         super().__init__(cfg)
-        from transformers import VideoMAEConfig
+        arch = videomae_arch(cfg["model"])
+        if native:
+            self.hf_config = None
+            self.videomae = NativeVideoMAEBody(arch, self.frames, self.size, self.channels)
+        else:
+            from transformers import VideoMAEConfig
 
-        self.hf_config = VideoMAEConfig(image_size=self.size, num_frames=self.frames,
-                                        num_channels=self.channels, **cfg["model"])
-        self.videomae = _body_class()(self.hf_config)
-        hidden = self.hf_config.hidden_size
+            self.hf_config = VideoMAEConfig(image_size=self.size, num_frames=self.frames,
+                                            num_channels=self.channels, **cfg["model"])
+            self.videomae = _body_class()(self.hf_config)
+        hidden = arch["hidden_size"]
         # Default eps, as in VideoMAEForVideoClassification (not config.layer_norm_eps).
-        self.fc_norm = nn.LayerNorm(hidden) if self.hf_config.use_mean_pooling else None
+        self.fc_norm = nn.LayerNorm(hidden) if arch["use_mean_pooling"] else None
         self.num_features = hidden
 
     def adapt_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -154,7 +161,13 @@ def sinusoid_table(n_position: int, d_hid: int) -> torch.Tensor:
     return torch.tensor(table, dtype=torch.float32).unsqueeze(0)
 
 
-@register_backbone("videomae", default_config="videomae", complete=complete_videomae)
+def build_videomae_for_scoring(cfg: dict) -> VideoMAE:
+    """The same VideoMAE on ``models.videomae_native``'s encoder, where it covers the config."""
+    return VideoMAE(cfg, native=native_supported(videomae_arch(cfg["model"])))
+
+
+@register_backbone("videomae", default_config="videomae", complete=complete_videomae,
+                   scoring_builder=build_videomae_for_scoring)
 def build_videomae(cfg: dict) -> VideoMAE:
     """VideoMAE (transformers), tubelet patches, mean-pooled features."""
     return VideoMAE(cfg)
