@@ -116,7 +116,8 @@ class Predictor:
         from mmvgm.runtime import prepare_decoding_workers
 
         path = resolve_checkpoint(checkpoint)
-        prepare_decoding_workers()  # a chosen fork server imports while the checkpoint loads
+        if workers:  # a chosen fork server imports while the checkpoint loads; a lone reader needs none of it
+            prepare_decoding_workers()
         model, meta = load_checkpoint(path)
         predictor = cls(model, meta, device=device, workers=workers, precision=precision, threads=threads, **limits)
         predictor.path = path

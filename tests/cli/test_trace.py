@@ -259,3 +259,20 @@ def test_usage_errors_are_one_line(env):
         [line] = result.stderr.splitlines()
         assert line.startswith("mmvgm: error: ") and line.endswith(" trace --help)")  # CliRunner's prog name
     assert "'--windows'" in run("trace", env["videos"][0], "--windows", "0").stderr
+
+
+def test_tracing_a_videomae_checkpoint_imports_only_what_scoring_needs(env):
+    """Start-up: a lone trace scores on the plain-torch VideoMAE and reads in-process, so the
+    training library, torchvision, torchcodec (a decoding worker's reader) and scipy stay out."""
+    heavy = ("transformers", "torchvision", "torchcodec", "scipy", "torch._dynamo")
+    code = ("import runpy, sys\n"
+            "sys.argv = ['mmvgm', 'trace', sys.argv[1], '-c', sys.argv[2], '--json']\n"
+            "try:\n    runpy.run_module('mmvgm', run_name='__main__')\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(env["videos"][0]), str(env["joint"])],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    verdict, imported = proc.stdout.strip().splitlines()
+    assert json.loads(verdict)["path"] == str(env["videos"][0])
+    assert imported == "[]"
