@@ -119,6 +119,16 @@ class DecodingStopped(DecodeError):
         self.frame, self.frames = frame, frames
 
 
+class FrameBatch(dict):
+    """``{index: frame}`` read as one array: the frames are the rows of ``array``, in the
+    order of the (ascending) indices. ``read_clip`` takes a clip that is all of it as that
+    array, instead of a stacked copy of its rows."""
+
+    def __init__(self, indices: Sequence[int], array: np.ndarray) -> None:
+        super().__init__(zip(indices, array))
+        self.array = array
+
+
 class FrameReader:
     """One open video. Subclasses set ``width``, ``height``, ``fps``, ``codec`` in ``__init__``,
     decode with ``self.threads`` threads and reopen on ``_restart()``."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from stat import S_ISDIR, S_ISREG
+from typing import Callable, Optional, Tuple
 
 from mmvgm.errors import DecodeError, InputError, PathLike
 
@@ -24,6 +25,31 @@ def existing_path(path: PathLike) -> Path:
     return p
 
 
+def media_path(path: PathLike, extensions: tuple, kind: str) -> Tuple[Path, bool]:
+    """``existing_path``, then ``check_media_file`` unless it is a directory: the path, and
+    whether it is a directory (of frames).
+
+    One ``stat`` answers for a readable, non-empty regular file or a directory, the path of
+    every read; anything else goes through the checks one by one, which raise their errors.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        pass  # missing, or not to be looked at: the checks below say which
+    else:
+        if S_ISDIR(st.st_mode):
+            return p, True
+        if S_ISREG(st.st_mode) and st.st_size and os.access(p, os.R_OK):
+            _check_type(p, extensions, kind, None)
+            return p, False
+    p = existing_path(p)
+    if p.is_dir():
+        return p, True
+    check_media_file(p, extensions, kind)
+    return p, False
+
+
 def check_media_file(path: Path, extensions: tuple, kind: str,
                      sniff: Optional[Callable[[Path], bool]] = None) -> None:
     """Refuse unreadable, empty and unsupported files before any decoder sees them.
@@ -38,6 +64,13 @@ def check_media_file(path: Path, extensions: tuple, kind: str,
     size = path.stat().st_size
     if size == 0:
         raise DecodeError("empty file (0 bytes)", path)
+    _check_type(path, extensions, kind, sniff)
+
+
+def _check_type(path: Path, extensions: tuple, kind: str,
+                sniff: Optional[Callable[[Path], bool]]) -> None:
+    """Refuse a file whose extension is not one of ``extensions`` and whose content ``sniff``
+    does not recognise."""
     if path.suffix.lower() in extensions:
         return
     if sniff is None and kind == "video":

@@ -6,7 +6,8 @@ Rows past the end of the video repeat the last real row (padding) and are counte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from bisect import bisect_left
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -39,30 +40,37 @@ class Sampling:
             raise ValueError("plan() needs at least one frame")
         if start >= total:
             raise StartPastEndError(f"start frame {start} is past the end of the video ({total} frames)")
+        # Python ints until the one array at the end: a clip is a few numbers, for which
+        # numpy's cost per call is most of the time, and every read plans.
         wanted = _SAMPLERS[self.kind](total, num_frames, start, self.stride)
-        real = wanted[wanted < total]
-        padded = num_frames - len(real)
-        indices = np.concatenate([real, np.full(padded, real[-1], dtype=np.int64)])
-        return indices.astype(np.int64), padded
+        real = bisect_left(wanted, total)  # ascending: the real rows come first
+        padded = num_frames - real
+        indices = list(wanted[:real]) + [wanted[real - 1]] * padded
+        return np.array(indices, dtype=np.int64), padded
 
 
-def _consecutive(total: int, n: int, start: int, stride: int) -> np.ndarray:
-    return start + np.arange(n, dtype=np.int64)
+def _consecutive(total: int, n: int, start: int, stride: int) -> Sequence[int]:
+    return range(start, start + n)
 
 
-def _stride(total: int, n: int, start: int, stride: int) -> np.ndarray:
-    return start + stride * np.arange(n, dtype=np.int64)
+def _stride(total: int, n: int, start: int, stride: int) -> Sequence[int]:
+    return range(start, start + stride * n, stride)
 
 
-def _uniform(total: int, n: int, start: int, stride: int) -> np.ndarray:
+def _uniform(total: int, n: int, start: int, stride: int) -> Sequence[int]:
     available = total - start
     if available <= n:  # every frame once, then padding
-        return start + np.arange(n, dtype=np.int64)
-    # Evenly spaced, first and last frame included; distinct because the step is >= 1.
-    return np.round(np.linspace(start, total - 1, n)).astype(np.int64)
+        return range(start, start + n)
+    if n == 1:
+        return [start]  # as np.linspace(start, total - 1, 1)
+    # Evenly spaced, first and last frame included; distinct because the step is >= 1. The
+    # float operations of np.round(np.linspace(start, total - 1, n)): i * step + start, the
+    # last one exactly total - 1, rounded half to even (Python's round, as numpy's).
+    step = (total - 1 - start) / (n - 1)
+    return [round(i * step + start) for i in range(n - 1)] + [total - 1]
 
 
-_SAMPLERS: Dict[str, Callable[[int, int, int, int], np.ndarray]] = {
+_SAMPLERS: Dict[str, Callable[[int, int, int, int], Sequence[int]]] = {
     "consecutive": _consecutive,
     "uniform": _uniform,
     "stride": _stride,

@@ -19,28 +19,36 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
+from bisect import bisect_left
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
 from mmvgm.errors import InputError
-from mmvgm.io.backends import DemuxInfo, FrameReader, _short, register_backend
+from mmvgm.io.backends import DemuxInfo, FrameBatch, FrameReader, _short, register_backend
 from mmvgm.io.limits import check_frames, check_pixels
 
 FFMPEG_PACKAGES = "libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8"
 _broken: Optional[str] = None  # why torchcodec cannot run in this process, once found out
+_module = None  # torchcodec.decoders, once imported: every open asks for it
 
 
 def available() -> bool:
     """torchcodec is installed and, as far as this process knows, its libraries load."""
-    return _broken is None and importlib.util.find_spec("torchcodec") is not None
+    if _broken is not None:
+        return False
+    return _module is not None or importlib.util.find_spec("torchcodec") is not None
 
 
 def _decoders():
-    global _broken
+    global _broken, _module
     if _broken is not None:
         raise InputError(_broken)
+    if _module is not None:
+        # Not the import statement again: its catch_warnings resets the warning filters,
+        # a cost paid on every open of a short file.
+        return _module
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -48,6 +56,7 @@ def _decoders():
     except Exception as exc:  # noqa: BLE001 - ImportError, or an OSError from its libraries
         _broken = f"torchcodec cannot be imported ({_short(exc)})"
         raise InputError(_broken) from None
+    _module = decoders
     return decoders
 
 
@@ -75,15 +84,19 @@ class TorchCodecReader(FrameReader):
                          None if duration is None else round(float(duration), 6), timeline=None)
 
     def read(self, wanted: Iterable[int]) -> Tuple[Dict[int, np.ndarray], Optional[int]]:
-        wanted = sorted(set(int(i) for i in wanted))
+        wanted = sorted(set(map(int, wanted)))
         total = int(self.num_frames or 0)
-        inside = [i for i in wanted if i < total]
+        inside = wanted[:bisect_left(wanted, total)]
+        ended = total if wanted and wanted[-1] >= total else None
+        if not inside:
+            return {}, ended
         try:
-            batch = self.decoder.get_frames_at(inside).data.numpy() if inside else None
+            batch = self.decoder.get_frames_at(inside).data.numpy()
         except Exception as exc:  # noqa: BLE001 - a damaged frame: PyAV measures where it stops
             raise InputError(f"torchcodec stopped ({_short(exc)})", self.path) from None
-        got = {index: np.ascontiguousarray(batch[k]) for k, index in enumerate(inside)}
-        return got, (total if wanted and wanted[-1] >= total else None)
+        # Its rows, views of one contiguous array, are the frames: a clip that is the whole
+        # batch is not copied again.
+        return FrameBatch(inside, np.ascontiguousarray(batch)), ended
 
     def frames(self):
         # Counting by decoding is for files whose packets could not be counted: PyAV's job.

@@ -9,11 +9,11 @@ import numpy as np
 from mmvgm.errors import DecodeError, InputError, LimitError, PathLike
 from mmvgm.io import torchcodec_reader  # noqa: F401 - registers the "torchcodec" backend
 from mmvgm.io.backends import (AUTO_ORDER, BACKENDS, NO_VIDEO_STREAM, DecodingStopped, DemuxInfo,
-                               FrameReader, PyAVReader, Timeline, auto_order, demux_info)
+                               FrameBatch, FrameReader, PyAVReader, Timeline, auto_order, demux_info)
 from mmvgm.io.clip import Clip, VideoInfo
 from mmvgm.io.frames_dir import probe_frames, read_frames_clips
 from mmvgm.io.limits import check_pixels, resolve_max_frames, resolve_max_pixels
-from mmvgm.io.paths import VIDEO_EXTENSIONS, check_media_file, existing_path, explain_undecodable
+from mmvgm.io.paths import VIDEO_EXTENSIONS, explain_undecodable, media_path
 from mmvgm.io.sampling import Sampling, StartPastEndError, parse_sampling
 
 
@@ -81,10 +81,9 @@ def _read_clips(path: PathLike, num_frames: int, sampling: "str | Sampling", sta
     plan = parse_sampling(sampling)
     pixels, frames_budget = resolve_max_pixels(max_pixels), resolve_max_frames(max_frames)
     order = _backend_order(backend)
-    path = existing_path(path)
-    if path.is_dir():
+    path, is_dir = media_path(path, VIDEO_EXTENSIONS, "video")
+    if is_dir:
         return read_frames_clips(path, num_frames, plan, starts, pixels, frames_budget)
-    check_media_file(path, VIDEO_EXTENSIONS, "video")
 
     failures: List[str] = []
     counted: List[Optional[DemuxInfo]] = []  # PyAV's count, for a reader that cannot count
@@ -140,10 +139,9 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
     """
     pixels, frames_budget = resolve_max_pixels(max_pixels), resolve_max_frames(max_frames)
     order = _backend_order(backend, reading=False)
-    path = existing_path(path)
-    if path.is_dir():
+    path, is_dir = media_path(path, VIDEO_EXTENSIONS, "video")
+    if is_dir:
         return probe_frames(path, pixels)
-    check_media_file(path, VIDEO_EXTENSIONS, "video")
     # Probing reads no pixels, so only an exact count is held to the frame budget.
     info = _demux_or_none(path, frames_budget if exact else None)
     if info is not None:
@@ -195,8 +193,11 @@ def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, st
     if total == 0:
         raise DecodeError("no decodable video frames", path)
     got: Dict[int, np.ndarray] = {}
+    frames: Dict[int, np.ndarray] = {}  # the last pass's
+    plans = None
     for _ in range(3):
-        plans = [plan.plan(total, num_frames, start) for start in starts]
+        if plans is None:  # planned again only when the count changed: the same total, the same plan
+            plans = [plan.plan(total, num_frames, start) for start in starts]
         missing = sorted(set().union(*(indices.tolist() for indices, _ in plans)) - set(got))
         if not missing:
             break
@@ -216,12 +217,25 @@ def _read_with(reader_cls: type, path: Path, num_frames: int, plan: Sampling, st
             # the decodable count; uniform sampling then needs a second pass.
             if ended == 0:
                 raise DecodeError("no decodable video frames", path)
-            total = ended
+            total, plans = ended, None
     else:
         raise DecodeError("the decoder returned different frames on each pass", path)
-    return [Clip(np.stack([got[i] for i in indices.tolist()]), padded=padded, indices=indices,
+    # One clip from one pass may be the decoder's batch itself (``_stacked``).
+    one_pass = frames if len(plans) == 1 and len(frames) == len(got) else None
+    return [Clip(_stacked(got, indices, one_pass), padded=padded, indices=indices,
                  total_frames=total, backend=reader_cls.name, path=str(path))
             for indices, padded in plans]
+
+
+def _stacked(got: Dict[int, np.ndarray], indices: np.ndarray,
+             one_pass: Optional[Dict[int, np.ndarray]]) -> np.ndarray:
+    """The clip's frames as one (T, H, W, 3) array: a copy, unless the only pass read exactly
+    these frames as one decoder batch (``FrameBatch``), which then is the clip as it is; no
+    other clip shares it."""
+    rows = indices.tolist()
+    if isinstance(one_pass, FrameBatch) and rows == list(one_pass):
+        return one_pass.array
+    return np.stack([got[i] for i in rows])
 
 
 def _demux_or_none(path: Path, max_frames: Optional[int],

@@ -74,3 +74,39 @@ def test_is_video_file_is_what_the_readers_accept(tmp_path):
             accepted = False
         assert is_video_file(path) is (accepted or path.is_dir()), path
     assert [p.name for p in sorted(tmp_path.iterdir()) if is_video_file(p)] == ["clip.MP4", "folder.mp4", "upload"]
+
+
+def test_media_path_answers_as_the_checks_one_by_one(tmp_path, mp4):
+    """``media_path`` (one stat on the common path) against ``existing_path``, ``is_dir`` and
+    ``check_media_file`` in turn: the same path, the same answer, the same error."""
+    import os
+
+    from mmvgm.io.paths import VIDEO_EXTENSIONS, check_media_file, existing_path, media_path
+
+    def one_by_one(path):
+        p = existing_path(path)
+        if p.is_dir():
+            return p, True
+        check_media_file(p, VIDEO_EXTENSIONS, "video")
+        return p, False
+
+    def outcome(check, path):
+        try:
+            return check(path)
+        except Exception as exc:  # noqa: BLE001 - the error is the answer compared
+            return type(exc), str(exc)
+
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.docx").write_text("hello")
+    (tmp_path / "upload").write_bytes(mp4.read_bytes())  # no extension: sniffed
+    (tmp_path / "link.mp4").symlink_to(mp4)
+    (tmp_path / "dangling.mp4").symlink_to(tmp_path / "gone.mp4")
+    os.mkfifo(tmp_path / "pipe.mp4")  # opening it would block: refused before any decoder
+    paths = [mp4, str(mp4), tmp_path / "frames", tmp_path / "missing.mp4", tmp_path / "empty.mp4",
+             tmp_path / "notes.docx", tmp_path / "upload", tmp_path / "link.mp4",
+             tmp_path / "dangling.mp4", tmp_path / "pipe.mp4", tmp_path / "frames" / "x.mp4" / "y"]
+    at_once = lambda p: media_path(p, VIDEO_EXTENSIONS, "video")  # noqa: E731
+    for path in paths:
+        assert outcome(at_once, path) == outcome(one_by_one, path), path
+    assert media_path(mp4, VIDEO_EXTENSIONS, "video") == (mp4, False)

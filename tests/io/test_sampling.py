@@ -59,3 +59,28 @@ def test_start_past_end():
 def test_needs_total():
     assert parse_sampling("uniform").needs_total
     assert not parse_sampling("consecutive").needs_total
+
+
+def test_plans_are_numpys_sampling():
+    """The plans in Python ints are the arrays numpy gave: np.round(np.linspace) for uniform,
+    arange for the others, cut at the end and padded with the last real frame."""
+    def numpy_plan(kind, stride, total, n, start):
+        if kind == "uniform":
+            wanted = (start + np.arange(n) if total - start <= n
+                      else np.round(np.linspace(start, total - 1, n)).astype(np.int64))
+        else:
+            wanted = start + stride * np.arange(n)
+        real = wanted[wanted < total]
+        return np.concatenate([real, np.full(n - len(real), real[-1])]).tolist(), n - len(real)
+
+    rng = np.random.default_rng(0)
+    cases = [(total, n, start) for total in range(1, 90) for n in range(1, 40)
+             for start in {0, total // 2, total - 1}]
+    cases += [(int(t), int(n), int(s * t)) for t, n, s in
+              zip(rng.integers(1, 10 ** 9, 500), rng.integers(1, 300, 500), rng.random(500))]
+    for spec, kind, stride in (("uniform", "uniform", 1), ("consecutive", "", 1), ("stride:3", "", 3)):
+        sampling = parse_sampling(spec)
+        for total, n, start in cases:
+            got, padded = sampling.plan(total, n, start)
+            expected = numpy_plan(kind, stride, total, n, start)
+            assert (got.tolist(), padded) == expected, (spec, total, n, start)

@@ -42,6 +42,17 @@ def test_auto_reads_with_torchcodec_without_opening_the_file_in_pyav(mp4, monkey
 
 
 @needs_torchcodec
+def test_a_clip_may_be_the_decoders_batch_but_no_other_clips(mp4):
+    """A lone clip is torchcodec's own batch (not copied again); clips of one read_clips call
+    never share frames, even where they are the same frames."""
+    first, second = read_clips(mp4, 4, starts=[0, 0], backend="torchcodec")
+    assert np.array_equal(first, second) and not np.shares_memory(first, second)
+    clip = read_clip(mp4, 4, "uniform", backend="torchcodec")
+    expected = read_clip(mp4, 4, "uniform", backend="pyav")
+    assert clip.flags.c_contiguous and clip.flags.writeable and np.array_equal(clip, expected)
+
+
+@needs_torchcodec
 def test_rotation_is_applied(tmp_path):
     import av
 
