@@ -1,4 +1,4 @@
-"""Benchmark of `mmvgm protect`'s attack schedule, JPEG survival and per-step cost (prints; asserts nothing).
+"""Benchmark of `mmvgm protect`'s attack schedule, survival of purifications and per-step cost (prints; asserts nothing).
 
 1. Steps ratio: how many steps a schedule (--schedules; default: mmvgm's default, each with its
    default step size, momentum and cosine decay) needs to reach the embedding shift that the
@@ -7,9 +7,10 @@
    changes its decay, so each candidate length S is a separate run; the first S in the grid
    at which every image reaches its research shift (less ATOL, the float32 noise of a cosine)
    is reported, with the min over images of (shift / research shift) at each length tried.
-2. JPEG-75 survival: each schedule's protection (default steps, 8-bit PNG values) with and
-   without ``eot=("jpeg",)``, then ``mmvgm.attacks.purify.evaluate_protection`` at jpeg:75:
-   the share of the embedding shift left after the JPEG round trip.
+2. Survival of purifications (--survival, default jpeg:75,blur:1,noise:0.02): each schedule's
+   protection (default steps, 8-bit PNG values) without EOT and, for each purification, with EOT
+   over the transform of its name (``eot=("blur",)`` for blur:1), then
+   ``mmvgm.attacks.purify.evaluate_protection``: the share of the embedding shift left after it.
 3. Seconds per attack step / seconds of one forward+backward of the same encoder. Goal <= 1.1.
 
 Images: photos that scikit-image ships (a face, a cat, a rocket; each one's target is the next
@@ -22,7 +23,8 @@ downgrade torch, numpy and Pillow; its ONet needs none of them), embedding = its
 layer at 48 px; skipped with a note when the package is absent.
 
     python benchmarks/bench_protect.py [--schedules momentum,adam] [--device cuda] [--resnet-size 224]
-                                       [--mode directed|undirected|both] [--images 1-3] [--no-eot]
+                                       [--mode directed|undirected|both] [--images 1-3]
+                                       [--survival jpeg:75,blur:1,noise:0.02] [--no-eot]
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmvgm.attacks.encoders import CLIPVisionEncoder, ModuleEncoder, TimmEncoder  # noqa: E402
-from mmvgm.attacks.protect import EmbeddingPGD, ProtectOptions, embed, quantize_to_ball  # noqa: E402
+from mmvgm.attacks.protect import EmbeddingPGD, ProtectOptions, embed, parse_eot, quantize_to_ball  # noqa: E402
+from mmvgm.attacks.purify import evaluate_protection, parse_purify  # noqa: E402
 
 EPS = 4 / 255
 RESEARCH_STEPS = 1000
@@ -131,20 +134,20 @@ def steps_to_reach(encoder, x0, target, research, schedule: str) -> tuple:
     return None, seen
 
 
-def jpeg_survival(encoder, x0, target, schedule: str, eot: tuple) -> list:
-    """Per image: the share of the protection's shift left after JPEG-75 (mean over embeddings)."""
-    from mmvgm.attacks.purify import evaluate_protection
-
+def survival(encoder, x0, target, schedule: str, eot: tuple, purify: list) -> dict:
+    """``{purification: per image, the share of the protection's shift left after it (mean over
+    embeddings)}`` for one protection made with ``eot``."""
     attack = EmbeddingPGD(encoder, eps=EPS, steps=ProtectOptions().steps, schedule=schedule, seed=0, eot=eot)
     u8 = (x0 * 255).round().to(torch.uint8)
     adv_u8 = quantize_to_ball(attack(x0, target), u8, EPS)
     hwc = lambda t: t.permute(1, 2, 0).cpu().numpy()  # noqa: E731
-    out = []
+    out = {p: [] for p in purify}
     for i in range(x0.shape[0]):
         tgt = hwc((target[i] * 255).round().to(torch.uint8)) if target is not None else None
-        rows = evaluate_protection(hwc(u8[i]), hwc(adv_u8[i]), encoder, tgt, purify="jpeg:75")["results"]
-        jpeg = next(r for r in rows if r["purification"] == "jpeg:75")["encoders"].values()
-        out.append(statistics.mean(e["survival"] for e in jpeg if e["survival"] is not None))
+        rows = evaluate_protection(hwc(u8[i]), hwc(adv_u8[i]), encoder, tgt, purify=purify)["results"]
+        for row in rows[1:]:  # after "none", in the order of ``purify``
+            out[row["purification"]].append(statistics.mean(
+                e["survival"] for e in row["encoders"].values() if e["survival"] is not None))
     return out
 
 
@@ -178,7 +181,7 @@ def seconds_per_step_ratio(encoder, x0, target, steps: int, repeats: int = 3) ->
     return statistics.median(per_step), statistics.median(fb)
 
 
-def bench_encoder(name: str, encoder, x0, tgt, modes, schedules, eot_survival: bool) -> None:
+def bench_encoder(name: str, encoder, x0, tgt, modes, schedules, purify: list) -> None:
     for mode in modes:
         target = tgt if mode == "directed" else None
         research, t_research = research_shift(encoder, x0, target)
@@ -191,16 +194,27 @@ def bench_encoder(name: str, encoder, x0, tgt, modes, schedules, eot_survival: b
             trail = ", ".join(f"{s}: {v:.5f}" for s, v in seen)
             print(f"[{name} {mode} {schedule}] steps ratio (schedule / research) = {ratio}  (goal <= 0.25); "
                   f"by length, min over images of shift / research shift: {trail}", flush=True)
-            if eot_survival:
-                plain = jpeg_survival(encoder, x0, target, schedule, ())
-                eot = jpeg_survival(encoder, x0, target, schedule, ("jpeg",))
-                print(f"[{name} {mode} {schedule}] survival after jpeg:75 ({ProtectOptions().steps} steps), mean "
-                      f"over images: without EOT {statistics.mean(plain):.3f} ({', '.join(f'{v:.3f}' for v in plain)})"
-                      f", with --eot jpeg {statistics.mean(eot):.3f} ({', '.join(f'{v:.3f}' for v in eot)})",
-                      flush=True)
+            plain = survival(encoder, x0, target, schedule, (), purify) if purify else {}
+            for spec in purify:
+                kind = spec.split(":")[0]
+                with_eot = survival(encoder, x0, target, schedule, (kind,), [spec])[spec]
+                print(f"[{name} {mode} {schedule}] survival after {spec} ({ProtectOptions().steps} steps), mean over "
+                      f"images: without EOT {_figures(plain[spec])}, with --eot {kind} {_figures(with_eot)}", flush=True)
     per_step, fb = seconds_per_step_ratio(encoder, x0, tgt, steps=20)
     print(f"[{name}] seconds per attack step {per_step * 1e3:.1f} ms / forward+backward {fb * 1e3:.1f} ms "
           f"= {per_step / fb:.3f}  (goal <= 1.1)  (batch of {x0.shape[0]})", flush=True)
+
+
+def _figures(values: list) -> str:
+    return f"{statistics.mean(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})"
+
+
+def survival_specs(text: str) -> list:
+    """``"jpeg:75,blur:1"`` -> ["jpeg:75", "blur:1"], as evaluate_protection names them; each kind
+    must be an EOT transform too, since it is measured with EOT over its own kind."""
+    specs = [str(p) for p in parse_purify(text)[1:]]
+    parse_eot([s.split(":")[0] for s in specs])
+    return specs
 
 
 def main() -> None:
@@ -213,8 +227,12 @@ def main() -> None:
     ap.add_argument("--encoders", default="clip,onet,resnet50")
     ap.add_argument("--schedules", default=ProtectOptions().schedule,
                     help="schedules to measure against the research one, e.g. momentum,adam [default: the default]")
-    ap.add_argument("--no-eot", action="store_true", help="skip the JPEG-75 survival runs")
+    ap.add_argument("--survival", default="jpeg:75,blur:1,noise:0.02",
+                    help="purifications to measure survival after, each without EOT and with EOT over its "
+                         "kind (jpeg, resize, blur or noise) [default: jpeg:75,blur:1,noise:0.02]")
+    ap.add_argument("--no-eot", action="store_true", help="skip the survival runs")
     args = ap.parse_args()
+    purify = [] if args.no_eot else survival_specs(args.survival)
     dev = torch.device(args.device)
     builders = {"clip": tiny_clip, "onet": onet, "resnet50": lambda: resnet50(args.resnet_size)}
     pics = photos(args.image_size, args.images + 1)
@@ -231,7 +249,7 @@ def main() -> None:
         except ImportError as exc:
             print(f"[{name}] skipped: {exc} (pip install --no-deps facenet-pytorch)")
             continue
-        bench_encoder(name, encoder, x0, tgt, modes, args.schedules.split(","), not args.no_eot)
+        bench_encoder(name, encoder, x0, tgt, modes, args.schedules.split(","), purify)
     print(f"total {time.perf_counter() - start:.0f}s")
 
 

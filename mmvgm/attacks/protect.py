@@ -53,14 +53,47 @@ def _random_resize(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The ``blur:SIGMA`` purification, differentiably: separable Gaussian with cv2.GaussianBlur's
+    kernel size for 8-bit images (round(6 sigma + 1), made odd) and its reflect-101 borders."""
+    radius = min((int(round(sigma * 6 + 1)) | 1) // 2, x.shape[-2] - 1, x.shape[-1] - 1)  # reflect needs radius < side
+    if radius < 1:
+        return x
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-t * t / (2 * sigma * sigma))
+    k, c = k / k.sum(), x.shape[1]
+    x = F.pad(x, (radius,) * 4, mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _random_blur(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian blur of a random sigma in [0.5, 1.5) pixels: around purify's default ``blur:1``."""
+    return gaussian_blur(x, 0.5 + float(torch.rand((1,), generator=gen)))
+
+
+def _random_noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian noise of a random sigma in [0.01, 0.03) ([0,1] units, around ``noise:0.02``), then
+    clipped to [0,1] and rounded to 8 bits as that purification does. Clip and rounding pass the
+    gradient straight through: a hard clamp would zero it wherever the noise crossed 0 or 1."""
+    sigma = 0.01 + 0.02 * float(torch.rand((1,), generator=gen))
+    noisy = x + sigma * torch.randn(x.shape, generator=gen).to(x)  # drawn on the CPU: the same on every device
+    return noisy + ((noisy.clamp(0, 1) * 255).round() / 255 - noisy).detach()
+
+
+# The purifications of protect-eval --purify that are differentiable or can be approximated.
+# upscale (a diffusion upscaler) and diffpure (img2img) would need a pipeline's denoising loop in
+# every step's graph; resize and noise together stand in for noisy upscaling.
 EOT_TRANSFORMS: Dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
     "jpeg": _jpeg_straight_through,
     "resize": _random_resize,
+    "blur": _random_blur,
+    "noise": _random_noise,
 }
 
 
 def parse_eot(value: Union[str, Sequence[str], None]) -> Tuple[str, ...]:
-    """``"jpeg,resize"`` -> ("jpeg", "resize"); unknown names raise InputError."""
+    """``"jpeg,resize"`` -> ("jpeg", "resize"); unknown names raise InputError naming the known ones."""
     if not value:
         return ()
     names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]

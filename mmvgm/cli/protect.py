@@ -34,7 +34,11 @@ import click
 @click.option("--out", "-o", type=click.Path(), default=None,
               help="Output directory (created if missing) or a .png path for a single input "
                    "[default: <stem>.protected.png beside each input].")
-@click.option("--eot", default=None, help="Expectation over transforms, e.g. jpeg,resize.")
+@click.option("--eot", default=None,
+              help="Expectation over transforms, comma-separated: jpeg (real JPEG, straight-through gradient), "
+                   "resize, blur, noise, each a random strength around protect-eval's purification of that "
+                   "name; one (or none) per step. upscale and diffpure are not covered (not differentiable "
+                   "at a sane cost); resize,noise together approximate noisy upscaling.")
 @click.option("--lpips-weight", default=None, help="Weight of the LPIPS penalty [default: 1].")
 @click.option("--lpips-weights", type=click.Path(), default=None,
               help="LPIPS AlexNet backbone (torchvision alexnet-owt-7be5be79.pth), or hf://org/name/FILE.pth "

@@ -4,9 +4,13 @@ import torch
 
 from mmvgm.attacks import EmbeddingPGD, protect
 from mmvgm.attacks.encoders import ImageEncoder, resize
-from mmvgm.attacks.protect import PerImageRandom, ProtectOptions, match_size, parse_eot, quantize_to_ball
+from mmvgm.attacks.protect import (EOT_TRANSFORMS, PerImageRandom, ProtectOptions, gaussian_blur, match_size,
+                                   parse_eot, quantize_to_ball)
 from mmvgm.errors import InputError
 from tests.attacks.conftest import random_image
+
+
+ALL_EOT = "jpeg,resize,blur,noise"
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +60,60 @@ def test_seeded_runs_are_reproducible(svd_encoder, fast):
 @pytest.mark.parametrize("schedule", ["adam", "momentum", "sign"])
 def test_every_schedule_and_eot_stay_in_the_ball(svd_encoder, schedule, fast):
     img = random_image(24, 32, 5)
-    out, rep = protect(img, svd_encoder, steps=4, schedule=schedule, eot="jpeg,resize", **fast)
+    out, rep = protect(img, svd_encoder, steps=4, schedule=schedule, eot=ALL_EOT, **fast)
     assert rep["schedule"] == schedule
     assert np.abs(out.astype(int) - img.astype(int)).max() <= 4
+
+
+@pytest.mark.parametrize("name", sorted(EOT_TRANSFORMS))
+def test_each_eot_transform_is_used_and_stays_in_the_ball(svd_encoder, fast, monkeypatch, name):
+    calls = []
+    real = EOT_TRANSFORMS[name]
+    monkeypatch.setitem(EOT_TRANSFORMS, name, lambda x, gen: calls.append(1) or real(x, gen))
+    img = random_image(24, 32, 6)
+    out, rep = protect(img, svd_encoder, steps=6, eot=name, **fast)
+    assert calls  # the transform was drawn in some steps, not only the identity
+    assert np.abs(out.astype(int) - img.astype(int)).max() <= 4 and 0 < rep["linf"] <= 4 / 255
+    assert all(np.isfinite(c["cos_after"]) for c in rep["encoders"].values())
+
+
+@pytest.mark.parametrize("name", sorted(EOT_TRANSFORMS))
+def test_eot_transforms_are_drawn_from_the_generator_and_pass_a_gradient(name):
+    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    gen = torch.Generator().manual_seed(7)
+    first, second = EOT_TRANSFORMS[name](x, gen), EOT_TRANSFORMS[name](x, gen)
+    again = EOT_TRANSFORMS[name](x, torch.Generator().manual_seed(7))
+    assert first.shape == x.shape and torch.equal(first, again)  # the same seed, the same draw
+    if name in ("blur", "noise"):
+        assert not torch.equal(first, second)  # the generator moved on: the next step draws anew
+    grad, = torch.autograd.grad((first * torch.linspace(-1, 1, first.numel()).view_as(first)).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_blur_is_the_blur_purification():
+    """Within one 8-bit level of cv2.GaussianBlur on 8-bit images (cv2 rounds its fixed-point sums)."""
+    import cv2
+
+    for h, w in ((24, 32), (33, 51), (5, 7)):
+        img = random_image(h, w, 2)
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+        for sigma in (0.5, 1.0, 1.5):
+            ours = (gaussian_blur(x, sigma) * 255).round()[0].permute(1, 2, 0).numpy().astype(int)
+            diff = np.abs(ours - cv2.GaussianBlur(img, (0, 0), sigmaX=sigma).astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 0.1, (h, w, sigma)
+
+
+def test_noise_is_8_bit_noise_of_a_sigma_around_the_purifications():
+    x = (0.2 + 0.6 * torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    sigmas = []
+    for seed in range(8):
+        out = EOT_TRANSFORMS["noise"](x, torch.Generator().manual_seed(seed))
+        assert out.min() >= 0 and out.max() <= 1
+        assert torch.allclose(out * 255, (out * 255).round(), atol=1e-3)  # 8-bit values, as saved
+        sigmas.append(float((out - x).detach().std()))
+        grad, = torch.autograd.grad(out.sum(), x)
+        assert torch.equal(grad, torch.ones_like(x))  # clip and rounding pass it straight through
+    assert 0.009 < min(sigmas) and max(sigmas) < 0.032 and max(sigmas) - min(sigmas) > 0.003, sigmas
 
 
 def test_bad_arguments_are_refused(svd_encoder, fast):
@@ -96,6 +151,9 @@ def test_attack_class_torchattacks_style(svd_encoder):
 
 def test_helpers():
     assert parse_eot("jpeg, resize,jpeg") == ("jpeg", "resize")
+    assert parse_eot(ALL_EOT) == ("jpeg", "resize", "blur", "noise")
+    with pytest.raises(InputError, match="unknown EOT transform 'upscale'; known: jpeg, resize, blur, noise"):
+        parse_eot("blur,upscale")
     assert match_size(torch.rand(1, 3, 5, 7), torch.rand(3, 3, 10, 12)).shape == (3, 3, 10, 12)
     opts = ProtectOptions.from_config({"eps": "2/255", "steps": "7", "step_size": "1/255", "eot": ["jpeg"]})
     assert opts.eps == pytest.approx(2 / 255) and opts.steps == 7 and opts.step_size == pytest.approx(1 / 255)
@@ -169,7 +227,7 @@ class _BatchInvariantToy(ImageEncoder):
         return {"toy": (torch.sin(6 * x) * self.w).reshape(x.shape[0], 3, 4, 4, 4, 4).mean((3, 5))}
 
 
-@pytest.mark.parametrize("eot", [None, "jpeg,resize"])
+@pytest.mark.parametrize("eot", [None, "jpeg,resize", ALL_EOT])
 def test_a_batch_is_exactly_each_image_alone_when_the_encoder_is_batch_invariant(eot):
     enc = _BatchInvariantToy().eval().requires_grad_(False)
     x = torch.rand(3, 3, 24, 32, generator=torch.Generator().manual_seed(1))
@@ -180,7 +238,7 @@ def test_a_batch_is_exactly_each_image_alone_when_the_encoder_is_batch_invariant
         assert report["encoders"] == reports[i]["encoders"]
 
 
-@pytest.mark.parametrize("eot", [None, "jpeg,resize"])
+@pytest.mark.parametrize("eot", [None, ALL_EOT])
 def test_a_batch_of_same_size_images_gives_each_what_it_gives_alone(svd_encoder, fast, eot):
     """The tiny SVD encoder's batched kernels round differently from single-image ones (about
     1e-6); that is all a batch changes. Its bound: no saved pixel more than one level off, and
