@@ -88,6 +88,9 @@ class Service:
                     self.settings.checkpoint, device=self.settings.device, workers=workers, threads=threads,
                     precision=self.settings.precision, max_pixels=self.settings.max_pixels,
                     max_frames=self.settings.max_frames)
+                from mmvgm.io.backends import preload_decoders
+
+                preload_decoders()  # before /readyz: the first request, decoded here, pays no imports
             if self.encoder is None and self.settings.protect_encoder:
                 self.encoder, self.lpips = load_protect_encoder(self.settings, self.predictor.device)
             self.worker = ModelWorker(self.predictor, self.settings.max_batch, self.settings.max_wait_ms,
