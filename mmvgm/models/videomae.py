@@ -5,6 +5,9 @@ transformers' VideoMAE modules, with the same parameter names, initialisation an
 Pooling follows ``VideoMAEForVideoClassification`` exactly (``use_mean_pooling``: mean of the
 tokens + ``fc_norm``; otherwise the model's final layernorm + token 0), so a fine-tuned HF
 classification checkpoint loads with only its ``classifier`` dropped.
+
+A checkpoint loaded to score builds the same backbone on ``models.videomae_native``'s
+encoder instead (``build_videomae_for_scoring``): same state dict and outputs, no transformers.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ torch.distributed.tensor, torch._dynamo, scipy.optimize...), which dominated the
 builds this module instead: the same submodule names as ``VideoMAEBody`` (so the same state
 dict), the same torch calls in the same order (so the same outputs: the tests compare them bit
 for bit with transformers' modules), and no random initialisation, since the checkpoint fills
-every parameter. Training keeps transformers' modules, their initialisation and their features.
+every parameter. It has no dropout (a scoring model runs in eval mode); training keeps
+transformers' modules, their initialisation, dropout and gradient checkpointing.
 
 ``VIDEOMAE_DEFAULTS`` is ``VideoMAEConfig``'s architecture fields and defaults; a test checks it
 against the installed transformers, so a new field there fails CI instead of being ignored here.
@@ -19,6 +20,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mmvgm.errors import ConfigError
 
 VIDEOMAE_DEFAULTS: Dict[str, Any] = {
     "patch_size": 16, "tubelet_size": 2, "hidden_size": 768, "num_hidden_layers": 12,
@@ -145,6 +148,9 @@ class NativeVideoMAEBody(nn.Module):
         super().__init__()
         from mmvgm.models.videomae import sinusoid_table
 
+        if arch["hidden_size"] % arch["num_attention_heads"]:
+            raise ConfigError(f"videomae: hidden_size {arch['hidden_size']} is not a multiple of "
+                              f"num_attention_heads {arch['num_attention_heads']}")
         with torch.device("meta"):  # no random initialisation: the checkpoint fills every tensor
             self.embeddings = Embeddings(arch, frames, size, channels)
             self.encoder = Encoder(arch)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmvgm.checkpoint.files import load_checkpoint, read_meta
-from mmvgm.errors import CheckpointError
+from mmvgm.errors import CheckpointError, ConfigError
 from mmvgm.models import build_backbone, build_model
 from mmvgm.models.videomae_native import ACTIVATIONS, VIDEOMAE_DEFAULTS, NativeVideoMAEBody
 
@@ -117,3 +117,8 @@ def test_scoring_a_videomae_checkpoint_imports_no_transformers(tmp_path):
             "print(sorted(k for k in ('transformers', 'torchvision', 'scipy') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_heads_that_do_not_divide_the_width_are_one_config_error():
+    with pytest.raises(ConfigError, match="not a multiple of num_attention_heads 3"):
+        NativeVideoMAEBody({**VIDEOMAE_DEFAULTS, "hidden_size": 32, "num_attention_heads": 3}, 8, 32, 3)
