@@ -49,10 +49,9 @@ Presets (``PRESETS``):
 from __future__ import annotations
 
 import math
+import platform
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
-
-import platform
 
 import numpy as np
 import torch
@@ -311,7 +310,7 @@ def _native_uint8_resize(x: torch.Tensor, mode: str) -> bool:
 def resize_uint8(x: torch.Tensor, size: Tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """uint8 (N,C,H,W) -> uint8 (N,C,h,w), antialiased: the pixels of torchvision's
     ``transforms.v2.functional.resize`` (its kernel choice and rounding), without importing
-    torchvision, whose package import loads its model zoo and ops (a second on a small CPU)."""
+    torchvision, whose package import loads its whole model zoo and ops."""
     if tuple(size) == tuple(x.shape[-2:]) or x.numel() == 0:
         return x
     smooth = mode != "nearest"

@@ -38,7 +38,7 @@ def hf_model_keys(config_cls) -> list:
 
 
 def complete_videomae(cfg: dict) -> dict:
-    # VideoMAEConfig's fields, kept here: importing transformers to check them costs a second
+    # VideoMAEConfig's fields, kept here: scoring a checkpoint should not import transformers
     check_keys(cfg["model"], list(VIDEOMAE_DEFAULTS), "videomae 'model'")
     return cfg
 

@@ -167,8 +167,8 @@ class NativeVideoMAEBody(nn.Module):
 
 def _uninitialised_on_cpu(module: nn.Module) -> None:
     """Give every meta-device parameter CPU memory, left as it is. (``Module.to_empty`` does the
-    same through ``empty_like`` on meta tensors, which imports torch's symbolic-shape machinery,
-    a third of a second.)"""
+    same through ``empty_like`` on meta tensors, which imports torch's symbolic-shape machinery
+    and sympy.)"""
     for sub in module.modules():
         for name, p in list(sub.named_parameters(recurse=False)):
             setattr(sub, name, nn.Parameter(torch.empty(p.shape, dtype=p.dtype), requires_grad=p.requires_grad))

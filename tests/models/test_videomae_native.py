@@ -122,3 +122,11 @@ def test_scoring_a_videomae_checkpoint_imports_no_transformers(tmp_path):
 def test_heads_that_do_not_divide_the_width_are_one_config_error():
     with pytest.raises(ConfigError, match="not a multiple of num_attention_heads 3"):
         NativeVideoMAEBody({**VIDEOMAE_DEFAULTS, "hidden_size": 32, "num_attention_heads": 3}, 8, 32, 3)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_each_activation_is_transformers_own(name):
+    from transformers.activations import ACT2FN
+
+    x = torch.randn(4096) * 4
+    assert torch.equal(ACTIVATIONS[name](x), ACT2FN[name](x))
