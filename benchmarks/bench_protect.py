@@ -7,7 +7,7 @@
    changes its decay, so each candidate length S is a separate run; the first S in the grid
    at which every image reaches its research shift (less ATOL, the float32 noise of a cosine)
    is reported, with the min over images of (shift / research shift) at each length tried.
-2. Survival of purifications (--survival, default jpeg:75,blur:1,noise:0.02): each schedule's
+2. Survival of purifications (--survival, default jpeg:75,resize:0.5,blur:1,noise:0.02): each schedule's
    protection (default steps, 8-bit PNG values) without EOT and, for each purification, with EOT
    over the transform of its name (``eot=("blur",)`` for blur:1), then
    ``mmvgm.attacks.purify.evaluate_protection``: the share of the embedding shift left after it.
@@ -24,7 +24,7 @@ layer at 48 px; skipped with a note when the package is absent.
 
     python benchmarks/bench_protect.py [--schedules momentum,adam] [--device cuda] [--resnet-size 224]
                                        [--mode directed|undirected|both] [--images 1-3]
-                                       [--survival jpeg:75,blur:1,noise:0.02] [--no-eot]
+                                       [--survival jpeg:75,resize:0.5,blur:1,noise:0.02] [--no-eot]
 """
 from __future__ import annotations
 
@@ -227,9 +227,9 @@ def main() -> None:
     ap.add_argument("--encoders", default="clip,onet,resnet50")
     ap.add_argument("--schedules", default=ProtectOptions().schedule,
                     help="schedules to measure against the research one, e.g. momentum,adam [default: the default]")
-    ap.add_argument("--survival", default="jpeg:75,blur:1,noise:0.02",
+    ap.add_argument("--survival", default="jpeg:75,resize:0.5,blur:1,noise:0.02",
                     help="purifications to measure survival after, each without EOT and with EOT over its "
-                         "kind (jpeg, resize, blur or noise) [default: jpeg:75,blur:1,noise:0.02]")
+                         "kind (jpeg, resize, blur or noise) [default: jpeg:75,resize:0.5,blur:1,noise:0.02]")
     ap.add_argument("--no-eot", action="store_true", help="skip the survival runs")
     args = ap.parse_args()
     purify = [] if args.no_eot else survival_specs(args.survival)
