@@ -6,8 +6,9 @@ with ``workers=N`` starts its pool before its model moves to the GPU, where a fo
 forking a process that holds a CUDA context and a model is slow with many workers.
 
 Each worker is a ``multiprocessing.Process`` with its own pipe: the pool sends it chunks of
-requests, it answers each with one collated chunk. Tensors travel through shared memory (the
-reductions ``torch.multiprocessing`` registers), not through the pipe.
+requests, it answers each with one collated chunk. Large tensors travel through shared memory
+(the reductions ``torch.multiprocessing`` registers), small ones through the pipe with the rest
+of the chunk (:class:`_ChunkPickler`).
 
 Requests are ``(path, frames, sampling)``, decoded by the project's one dataset
 (``data.dataset.VideoDataset``) and collated by its ``collate_items``. A bad file becomes an
@@ -19,11 +20,13 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import traceback
 import weakref
 from collections import deque
 from contextlib import nullcontext
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
@@ -54,6 +57,36 @@ def worker_chunk(batch_size: int, workers: int) -> int:
         return batch_size
     cap = max(1, -(-batch_size // workers))
     return max(d for d in range(1, cap + 1) if batch_size % d == 0)
+
+
+#: Tensors up to this size travel through the pipe; larger ones through shared memory.
+PIPE_TENSOR_BYTES = 1 << 20
+
+
+def _tensor_from_bytes(data: bytearray, dtype: torch.dtype, shape: Tuple[int, ...]) -> torch.Tensor:
+    """The tensor on the bytes it was pickled as (a writable bytearray: no copy)."""
+    if not data:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(data, dtype=torch.uint8).view(dtype).reshape(shape)
+
+
+class _ChunkPickler(ForkingPickler):
+    """``ForkingPickler`` (torch's shared-memory reductions included), but a small CPU tensor
+    is pickled by value. Shared memory costs a segment, a socket connection with its HMAC
+    handshake and a file descriptor passed per tensor, in the worker and here; for a tiny
+    model's chunk, a fifth of a megabyte, that is more work than copying it through the pipe."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (type(obj) is torch.Tensor and obj.device.type == "cpu" and not obj.requires_grad
+                and obj.nbytes <= PIPE_TENSOR_BYTES):
+            raw = obj.contiguous().view(-1).view(torch.uint8).numpy()
+            # a writable buffer pickles as a bytearray: the bytes are copied once, into the pipe
+            return _tensor_from_bytes, (pickle.PickleBuffer(raw), obj.dtype, tuple(obj.shape))
+        return NotImplemented
+
+
+def _send_chunk(conn: multiprocessing.connection.Connection, reply: Any) -> None:
+    conn.send_bytes(_ChunkPickler.dumps(reply, pickle.HIGHEST_PROTOCOL))
 
 
 def _failure() -> Any:
@@ -100,7 +133,7 @@ def _serve(conn: multiprocessing.connection.Connection, decode: Decode, collate:
             reply = (key, collate([decode(request) for request in requests]), None)
         except Exception:  # noqa: BLE001 - reported to the pass, which raises it
             reply = (key, None, _failure())
-        conn.send(reply)
+        _send_chunk(conn, reply)
 
 
 class _Worker:
@@ -130,7 +163,7 @@ class _Worker:
             try:
                 if not self.conn.poll():
                     return
-                key, chunk, failure = self.conn.recv()
+                key, chunk, failure = pickle.loads(self.conn.recv_bytes())
             except (EOFError, ConnectionError):  # it died (then the chunk is lost with it)
                 return
             except OSError as exc:  # a tensor's shared memory could not be had from the worker

@@ -186,18 +186,49 @@ def _pool(workers=2, collate=_stacked):
     return DecodePool(_numbered, collate, workers, torch.device("cpu"))
 
 
-def test_chunks_come_back_in_order_with_their_tensors_through_shared_memory():
+@pytest.mark.parametrize("frames", [2, 40_000], ids=["through-the-pipe", "through-shared-memory"])
+def test_chunks_come_back_in_order_with_their_tensors(frames):
+    from mmvgm.predict.pool import PIPE_TENSOR_BYTES
+
     pool = _pool()
     try:
         paths = ["a" * n for n in range(1, 12)]
-        chunks = list(pool.decode([(p, 2, "x") for p in paths], 3))
+        chunks = list(pool.decode([(p, frames, "x") for p in paths], 3))
         assert [c["items"] for c in chunks] == [paths[i:i + 3] for i in range(0, len(paths), 3)]
+        assert (chunks[0]["pixels"].nbytes > PIPE_TENSOR_BYTES) == (frames > 2)
         for chunk in chunks:
-            expected = torch.stack([torch.full((2, 3), float(len(p))) for p in chunk["items"]])
+            expected = torch.stack([torch.full((frames, 3), float(len(p))) for p in chunk["items"]])
             assert torch.equal(chunk["pixels"], expected)
     finally:
         pool.close()
     assert list(pool.exit_codes.values()) == [0, 0]
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4), torch.randn(3, 5).t(), torch.tensor(3.5),
+    torch.zeros(0, 4), torch.tensor([True, False]), torch.randn(4).to(torch.bfloat16), torch.arange(5),
+], ids=["uint8", "transposed", "0-dim", "empty", "bool", "bfloat16", "int64"])
+def test_a_small_tensor_is_pickled_by_value_exactly(tensor):
+    import pickle
+
+    from mmvgm.predict.pool import _ChunkPickler
+
+    data = _ChunkPickler.dumps(("key", tensor), pickle.HIGHEST_PROTOCOL)
+    key, back = pickle.loads(data)
+    assert key == "key" and back.dtype == tensor.dtype and back.shape == tensor.shape
+    assert torch.equal(back, tensor)
+    if tensor.numel():  # writable, and its own memory
+        back[...] = ~back if back.dtype == torch.bool else back + 1
+        assert not torch.equal(back, tensor)
+
+
+def test_a_large_tensor_is_left_to_shared_memory():
+    import pickle
+
+    from mmvgm.predict.pool import PIPE_TENSOR_BYTES, _ChunkPickler
+
+    big = torch.zeros(PIPE_TENSOR_BYTES + 1, dtype=torch.uint8)
+    assert len(_ChunkPickler.dumps(big, pickle.HIGHEST_PROTOCOL)) < 4096  # a handle, not the bytes
 
 
 def test_a_pass_holds_a_bounded_number_of_chunks(tmp_path):
