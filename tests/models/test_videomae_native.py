@@ -32,11 +32,12 @@ def _pair(model: dict, channels: int = 3):
     return trained, scoring.eval()
 
 
+@pytest.mark.parametrize("channels", [3, 4], ids=["rgb", "latents"])
 @pytest.mark.parametrize("model", CASES.values(), ids=CASES)
-def test_scoring_backbone_gives_transformers_features_bit_for_bit(model):
-    trained, scoring = _pair(model)
+def test_scoring_backbone_gives_transformers_features_bit_for_bit(model, channels):
+    trained, scoring = _pair(model, channels)
     assert scoring.hf_config is None and isinstance(scoring.videomae, NativeVideoMAEBody)
-    x = clip(batch=3)
+    x = clip(batch=3, channels=channels)
     with torch.no_grad():
         assert torch.equal(scoring(x)["features"], trained(x)["features"])
 
