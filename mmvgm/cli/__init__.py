@@ -7,6 +7,7 @@ code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import IO, Any, List, Optional
 
@@ -36,6 +37,7 @@ VERBS = {
 }
 
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
+CLOSED_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader went away
 
 
 def register_verb(name: str, module: str) -> None:
@@ -75,6 +77,9 @@ class VerbGroup(click.Group):
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:  # the reader left (`mmvgm models --zoo | head`): not an error to report
+            _stdout_to_devnull()
+            sys.exit(CLOSED_PIPE_EXIT)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for users
             if debug_enabled(ctx):
                 raise
@@ -140,5 +145,24 @@ def cli(debug: bool) -> None:
     """
 
 
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of output nobody reads
+    raises nothing more (the way Python's documentation handles SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Optional[list] = None) -> None:
-    cli.main(args=argv, prog_name="mmvgm")
+    try:
+        cli.main(args=argv, prog_name="mmvgm")
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()  # output still buffered when its reader has already left
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        code = CLOSED_PIPE_EXIT
+    sys.exit(code)

@@ -105,3 +105,18 @@ def test_usage_errors_are_one_line_with_where_to_find_help(args, where):
 def test_bare_mmvgm_still_shows_the_help():
     result = CliRunner().invoke(cli, [], prog_name="mmvgm")
     assert "Usage: mmvgm" in result.output and "trace" in result.output
+
+
+@pytest.mark.parametrize("args", [["models"], ["models", "--zoo", "--json"]],
+                         ids=["flushed-at-exit", "written-while-running"])
+def test_a_reader_that_leaves_ends_the_command_quietly(args):
+    """`mmvgm models --zoo | head`: output nobody reads is no error, and no traceback either
+    from the command or from the interpreter's last flush (short and long outputs)."""
+    import os
+
+    proc = subprocess.Popen([sys.executable, "-m", "mmvgm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert err == b""
