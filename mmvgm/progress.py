@@ -8,6 +8,9 @@ wraps and no column shrinks, and they soft-wrap (no line breaks of their own) on
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional, TypeVar
 
 from rich.console import Console
@@ -55,3 +58,29 @@ def track(items: Iterable[T], description: str, total: Optional[int] = None,
         for item in items:
             yield item
             progress.advance(task)
+
+
+#: The Hugging Face libraries whose loading bars ("Loading pipeline components...", "Loading
+#: weights") :func:`library_bars_off` turns off; a library that is not installed is skipped.
+LIBRARY_BAR_SWITCHES = ("transformers.utils.logging", "diffusers.utils.logging")
+
+
+@contextmanager
+def library_bars_off() -> Iterator[None]:
+    """Turn the loading bars of transformers and diffusers off for the ``with`` block, then
+    back to what they were. Loading a model is a step of mmvgm's own work, which shows at most
+    one bar of its own: a library's bar under it breaks that bar's line, and ``-q`` must mean
+    no bar at all. The hub's download bars are left on: a download is long, and the user asked for it."""
+    restore = []
+    for name in LIBRARY_BAR_SWITCHES:
+        if importlib.util.find_spec(name.split(".")[0]) is None:
+            continue
+        switch = importlib.import_module(name)
+        if switch.is_progress_bar_enabled():
+            switch.disable_progress_bar()
+            restore.append(switch)
+    try:
+        yield
+    finally:
+        for switch in restore:
+            switch.enable_progress_bar()

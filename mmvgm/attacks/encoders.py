@@ -333,17 +333,14 @@ def _clip_preprocess(folder: Optional[Path]) -> Tuple[Optional[int], Tuple[float
 def _load_clip_vision(folder: Path, cls_name: str = "CLIPVisionModelWithProjection") -> nn.Module:
     """A transformers CLIP vision class (``cls_name``) from ``folder``, offline."""
     import transformers
-    from transformers.utils import logging as hf_logging
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one progress bar per run is ours to show
+    from mmvgm.progress import library_bars_off
+
     try:
-        return getattr(transformers, cls_name).from_pretrained(folder, local_files_only=True)
+        with library_bars_off():
+            return getattr(transformers, cls_name).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load a CLIP vision model: {str(exc).splitlines()[0]}", folder) from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 @register_encoder("svd", pipelines=("StableVideoDiffusionPipeline",))
@@ -355,11 +352,14 @@ def _svd(model_path=None, noise_sigma: float = 0.02, vae_max_side: int = 1024, *
                               f"{SVD_DOWNLOAD_HINT}", root)
     from diffusers import AutoencoderKLTemporalDecoder
 
+    from mmvgm.progress import library_bars_off
+
     fe = root / "feature_extractor"
     size, mean, std = _clip_preprocess(fe if fe.is_dir() else None)
     clip = _load_clip_vision(root / "image_encoder")
     try:
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(root / "vae", local_files_only=True)
+        with library_bars_off():
+            vae = AutoencoderKLTemporalDecoder.from_pretrained(root / "vae", local_files_only=True)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise CheckpointError(f"cannot load the SVD VAE: {str(exc).splitlines()[0]}", root / "vae") from None
     return MultiEncoder({"clip": CLIPVisionEncoder(clip, size, mean, std, name="clip"),
@@ -390,12 +390,15 @@ def _vae(model_path=None, vae_max_side: int = 1024, **_) -> ImageEncoder:
     config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
     import diffusers
 
+    from mmvgm.progress import library_bars_off
+
     cls_name = str(config.get("_class_name", "AutoencoderKL"))
     cls = getattr(diffusers, cls_name, None) if cls_name.startswith("AutoencoderKL") else None
     if cls is None:
         raise CheckpointError(f"not a diffusers AutoencoderKL folder (class '{cls_name}')", folder)
     try:
-        vae = cls.from_pretrained(folder, local_files_only=True)
+        with library_bars_off():
+            vae = cls.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise CheckpointError(f"cannot load the VAE: {str(exc).splitlines()[0]}", folder) from None
     return VAEEncoder(vae, noise_sigma=0.0, max_side=vae_max_side, name="vae")

@@ -64,12 +64,14 @@ def load_pipeline(spec: PathLike, loader: str = "DiffusionPipeline", device: Opt
 def _load_cached(folder: str, loader: str, device: str) -> Any:
     import diffusers
 
+    from mmvgm.progress import library_bars_off
     from mmvgm.runtime import autocast_dtype
 
     dev = torch.device(device)
     try:
-        pipe = getattr(diffusers, loader).from_pretrained(folder, local_files_only=True,
-                                                          dtype=autocast_dtype(dev) or torch.float32)
+        with library_bars_off():
+            pipe = getattr(diffusers, loader).from_pretrained(folder, local_files_only=True,
+                                                              dtype=autocast_dtype(dev) or torch.float32)
     except (OSError, ValueError, EnvironmentError, TypeError, KeyError) as exc:
         raise CheckpointError(f"cannot load the pipeline as {loader}: {' '.join(str(exc).split())[:300]}",
                               folder) from None

@@ -189,8 +189,11 @@ def _load_vae(root: Path, cls_name: str) -> nn.Module:
                               "(--encoder auto picks the encoder from model_index.json)", folder)
     import diffusers
 
+    from mmvgm.progress import library_bars_off
+
     try:
-        return getattr(diffusers, cls_name).from_pretrained(folder, local_files_only=True)
+        with library_bars_off():
+            return getattr(diffusers, cls_name).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise CheckpointError(f"cannot load the {cls_name}: {_first_line(exc)}", folder) from None
 

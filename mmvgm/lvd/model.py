@@ -97,13 +97,15 @@ def load_vae(path: PathLike) -> nn.Module:
     from diffusers import AutoencoderKL
 
     from mmvgm.checkpoint.hub import resolve_model
+    from mmvgm.progress import library_bars_off
 
     path = resolve_model(path, ("vae",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
     folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
         raise CheckpointError("no AutoencoderKL here (expected config.json, or a pipeline with vae/)", path)
     try:
-        vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+        with library_bars_off():
+            vae = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the VAE: {' '.join(str(exc).split())[:300]}", folder) from None
     return vae.eval().requires_grad_(False)

@@ -151,6 +151,7 @@ def load_pipeline(pipeline_dir: PathLike, scheduler: str = "ddim", device: Optio
 
     from mmvgm.checkpoint.hub import resolve_pipeline
     from mmvgm.errors import CheckpointError
+    from mmvgm.progress import library_bars_off
     from mmvgm.runtime import pick_device
 
     pipeline_dir = resolve_pipeline(pipeline_dir)
@@ -161,8 +162,9 @@ def load_pipeline(pipeline_dir: PathLike, scheduler: str = "ddim", device: Optio
     dev = pick_device(device)
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     try:
-        pipe = diffusers.DiffusionPipeline.from_pretrained(str(pipeline_dir), local_files_only=True,
-                                                           torch_dtype=dtype)
+        with library_bars_off():
+            pipe = diffusers.DiffusionPipeline.from_pretrained(str(pipeline_dir), local_files_only=True,
+                                                               torch_dtype=dtype)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise CheckpointError(f"cannot load the pipeline: {' '.join(str(exc).split())[:300]}",
                               pipeline_dir) from None

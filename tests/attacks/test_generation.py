@@ -128,6 +128,13 @@ def test_options_by_signature():
         parse_size("480")
 
 
+def test_loading_a_pipeline_draws_no_bar_of_the_libraries(video_dir, capsys):
+    # Another loader class than the session's pipe: a fresh load, not the per-process cache.
+    load_pipeline(video_dir, "StableVideoDiffusionPipeline", device="cpu")
+    err = capsys.readouterr().err
+    assert "Loading" not in err and "%|" not in err, err
+
+
 def test_load_pipeline_errors_and_cache(tmp_path, video_dir, pipe):
     assert load_pipeline(video_dir, device="cpu") is pipe
     with pytest.raises(CheckpointError, match="not found"):
