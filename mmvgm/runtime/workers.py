@@ -33,8 +33,8 @@ def default_decode_workers(env: Optional[Mapping[str, str]] = None) -> int:
 WORKER_START_ENV = "MMVGM_WORKER_START"
 WORKER_START_METHODS = ("fork", "forkserver", "spawn")
 #: Imported once in the fork server, so that each worker it forks starts with them loaded; the
-#: transforms (torchvision) too, which a worker needs to unpickle its decoding and which is slow
-#: to import.
+#: transforms too, which a worker needs to unpickle its decoding (the predictor's dataset holds a
+#: ``VideoTransform``) and which ``mmvgm.predict.predictor`` imports only when it builds one.
 _WORKER_PRELOAD = ("torch", "numpy", "cv2", "av", "mmvgm.predict.predictor", "mmvgm.data.dataset",
                    "mmvgm.data.transforms")
 
