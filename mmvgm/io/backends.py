@@ -134,6 +134,8 @@ class FrameReader:
     decode with ``self.threads`` threads and reopen on ``_restart()``."""
 
     name: ClassVar[str] = ""
+    #: Whether ``count`` decodes every frame, as ``probe(exact=True)`` needs.
+    counts_by_decoding: ClassVar[bool] = True
     width: int = 0
     height: int = 0
     fps: Optional[float] = None

@@ -62,6 +62,8 @@ def _decoders():
 
 @register_backend("torchcodec")
 class TorchCodecReader(FrameReader):
+    counts_by_decoding = False  # measuring damaged files by decoding is PyAV's work
+
     def __init__(self, path: Path, max_pixels: int, threads: Optional[int] = None) -> None:
         super().__init__(path, max_pixels, threads)
         self.decoder = _open(path, self.threads)

@@ -139,6 +139,9 @@ def probe(path: PathLike, backend: str = "auto", exact: bool = False,
     """
     pixels, frames_budget = resolve_max_pixels(max_pixels), resolve_max_frames(max_frames)
     order = _backend_order(backend, reading=False)
+    if exact and not any(BACKENDS[name].counts_by_decoding for name in order):
+        raise InputError(f"{backend} counts frames from the packets only; an exact count decodes every frame: "
+                         f"use {', '.join(n for n, cls in BACKENDS.items() if cls.counts_by_decoding)}")
     path, is_dir = media_path(path, VIDEO_EXTENSIONS, "video")
     if is_dir:
         return probe_frames(path, pixels)

@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmvgm.cli import cli
+from tests.io.conftest import needs_torchcodec
 from tests.media import make_frames, write_frame_dir, write_video
 
 KEYS = ["path", "frames", "fps", "width", "height", "codec", "duration"]
@@ -71,6 +72,24 @@ def test_exact_and_backend_options(media, options):
     result = invoke(media["webm"], "--json", *options)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["frames"] == 7
+
+
+def test_backend_choices_are_the_registered_backends():
+    from mmvgm.cli.info import BACKEND_CHOICES
+    from mmvgm.io.backends import BACKENDS
+
+    assert sorted(BACKEND_CHOICES) == sorted(["auto", *BACKENDS])
+
+
+@needs_torchcodec
+def test_torchcodec_probes_from_its_packet_count_but_never_exactly(media):
+    result = invoke(media["webm"], "--json", "--backend", "torchcodec")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["frames"] == 7
+    result = invoke(media["webm"], "--json", "--backend", "torchcodec", "--exact")
+    assert result.exit_code == 1
+    assert "counts frames from the packets only" in result.stderr and "pyav" in result.stderr
+    assert "corrupt" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_renamed_upload_is_still_probed(media, tmp_path):
