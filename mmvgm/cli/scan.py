@@ -97,14 +97,18 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
     from mmvgm.cli import echo_warning
     from mmvgm.predict.predictor import Predictor
     from mmvgm.runtime import default_decode_workers
+    from mmvgm.io.discovery import scan_listing
     from mmvgm.predict.scan import rank_device, run_scan
 
     if workers is None:
         workers = default_decode_workers()
-
+    # How many files the workers will decode decides their decoder (torchcodec pays only on
+    # many); listing is cheap, and a bad PATH is refused before the checkpoint loads.
+    files = len(scan_listing(path).inputs)
     # the decoding workers start while the checkpoint loads, before the model is on the GPU
     with Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device),
-                                   workers=workers, precision=precision, threads=threads) as predictor:
+                                   workers=workers, precision=precision, threads=threads,
+                                   expected_files=files) as predictor:
         predictor.frames = predictor.check_frames(frames)  # refuse before any output is created
         if predictor.meta.warning:
             echo_warning(predictor.meta.warning)

@@ -37,15 +37,17 @@ AUTO_ORDER = ("pyav", "opencv")
 
 
 def auto_order(threads: Optional[int] = None) -> Tuple[str, ...]:
-    """``AUTO_ORDER``, led by torchcodec where it can run and a reader decodes on one thread (a
-    decoding worker's default, ``decoder_threads``). There it counts the packets in C++ as it
-    opens a file, which is most of a short clip's cost in PyAV; on more threads PyAV leads,
-    because FFmpeg's frame threading, which PyAV turns on, gains there and torchcodec's threads
-    do not (``bench_io.py``)."""
+    """``AUTO_ORDER``, led by torchcodec where this process loaded it and a reader decodes on
+    one thread (a decoding worker's default, ``decoder_threads``). There it counts the packets
+    in C++ as it opens a file, which is most of a short clip's cost in PyAV; on more threads
+    PyAV leads, because FFmpeg's frame threading, which PyAV turns on, gains there and
+    torchcodec's threads do not (``bench_io.py``). Only where loaded: importing it costs more
+    than a short scan saves, so the process that starts the workers decides
+    (:func:`preload_decoders`)."""
     from mmvgm.io import torchcodec_reader
 
     threads = decoder_threads() if threads is None else threads
-    lead = ("torchcodec",) if threads == 1 and torchcodec_reader.available() else ()
+    lead = ("torchcodec",) if threads == 1 and torchcodec_reader.loaded() else ()
     return lead + AUTO_ORDER
 
 BACKENDS: Dict[str, Type["FrameReader"]] = {}
@@ -78,13 +80,14 @@ def _cv2():
     return _cv2_module
 
 
-def preload_decoders() -> None:
+def preload_decoders(torchcodec: bool = True) -> None:
     """Import the decoder libraries now, in this process.
 
     Call it before starting DataLoader workers: forked workers inherit the imports instead of
-    each importing cv2, av and torchcodec on its first file, which delays the first batch of
-    every worker.
-    A missing library is simply skipped.
+    each importing cv2 and av on its first file, which delays the first batch of every worker.
+    ``torchcodec``: import it too, so that ``auto`` leads with it in one-thread readers (the
+    workers); leave it out for work too short to earn its import back
+    (``runtime.workers.torchcodec_pays``). A missing library is simply skipped.
     """
     try:
         _cv2()
@@ -96,7 +99,7 @@ def preload_decoders() -> None:
         pass
     from mmvgm.io import torchcodec_reader
 
-    if torchcodec_reader.available():
+    if torchcodec and torchcodec_reader.available():
         try:
             torchcodec_reader._decoders()
         except MMVGMError:

@@ -6,8 +6,10 @@ Python; ``get_frames_at`` then decodes only the frames a clip needs, seeking whe
 frames. Frames are RGB through FFmpeg's own conversion, rotation metadata applied, so they
 equal PyAV's.
 
-``auto`` tries it first where a reader decodes on one thread (decoding workers); a reader that may
-use more threads starts with PyAV, whose frame threading torchcodec's threads do not match.
+``auto`` tries it first where a reader decodes on one thread (decoding workers) in a process that
+loaded it (``loaded()``: ``backends.preload_decoders(torchcodec=True)``, which long work such as
+the service, training and a large scan does); a reader that may use more threads starts with PyAV,
+whose frame threading torchcodec's threads do not match.
 
 Anything unusual goes to the next backend rather than being handled twice: a file torchcodec
 cannot open, a count it cannot give, or a decoder error on any frame raises ``InputError`` and
@@ -18,6 +20,7 @@ leaves it out (``available()``).
 from __future__ import annotations
 
 import importlib.util
+import sys
 import warnings
 from bisect import bisect_left
 from pathlib import Path
@@ -39,6 +42,14 @@ def available() -> bool:
     if _broken is not None:
         return False
     return _module is not None or importlib.util.find_spec("torchcodec") is not None
+
+
+def loaded() -> bool:
+    """torchcodec's decoders are imported in this process (or in the parent or fork server it
+    was forked from), and work: only then does ``auto`` lead with them (``backends.auto_order``).
+    Their import costs seconds, since it imports ``torch._dynamo``;
+    ``backends.preload_decoders`` pays it where the work is long."""
+    return _broken is None and (_module is not None or "torchcodec.decoders" in sys.modules)
 
 
 def _decoders():

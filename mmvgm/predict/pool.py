@@ -209,13 +209,14 @@ class DecodePool:
     functions, or objects of module classes) for the fork server and spawn start methods.
 
     ``persistent=True`` keeps the workers between calls of :meth:`decode`; otherwise they stop
-    at :meth:`done`. One pass at a time (``busy`` says whether one is under way; its caller
+    at :meth:`done`. ``torchcodec``: import it before the workers start, so that they read with
+    it (``runtime.workers.prepare_decoding_workers``); once imported, it stays for the process. One pass at a time (``busy`` says whether one is under way; its caller
     calls :meth:`done` after it). ``workers=0`` decodes in this process. ``exit_codes`` holds
     the exit code of every worker stopped or lost so far, by PID (negative: killed by that signal).
     """
 
     def __init__(self, decode: Decode, collate: Collate, workers: int, device: torch.device,
-                 persistent: bool = True) -> None:
+                 persistent: bool = True, torchcodec: bool = True) -> None:
         from mmvgm.runtime import prepare_decoding_workers
 
         self.workers = workers
@@ -225,7 +226,8 @@ class DecodePool:
         self.exit_codes: Dict[int, Optional[int]] = {}
         self._decode = decode
         self._collate = collate
-        self._method = prepare_decoding_workers() if workers else None
+        self._torchcodec = torchcodec
+        self._method = prepare_decoding_workers(torchcodec=torchcodec) if workers else None
         self._close_when_done = False
         self._running: List[_Worker] = []  # never rebound: the finalizer below holds it
         self._pass_number = 0  # answers to an earlier pass (abandoned) are dropped
@@ -253,7 +255,7 @@ class DecodePool:
 
         method = start_method_here(self._method)  # per start: a replacement may start off the main thread
         if method == "forkserver":
-            preload_fork_server()  # takes effect if the server is not running yet
+            preload_fork_server(torchcodec=self._torchcodec)  # takes effect if the server is not running yet
         return multiprocessing.get_context(method)
 
     def _pinning_device(self):

@@ -64,10 +64,14 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, device: Optional[str] = None,
                  workers: Optional[int] = None, precision: str = "auto", threads: Optional[int] = None,
-                 max_pixels: Optional[int] = None, max_frames: Optional[int] = None) -> None:
+                 max_pixels: Optional[int] = None, max_frames: Optional[int] = None,
+                 expected_files: Optional[int] = None) -> None:
         """``workers``: start that many decoding workers for ``stream`` now, before the model
         moves to the device (see ``mmvgm.predict.pool``); otherwise they start on the first
-        stream. ``precision``: auto | fp32 | bf16 | fp16 (``runtime.device.precision_dtype``).
+        stream. ``expected_files``: how many files the workers will decode (a scan's count); too
+        few per worker to earn torchcodec's import back and they read with PyAV
+        (``runtime.workers.torchcodec_pays``) [default: None, long-lived work: torchcodec where it
+        runs]. ``precision``: auto | fp32 | bf16 | fp16 (``runtime.device.precision_dtype``).
         ``threads``: fix the compute threads of ``predict`` and ``stream`` (``--threads``; by
         default ``runtime.threads`` chooses). ``max_pixels`` / ``max_frames``: the budgets every
         read applies, here and in the decoding workers [default: ``mmvgm.io.limits``']."""
@@ -95,6 +99,7 @@ class Predictor:
         self.device = pick_device(device)
         self.precision = precision
         self.threads = threads
+        self.expected_files = expected_files
         dtype = precision_dtype(precision, self.device, meta.precision)
         self._pool: Optional[DecodePool] = None
         self._pool_lock = threading.Lock()
@@ -107,19 +112,22 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint: Optional[PathLike] = None, device: Optional[str] = None,
                         workers: Optional[int] = None, precision: str = "auto",
-                        threads: Optional[int] = None, **limits: Optional[int]) -> "Predictor":
+                        threads: Optional[int] = None, expected_files: Optional[int] = None,
+                        **limits: Optional[int]) -> "Predictor":
         """Load ``checkpoint`` (or ``$MMVGM_CHECKPOINT``) with ``checkpoint.files.load_checkpoint``;
         ``workers``: start that many decoding workers for ``stream`` before the model moves to
-        the device (a scan about to run passes its ``--workers``); ``limits``: ``max_pixels``,
-        ``max_frames``."""
+        the device (a scan about to run passes its ``--workers``, and its file count as
+        ``expected_files``, see ``__init__``); ``limits``: ``max_pixels``, ``max_frames``."""
         from mmvgm.checkpoint.files import load_checkpoint
         from mmvgm.runtime import prepare_decoding_workers
+        from mmvgm.runtime.workers import torchcodec_pays
 
         path = resolve_checkpoint(checkpoint)
         if workers:  # a chosen fork server imports while the checkpoint loads; a lone reader needs none of it
-            prepare_decoding_workers()
+            prepare_decoding_workers(torchcodec=torchcodec_pays(expected_files, workers))
         model, meta = load_checkpoint(path)
-        predictor = cls(model, meta, device=device, workers=workers, precision=precision, threads=threads, **limits)
+        predictor = cls(model, meta, device=device, workers=workers, precision=precision, threads=threads,
+                        expected_files=expected_files, **limits)
         predictor.path = path
         return predictor
 
@@ -327,11 +335,16 @@ class Predictor:
     def _decode_pool(self, workers: int) -> DecodePool:
         """This predictor's decoding pool for ``workers`` (made or remade as needed), or a
         one-off pool while it is busy with another stream."""
+        from mmvgm.runtime.workers import torchcodec_pays
+
+        torchcodec = torchcodec_pays(self.expected_files, workers)
         if self._pool is not None and self._pool.busy:
-            return DecodePool(self.dataset.__getitem__, collate_items, workers, self.device, persistent=False)
+            return DecodePool(self.dataset.__getitem__, collate_items, workers, self.device, persistent=False,
+                              torchcodec=torchcodec)
         if self._pool is None or self._pool.workers != workers:
             self.close()
-            self._pool = DecodePool(self.dataset.__getitem__, collate_items, workers, self.device)
+            self._pool = DecodePool(self.dataset.__getitem__, collate_items, workers, self.device,
+                                    torchcodec=torchcodec)
         return self._pool
 
     def _thread_loop(self, workers: int, threads: Optional[int] = None) -> Any:

@@ -37,6 +37,13 @@ WORKER_START_METHODS = ("fork", "forkserver", "spawn")
 #: ``VideoTransform``) and which ``mmvgm.predict.predictor`` imports only when it builds one.
 _WORKER_PRELOAD = ("torch", "numpy", "cv2", "av", "mmvgm.predict.predictor", "mmvgm.data.dataset",
                    "mmvgm.data.transforms")
+#: Imported in the fork server as well when its workers are to read with torchcodec (and this
+#: process imported it without error, so the server's import cannot fail differently).
+_TORCHCODEC_PRELOAD = ("torchcodec.decoders",)
+
+#: Files per decoding worker from which they read with torchcodec (:func:`torchcodec_pays`);
+#: the figures behind it are in ``benchmarks/README.md`` ("torchcodec only for long work").
+TORCHCODEC_MIN_FILES_PER_WORKER = 500
 
 
 def worker_start_method() -> Optional[str]:
@@ -57,34 +64,54 @@ def worker_start_method() -> Optional[str]:
     return value
 
 
-def prepare_decoding_workers() -> Optional[str]:
+def torchcodec_pays(expected_files: Optional[int], workers: int) -> bool:
+    """Whether ``workers`` decoding workers should read with torchcodec, for ``expected_files``
+    files (``None``: long-lived work, such as a service or training, which always earns it back).
+
+    Importing torchcodec costs seconds once per process (it imports ``torch._dynamo``); per file
+    it saves a worker part of PyAV's time, more on long files. Below
+    :data:`TORCHCODEC_MIN_FILES_PER_WORKER` files per worker, PyAV finishes sooner.
+    """
+    if expected_files is None:
+        return True
+    return expected_files >= TORCHCODEC_MIN_FILES_PER_WORKER * max(1, workers)
+
+
+def prepare_decoding_workers(torchcodec: bool = True) -> Optional[str]:
     """Ready this process to start decoding workers; returns their start method (a
     ``multiprocessing`` context name, or None for the default; see :func:`worker_start_method`).
 
     The decoders are imported here, so that forked workers inherit them instead of each
-    importing cv2 and av on its first file. A chosen fork server starts in the background with
-    torch, the decoders and mmvgm imported in it: call this before loading a model, so that
-    its imports overlap with the load.
+    importing cv2 and av on its first file; ``torchcodec`` too when asked (see
+    :func:`torchcodec_pays`), which is what makes the workers read with it. A chosen fork
+    server starts in the background with torch, the decoders and mmvgm imported in it: call
+    this before loading a model, so that its imports overlap with the load.
     """
     from mmvgm.io.backends import preload_decoders
 
-    preload_decoders()
+    preload_decoders(torchcodec=torchcodec)
     method = worker_start_method()
     if start_method_here(method) == "forkserver":
         from multiprocessing import forkserver
 
-        preload_fork_server()
+        preload_fork_server(torchcodec=torchcodec)
         forkserver.ensure_running()
     return method
 
 
-def preload_fork_server() -> None:
+def preload_fork_server(torchcodec: bool = True) -> None:
     """Have the fork server, when it starts, import torch, the decoders and mmvgm once, so that
-    each worker it forks starts with them loaded (a worker importing torch itself takes seconds)."""
+    each worker it forks starts with them loaded (a worker importing torch itself takes seconds);
+    torchcodec's decoders too with ``torchcodec`` where this process loaded them, so that its
+    workers read with them. Python starts one fork server per process: the first workers'
+    choice holds for later ones."""
     import multiprocessing
     from importlib.util import find_spec
 
-    preload = [name for name in _WORKER_PRELOAD if find_spec(name.split(".")[0]) is not None]
+    from mmvgm.io import torchcodec_reader
+
+    names = _WORKER_PRELOAD + (_TORCHCODEC_PRELOAD if torchcodec and torchcodec_reader.loaded() else ())
+    preload = [name for name in names if find_spec(name.split(".")[0]) is not None]
     multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
 
 

@@ -90,7 +90,9 @@ class Service:
                     max_frames=self.settings.max_frames)
                 from mmvgm.io.backends import preload_decoders
 
-                preload_decoders()  # before /readyz: the first request, decoded here, pays no imports
+                # Before /readyz: the first request, decoded here, pays no imports. torchcodec only
+                # with workers: reads in this process use PyAV (several decoder threads).
+                preload_decoders(torchcodec=bool(workers))
             if self.encoder is None and self.settings.protect_encoder:
                 self.encoder, self.lpips = load_protect_encoder(self.settings, self.predictor.device)
             self.worker = ModelWorker(self.predictor, self.settings.max_batch, self.settings.max_wait_ms,

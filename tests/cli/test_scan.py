@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from mmvgm.cli import cli
 from tests.inference_helpers import make_checkpoint, make_videos
+from tests.io.conftest import needs_torchcodec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,3 +213,46 @@ def test_torchrun_ranks_scan_their_shards_and_rank0_merges(env, tmp_path):
     assert all(parts) and not set(parts[0]) & set(parts[1])
     merged = [r["path"] for r in _jsonl(out)]
     assert sorted(merged) == sorted(parts[0] + parts[1]) == sorted(env["good"] + env["bad"])
+
+
+def _modules_after(code: str, *args) -> list:
+    """Run ``code`` in a fresh interpreter; its last output line: a list of module names."""
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+HEAVY = ("torchcodec", "torch._dynamo")
+
+
+@needs_torchcodec
+def test_a_short_scan_decodes_without_torchcodec_and_its_import(env, tmp_path):
+    """torchcodec's import (torch._dynamo with it) costs more than a short scan's workers save."""
+    code = ("import json, runpy, sys\n"
+            "sys.argv = ['mmvgm', 'scan', sys.argv[1], '-c', sys.argv[2], '--out', sys.argv[3], '-j', '1', '-q']\n"
+            "try:\n    runpy.run_module('mmvgm', run_name='__main__')\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n")
+    out = tmp_path / "r.jsonl"
+    assert _modules_after(code, env["data"], env["ckpt"], out) == []
+    assert len(_jsonl(out)) == len(env["good"]) + len(env["bad"])
+
+
+@needs_torchcodec
+def test_long_lived_workers_read_with_torchcodec(env):
+    """A predictor told of no file count (a service, a library user) or of many files loads
+    torchcodec before its workers start, and they read with it."""
+    code = ("import json, sys\n"
+            "from mmvgm.predict.predictor import Predictor\n"
+            "from mmvgm.runtime.workers import TORCHCODEC_MIN_FILES_PER_WORKER as MIN\n"
+            "seen = []\n"
+            "for files in json.loads(sys.argv[3]):\n"
+            "    files = files if files is None else int(files * MIN)\n"
+            "    with Predictor.from_checkpoint(sys.argv[1], workers=2, expected_files=files) as p:\n"
+            "        assert [v.ok for v in p.predict_batch([sys.argv[2]])] == [True]\n"
+            "    seen.append('torchcodec.decoders' in sys.modules)\n"
+            "print(json.dumps(seen))\n")
+    # Per process, since an import stays: files per worker just below the threshold, then at it.
+    assert _modules_after(code, env["ckpt"], env["good"][0], json.dumps([1.99, 2])) == [False, True]
+    assert _modules_after(code, env["ckpt"], env["good"][0], json.dumps([None])) == [True]

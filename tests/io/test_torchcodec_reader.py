@@ -104,3 +104,21 @@ def test_without_its_libraries_auto_is_pyav_then_opencv(mp4, monkeypatch):
     with pytest.raises(InputError, match="apt-get install libavcodec59") as err:
         read_clip(mp4, 3, backend="torchcodec")  # named: an error, never silently another decoder
     assert "\n" not in str(err.value)
+
+
+@needs_torchcodec
+def test_auto_leads_with_torchcodec_only_where_this_process_loaded_it(mp4, monkeypatch):
+    """Installed is not enough: its import costs seconds, which the process starting the
+    workers decides to pay (``preload_decoders(torchcodec=...)``)."""
+    import sys
+
+    monkeypatch.setenv("MMVGM_DECODE_THREADS", "1")  # a decoding worker's setting
+    monkeypatch.setattr(torchcodec_reader, "_module", None)
+    monkeypatch.delitem(sys.modules, "torchcodec.decoders")
+    assert torchcodec_reader.available() and not torchcodec_reader.loaded()
+    assert auto_order() == AUTO_ORDER and read_clip(mp4, 3).backend == "pyav"
+    backends_module.preload_decoders(torchcodec=False)
+    assert not torchcodec_reader.loaded()
+    backends_module.preload_decoders(torchcodec=True)
+    assert torchcodec_reader.loaded() and auto_order()[0] == "torchcodec"
+    assert read_clip(mp4, 3).backend == "torchcodec"

@@ -64,3 +64,12 @@ def test_default_decode_workers_follow_the_cores_this_process_may_use(monkeypatc
 
     monkeypatch.setattr(workers, "usable_cores", lambda: cores)
     assert workers.default_decode_workers(env) == expected
+
+
+def test_torchcodec_pays_only_for_many_files_per_worker():
+    from mmvgm.runtime.workers import TORCHCODEC_MIN_FILES_PER_WORKER as MIN, torchcodec_pays
+
+    assert torchcodec_pays(None, 4)  # long-lived work: a service, training
+    assert not torchcodec_pays(2 * MIN - 1, 2) and torchcodec_pays(2 * MIN, 2)
+    assert not torchcodec_pays(MIN - 1, 0) and torchcodec_pays(MIN, 0)  # in-process: counted as one
+    assert not torchcodec_pays(0, 1)
