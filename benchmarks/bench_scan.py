@@ -18,6 +18,10 @@ Prints, measured in one run:
   decode-only's is the overhead that speed drift cannot hide.
 * peak RSS (main process, and the largest decoding worker) of a scan over two file
   counts, each in a fresh process: it must stay flat as the count grows.
+* with ``--whole-scans N1,N2,...``: ``mmvgm scan`` in a fresh process, start-up included, over
+  each count of files, its workers reading with torchcodec and with PyAV (the threshold
+  ``TORCHCODEC_MIN_FILES_PER_WORKER`` forced to 0 and to never), interleaved: the figures behind
+  that threshold. torchcodec's import costs seconds, which only enough files earn back.
 
 On a 2-core CPU machine the base VideoMAE at 16 x 224 takes seconds per clip, so the
 default there is reduced (``--base-frames 8 --base-size 112``); the printout says what ran.
@@ -269,6 +273,37 @@ def rss_child(count: int, batch_size: int, workers: int, media: str) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+_WHOLE_SCAN = ("import runpy, sys\n"
+               "import mmvgm.runtime.workers as workers\n"
+               "workers.TORCHCODEC_MIN_FILES_PER_WORKER = int(sys.argv[1])\n"
+               "sys.argv = ['mmvgm', 'scan', *sys.argv[2:], '-q']\n"
+               "runpy.run_module('mmvgm', run_name='__main__')\n")
+
+
+def whole_scans(work: Path, counts: List[int], workers: int, runs: int = 3) -> None:
+    """``mmvgm scan`` wall time, start-up included, with torchcodec in the workers and without."""
+    import statistics
+
+    predictor = make_predictor(work, "videomae_tiny", 8, 32, "cpu")
+    checkpoint = predictor.path
+    print(f"whole scans (mmvgm scan in a fresh process, tiny model, {workers} workers, median of {runs}):")
+    for count in counts:
+        folder = work / f"whole-{count}"
+        make_videos(folder, count, frames=32, width=320, height=240)
+        seconds = {"torchcodec": [], "PyAV": []}
+        for run in range(runs):
+            for name, minimum in (("torchcodec", 0), ("PyAV", 10**12)):
+                out = work / f"whole-{count}-{name}-{run}.jsonl"
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-c", _WHOLE_SCAN, str(minimum), str(folder), "-c", str(checkpoint),
+                                "--out", str(out), "-j", str(workers)], check=True, cwd=ROOT, capture_output=True)
+                seconds[name].append(time.perf_counter() - start)
+        tc, av = (statistics.median(seconds[k]) for k in ("torchcodec", "PyAV"))
+        print(f"  {count:6d} files: torchcodec {tc:6.2f} s, PyAV {av:6.2f} s: PyAV / torchcodec {av / tc:.2f} "
+              f"({count / max(workers, 1):.0f} files per worker)")
+        shutil.rmtree(folder)
+
+
 def main() -> None:
     import torch
 
@@ -289,6 +324,8 @@ def main() -> None:
                         help="H.264 mp4 files (needs PyAV to write) or folders of JPEG frames")
     parser.add_argument("--start-method", choices=("default", "fork", "forkserver", "spawn"), default="default",
                         help="how decoding workers start (sets MMVGM_WORKER_START for the scan)")
+    parser.add_argument("--whole-scans", default="", help="file counts for whole mmvgm scan runs with and "
+                                                                "without torchcodec, e.g. 200,1000,2000,4000")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.start_method != "default":
@@ -336,6 +373,8 @@ def main() -> None:
                 print(f"      scan / min(model, decode), median of {len(ratios)} rounds: "
                       f"{float(np.median(ratios)):.2f} (goal >= 0.85; rounds {min(ratios):.2f}-{max(ratios):.2f})")
             del predictor
+        if args.whole_scans:
+            whole_scans(work, [int(c) for c in args.whole_scans.split(",")], args.workers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
