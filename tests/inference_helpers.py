@@ -52,3 +52,16 @@ def spy_render(monkeypatch) -> dict:
 
     monkeypatch.setattr(module, "render", spy)
     return seen
+
+
+# A DecodePool's decode and collate for tests that start workers from a fresh interpreter: this
+# module imports no decoder, so the interpreter's own imports stay what the test measures.
+def backend_read(request) -> str:
+    """The backend that ``read_clip`` chose for ``request``'s path."""
+    from mmvgm.io import read_clip
+
+    return read_clip(request[0], 3).backend
+
+
+def as_list(items: list) -> list:
+    return items

@@ -37,9 +37,8 @@ WORKER_START_METHODS = ("fork", "forkserver", "spawn")
 #: ``VideoTransform``) and which ``mmvgm.predict.predictor`` imports only when it builds one.
 _WORKER_PRELOAD = ("torch", "numpy", "cv2", "av", "mmvgm.predict.predictor", "mmvgm.data.dataset",
                    "mmvgm.data.transforms")
-#: Imported in the fork server as well when its workers are to read with torchcodec (and this
-#: process imported it without error, so the server's import cannot fail differently).
-_TORCHCODEC_PRELOAD = ("torchcodec.decoders",)
+#: Imported in the fork server as well when its workers are to read with torchcodec.
+_TORCHCODEC_PRELOAD = ("mmvgm.io.torchcodec_preload",)
 
 #: Files per decoding worker from which they read with torchcodec (:func:`torchcodec_pays`);
 #: the figures behind it are in ``benchmarks/README.md`` ("torchcodec only for long work").
@@ -83,34 +82,38 @@ def prepare_decoding_workers(torchcodec: bool = True) -> Optional[str]:
 
     The decoders are imported here, so that forked workers inherit them instead of each
     importing cv2 and av on its first file; ``torchcodec`` too when asked (see
-    :func:`torchcodec_pays`), which is what makes the workers read with it. A chosen fork
-    server starts in the background with torch, the decoders and mmvgm imported in it: call
-    this before loading a model, so that its imports overlap with the load.
+    :func:`torchcodec_pays`), which is what makes the workers read with it. A fork server
+    (chosen, or the start method off the main thread) starts first, importing torch, the
+    decoders and mmvgm on the other cores while this process goes on: call this before loading
+    a model, so that its imports overlap with the load. Its workers get torchcodec from it,
+    so this process then skips that import: its own reads use several threads, hence PyAV.
     """
     from mmvgm.io.backends import preload_decoders
 
-    preload_decoders(torchcodec=torchcodec)
     method = worker_start_method()
     if start_method_here(method) == "forkserver":
         from multiprocessing import forkserver
 
         preload_fork_server(torchcodec=torchcodec)
         forkserver.ensure_running()
+        preload_decoders(torchcodec=False)
+    else:
+        preload_decoders(torchcodec=torchcodec)
     return method
 
 
 def preload_fork_server(torchcodec: bool = True) -> None:
     """Have the fork server, when it starts, import torch, the decoders and mmvgm once, so that
     each worker it forks starts with them loaded (a worker importing torch itself takes seconds);
-    torchcodec's decoders too with ``torchcodec`` where this process loaded them, so that its
-    workers read with them. Python starts one fork server per process: the first workers'
-    choice holds for later ones."""
+    torchcodec's decoders too with ``torchcodec`` (where they load), so that its workers read with
+    them. Python starts one fork server per process: the first workers' choice holds for later
+    ones."""
     import multiprocessing
     from importlib.util import find_spec
 
     from mmvgm.io import torchcodec_reader
 
-    names = _WORKER_PRELOAD + (_TORCHCODEC_PRELOAD if torchcodec and torchcodec_reader.loaded() else ())
+    names = _WORKER_PRELOAD + (_TORCHCODEC_PRELOAD if torchcodec and torchcodec_reader.available() else ())
     preload = [name for name in names if find_spec(name.split(".")[0]) is not None]
     multiprocessing.get_context("forkserver").set_forkserver_preload(preload)
 

@@ -90,9 +90,10 @@ class Service:
                     max_frames=self.settings.max_frames)
                 from mmvgm.io.backends import preload_decoders
 
-                # Before /readyz: the first request, decoded here, pays no imports. torchcodec only
-                # with workers: reads in this process use PyAV (several decoder threads).
-                preload_decoders(torchcodec=bool(workers))
+                # Before /readyz: the first request, decoded here, pays no imports. Not torchcodec:
+                # reads in this process use several decoder threads, hence PyAV; workers that
+                # read with it loaded it where they started (runtime.workers).
+                preload_decoders(torchcodec=False)
             if self.encoder is None and self.settings.protect_encoder:
                 self.encoder, self.lpips = load_protect_encoder(self.settings, self.predictor.device)
             self.worker = ModelWorker(self.predictor, self.settings.max_batch, self.settings.max_wait_ms,

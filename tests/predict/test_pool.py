@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from mmvgm.predict.pool import worker_chunk
 from mmvgm.errors import InputError
 from mmvgm.predict.predictor import Predictor
 from tests.inference_helpers import make_checkpoint, make_videos
+from tests.io.conftest import needs_torchcodec
 
 
 @pytest.fixture(scope="module")
@@ -315,3 +317,38 @@ def test_workers_get_the_thread_policys_threads_for_decoding_workers(monkeypatch
     finally:
         pool.close()
     assert got == [(worker_torch_threads(), decoder_threads(env={}, in_worker=True))] * 4 == [(1, 1)] * 4
+
+
+_FROM_A_THREAD = """
+import json, sys, threading
+import torch
+from mmvgm.predict.pool import DecodePool
+from tests.inference_helpers import backend_read, as_list
+
+found = {}
+def one_pass():  # off the main thread, as a service loads its model: the fork server starts the workers
+    pool = DecodePool(backend_read, as_list, 2, torch.device("cpu"), torchcodec=sys.argv[2] == "yes")
+    found["read by"] = sorted({b for chunk in pool.decode([(sys.argv[1], 3, "x")] * 4, 1) for b in chunk})
+    pool.close()
+thread = threading.Thread(target=one_pass)
+thread.start()
+thread.join()
+found["imported here"] = "torchcodec.decoders" in sys.modules
+print(json.dumps(found))
+"""
+
+
+@needs_torchcodec
+@pytest.mark.parametrize("torchcodec, read_by", [("yes", ["torchcodec"]), ("no", ["pyav"])])
+def test_fork_server_workers_read_with_torchcodec_only_when_asked_and_this_process_skips_it(
+        videos, torchcodec, read_by):
+    """A service starts its workers from a thread, so from a fork server: the server imports
+    torchcodec beside this process, which reads with PyAV itself and never pays that import."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FROM_A_THREAD, videos[0], torchcodec], capture_output=True,
+                          text=True, timeout=180, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"read by": read_by, "imported here": False}
