@@ -7,9 +7,10 @@ frames. Frames are RGB through FFmpeg's own conversion, rotation metadata applie
 equal PyAV's.
 
 ``auto`` tries it first where a reader decodes on one thread (decoding workers) in a process that
-loaded it (``loaded()``: ``backends.preload_decoders(torchcodec=True)``, which long work such as
-the service, training and a large scan does); a reader that may use more threads starts with PyAV,
-whose frame threading torchcodec's threads do not match.
+loaded it (``loaded()``: where the workers' starter asked for it, through
+``runtime.workers.prepare_decoding_workers``, as long work does: the service, training, a large
+scan); a reader that may use more threads starts with PyAV, whose frame threading torchcodec's
+threads do not match.
 
 Anything unusual goes to the next backend rather than being handled twice: a file torchcodec
 cannot open, a count it cannot give, or a decoder error on any frame raises ``InputError`` and
@@ -47,8 +48,8 @@ def available() -> bool:
 def loaded() -> bool:
     """torchcodec's decoders are imported in this process (or in the parent or fork server it
     was forked from), and work: only then does ``auto`` lead with them (``backends.auto_order``).
-    Their import costs seconds, since it imports ``torch._dynamo``;
-    ``backends.preload_decoders`` pays it where the work is long."""
+    Their import costs seconds, since it imports ``torch._dynamo``; the process starting the
+    workers has it paid where the work is long (``runtime.workers.prepare_decoding_workers``)."""
     return _broken is None and (_module is not None or "torchcodec.decoders" in sys.modules)
 
 

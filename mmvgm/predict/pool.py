@@ -209,10 +209,11 @@ class DecodePool:
     functions, or objects of module classes) for the fork server and spawn start methods.
 
     ``persistent=True`` keeps the workers between calls of :meth:`decode`; otherwise they stop
-    at :meth:`done`. ``torchcodec``: import it before the workers start, so that they read with
-    it (``runtime.workers.prepare_decoding_workers``); once imported, it stays for the process. One pass at a time (``busy`` says whether one is under way; its caller
-    calls :meth:`done` after it). ``workers=0`` decodes in this process. ``exit_codes`` holds
-    the exit code of every worker stopped or lost so far, by PID (negative: killed by that signal).
+    at :meth:`done`. ``torchcodec``: have the workers read with it (it is imported where they
+    start from, ``runtime.workers.prepare_decoding_workers``; once imported, it stays). One pass
+    at a time (``busy`` says whether one is under way; its caller calls :meth:`done` after it).
+    ``workers=0`` decodes in this process. ``exit_codes`` holds the exit code of every worker
+    stopped or lost so far, by PID (negative: killed by that signal).
     """
 
     def __init__(self, decode: Decode, collate: Collate, workers: int, device: torch.device,

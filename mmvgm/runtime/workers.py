@@ -41,7 +41,7 @@ _WORKER_PRELOAD = ("torch", "numpy", "cv2", "av", "mmvgm.predict.predictor", "mm
 _TORCHCODEC_PRELOAD = ("mmvgm.io.torchcodec_preload",)
 
 #: Files per decoding worker from which they read with torchcodec (:func:`torchcodec_pays`);
-#: the figures behind it are in ``benchmarks/README.md`` ("torchcodec only for long work").
+#: the figures behind it are in ``benchmarks/README.md`` (the ``bench_scan.py`` table).
 TORCHCODEC_MIN_FILES_PER_WORKER = 500
 
 
