@@ -208,9 +208,13 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
                 seed: int = 2024, drop_last: bool = False, pin_memory: Optional[bool] = None,
                 persistent_workers: bool = False, skip_log: Optional[SkipLog] = None,
                 multiprocessing_context: Optional[str] = None,
-                sampler: Optional[torch.utils.data.Sampler] = None) -> SkipBadLoader:
+                sampler: Optional[torch.utils.data.Sampler] = None, passes: Optional[int] = 1) -> SkipBadLoader:
     """The one loader factory: a seeded DataLoader with :func:`collate_items`; same ``seed`` ->
     same order. ``sampler`` replaces the seeded shuffle (training's per-epoch permutation).
+
+    ``passes``: how many times the loader will be read (training's epochs; ``None``: unknown).
+    With the dataset's size it decides whether the workers read with torchcodec, whose import
+    only many files earn back (``runtime.workers.torchcodec_pays``); the frames are the same.
 
     ``multiprocessing_context``: ``None`` (``$MMVGM_WORKER_START``, else the platform default,
     fork on Linux) or e.g. ``"forkserver"``/``"spawn"`` when the main process already runs CUDA
@@ -222,8 +226,10 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, worker
         raise InputError(f"workers must be >= 0, got {workers}")
     if workers > 0:
         from mmvgm.runtime import prepare_decoding_workers
+        from mmvgm.runtime.workers import torchcodec_pays
 
-        method = prepare_decoding_workers()
+        files = None if passes is None else len(dataset) * passes
+        method = prepare_decoding_workers(torchcodec=torchcodec_pays(files, workers))
         multiprocessing_context = multiprocessing_context or method
     generator = torch.Generator()
     generator.manual_seed(int(seed))

@@ -578,7 +578,7 @@ def _loaders(cfg: Mapping[str, Any], data: _Data, device: torch.device) -> Tuple
                                sampling=cfg["sampling"], transform=data.transform)
         # pinned batches, so that the copy to the GPU need not wait (see _step)
         return make_loader(dataset, batch_size, workers=cfg["workers"], seed=cfg["seed"], sampler=sampler,
-                           pin_memory=device.type == "cuda", persistent_workers=True)
+                           pin_memory=device.type == "cuda", persistent_workers=True, passes=cfg["epochs"])
 
     sampler = EpochSampler(len(data.splits["train"]), cfg["seed"])
     return (sampler, loader("train", cfg["batch_size"], sampler),

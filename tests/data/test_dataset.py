@@ -11,6 +11,8 @@ from mmvgm.data.dataset import Batch, ClipItem, SkipLog, VideoDataset, collate_i
 from mmvgm.data.labels import LabelSet
 from mmvgm.errors import InputError
 from mmvgm.io.discovery import Sample
+from tests.io.conftest import needs_torchcodec
+from tests.media import make_frames, write_video
 from tests.data.conftest import npy_reader
 
 
@@ -96,3 +98,39 @@ def test_loader_order_is_seeded(tmp_path):
     order = lambda seed: [p for b in make_loader(ds, 2, shuffle=True, seed=seed) for p in b.paths]  # noqa: E731
     assert order(1) == order(1)
     assert order(1) != order(2) or order(1) != order(3)
+
+
+_LOADERS = """
+import json, sys
+from mmvgm.data.dataset import VideoDataset, make_loader
+from mmvgm.io.discovery import Sample
+seen = []
+for passes in json.loads(sys.argv[2]):
+    ds = VideoDataset([Sample(sys.argv[1], None)] * 2, num_frames=4)
+    assert [len(b.paths) for b in make_loader(ds, 2, workers=1, passes=passes)] == [2]
+    seen.append("torchcodec.decoders" in sys.modules)
+print(json.dumps(seen))
+"""
+
+
+@needs_torchcodec
+def test_a_loader_loads_torchcodec_for_its_workers_only_for_enough_reads(tmp_path):
+    """One pass over a few files (an eval of a small test set) reads with PyAV, without paying
+    torchcodec's import; enough passes (training's epochs), or an unknown number, load it."""
+    import json
+    import subprocess
+    import sys
+
+    video = write_video(tmp_path / "v.mp4", make_frames(8))
+
+    def imported(passes):
+        proc = subprocess.run([sys.executable, "-c", _LOADERS, str(video), json.dumps(passes)], capture_output=True,
+                              text=True, timeout=180, cwd=Path(__file__).resolve().parents[2])
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    from mmvgm.runtime.workers import TORCHCODEC_MIN_FILES_PER_WORKER as MIN
+
+    # Two files, one worker, per process (an import stays): 2 reads, just too few, just enough.
+    assert imported([1, MIN // 2 - 1, MIN // 2]) == [False, False, True]
+    assert imported([None]) == [True]
