@@ -70,8 +70,8 @@ class Predictor:
         moves to the device (see ``mmvgm.predict.pool``); otherwise they start on the first
         stream. ``expected_files``: how many files the workers will decode (a scan's count); too
         few per worker to earn torchcodec's import back and they read with PyAV
-        (``runtime.workers.torchcodec_pays``) [default: None, long-lived work: torchcodec where it
-        runs]. ``precision``: auto | fp32 | bf16 | fp16 (``runtime.device.precision_dtype``).
+        (``runtime.workers.torchcodec_pays``) [default: None, long-lived work of unknown length:
+        torchcodec where it runs]. ``precision``: auto | fp32 | bf16 | fp16 (``runtime.device.precision_dtype``).
         ``threads``: fix the compute threads of ``predict`` and ``stream`` (``--threads``; by
         default ``runtime.threads`` chooses). ``max_pixels`` / ``max_frames``: the budgets every
         read applies, here and in the decoding workers [default: ``mmvgm.io.limits``']."""

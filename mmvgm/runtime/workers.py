@@ -65,7 +65,7 @@ def worker_start_method() -> Optional[str]:
 
 def torchcodec_pays(expected_files: Optional[int], workers: int) -> bool:
     """Whether ``workers`` decoding workers should read with torchcodec, for ``expected_files``
-    files (``None``: long-lived work, such as a service or training, which always earns it back).
+    files (``None``: long-lived work of unknown length, such as a service, which earns it back).
 
     Importing torchcodec costs seconds once per process (it imports ``torch._dynamo``); per file
     it saves a worker part of PyAV's time, more on long files. Below
