@@ -8,7 +8,7 @@ equal PyAV's.
 
 ``auto`` tries it first where a reader decodes on one thread (decoding workers) in a process that
 loaded it (``loaded()``: where the workers' starter asked for it, through
-``runtime.workers.prepare_decoding_workers``, as long work does: the service, training, a large
+``runtime.workers.prepare_decoding_workers``, as long work does: the service, a long training, a large
 scan); a reader that may use more threads starts with PyAV, whose frame threading torchcodec's
 threads do not match.
 
