@@ -242,7 +242,8 @@ def test_a_short_scan_decodes_without_torchcodec_and_its_import(env, tmp_path):
 @needs_torchcodec
 def test_long_lived_workers_read_with_torchcodec(env):
     """A predictor told of no file count (a service, a library user) or of many files loads
-    torchcodec before its workers start, and they read with it."""
+    torchcodec before its workers fork, so that they inherit it (and ``auto`` leads with it
+    there: tests/io/test_torchcodec_reader.py); told of a short scan's count, it does not."""
     code = ("import json, sys\n"
             "from mmvgm.predict.predictor import Predictor\n"
             "from mmvgm.runtime.workers import TORCHCODEC_MIN_FILES_PER_WORKER as MIN\n"
