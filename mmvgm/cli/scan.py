@@ -102,20 +102,20 @@ def command(path: Optional[str], checkpoint: Optional[str], out: str, batch_size
 
     if workers is None:
         workers = default_decode_workers()
-    # How many files the workers will decode decides their decoder (torchcodec pays only on
-    # many); listing is cheap, and a bad PATH is refused before the checkpoint loads.
-    files = len(scan_listing(path).inputs)
+    # Listed once, here: how many files the workers will decode decides their decoder
+    # (torchcodec pays only on many), and a bad PATH is refused before the checkpoint loads.
+    listing = scan_listing(path)
     # the decoding workers start while the checkpoint loads, before the model is on the GPU
     with Predictor.from_checkpoint(checkpoint, device=rank_device(None if device == "auto" else device),
                                    workers=workers, precision=precision, threads=threads,
-                                   expected_files=files) as predictor:
+                                   expected_files=len(listing.inputs)) as predictor:
         predictor.frames = predictor.check_frames(frames)  # refuse before any output is created
         if predictor.meta.warning:
             echo_warning(predictor.meta.warning)
         predictor.sampling = sampling or predictor.sampling
         summary = run_scan(predictor, path, out, batch_size=batch_size, workers=workers, resume=resume,
                            shard=parse_shard(shard) if shard else None, retry_errors=retry_errors,
-                           progress=not quiet, summary=summary_out)
+                           progress=not quiet, summary=summary_out, listing=listing)
     parts = [f"{summary.scored} scored", f"{summary.errors} errors"]
     if summary.skipped:
         parts.append(f"{summary.skipped} already done")

@@ -466,7 +466,7 @@ def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8,
              resume: bool = False, shard: Optional[Shard] = None, retry_errors: bool = False,
              progress: bool = True, merge: bool = True,
              on_batch: Optional[Callable[[List[Verdict]], None]] = None,
-             summary: Optional[PathLike] = None) -> ScanSummary:
+             summary: Optional[PathLike] = None, listing: Optional[Listing] = None) -> ScanSummary:
     """Scan ``path`` (folder or manifest) with ``predictor`` into ``out`` (.jsonl or .csv).
 
     ``predictor`` needs ``source_labels`` and ``stream(paths, batch_size, workers)`` (see
@@ -475,9 +475,10 @@ def run_scan(predictor: Any, path: PathLike, out: PathLike, batch_size: int = 8,
     initialisable torch.distributed group rank 0 then merges all shards into ``out``.
     Files of a folder that are not videos are counted in the returned summary, which
     ``summary`` names a JSON file for (``SUMMARY.rankI.json`` for a shard), written atomically.
+    ``listing``: ``scan_listing(path)`` made already (the CLI counts the files before loading).
     """
     output_format(out)
-    listing = scan_listing(path)
+    listing = scan_listing(path) if listing is None else listing
     env_shard = rank_from_env()
     if shard is not None and env_shard is not None:
         raise InputError("--shard cannot be combined with torchrun/accelerate ranks "
