@@ -11,7 +11,7 @@ import torch
 from mmvgm.predict.pool import worker_chunk
 from mmvgm.errors import InputError
 from mmvgm.predict.predictor import Predictor
-from tests.inference_helpers import make_checkpoint, make_videos
+from tests.inference_helpers import as_list, make_checkpoint, make_videos
 from tests.io.conftest import needs_torchcodec
 
 
@@ -302,16 +302,12 @@ def _threads(request):
     return (torch.get_num_threads(), decoder_threads())
 
 
-def _listed(items):
-    return items
-
-
 def test_workers_get_the_thread_policys_threads_for_decoding_workers(monkeypatch):
     from mmvgm.predict.pool import DecodePool
     from mmvgm.runtime.threads import DECODE_THREADS_ENV, decoder_threads, worker_torch_threads
 
     monkeypatch.delenv(DECODE_THREADS_ENV, raising=False)
-    pool = DecodePool(_threads, _listed, 2, torch.device("cpu"))
+    pool = DecodePool(_threads, as_list, 2, torch.device("cpu"))
     try:
         got = [threads for chunk in pool.decode([("a", 1, "x")] * 4, 1) for threads in chunk]
     finally:
